@@ -1,0 +1,34 @@
+# crm: PGXS build. The version lives in crm.control only.
+EXTENSION    = crm
+EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" crm.control)
+MODULE_big   = crm
+OBJS         = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -DCRM_VERSION=\"$(EXTVERSION)\"
+
+# The install script is assembled from src/sql/*.sql in name order.
+DATA_built   = crm--$(EXTVERSION).sql
+DATA         = $(wildcard crm--*--*.sql)
+EXTRA_CLEAN  = crm--$(EXTVERSION).sql results regression.diffs regression.out tmp_check
+
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=pgcrypto
+
+PG_CONFIG   ?= pg_config
+PGXS        := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+else
+all:
+	@echo "PostgreSQL server headers are missing: run 'make test' or 'make demo' (they install postgresql-server-dev-15), or apt-get install postgresql-server-dev-15" >&2; exit 1
+endif
+
+crm--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+.PHONY: test demo bench
+test:
+	bash scripts/test.sh
+demo:
+	bash scripts/demo.sh
+bench:
+	bash scripts/bench.sh

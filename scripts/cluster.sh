@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Shared helpers for make test / make demo / make bench: install what is missing, build and install
+# crm, and run a throwaway PostgreSQL 15 cluster as the postgres OS user (initdb refuses root).
+# Source this file; it defines functions and sets PGBIN.
+
+PGVER=15
+PGBIN=/usr/lib/postgresql/$PGVER/bin
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '== %s\n' "$*" >&2; }
+
+as_pg() {
+  # Run a command as the postgres OS user when we are root, else as ourselves.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+crm_ensure_packages() {
+  local need=()
+  [ -f /usr/lib/postgresql/$PGVER/lib/pgxs/src/makefiles/pgxs.mk ] || need+=(postgresql-server-dev-$PGVER)
+  [ -d /usr/share/postgresql/$PGVER/extension ] && ls /usr/share/postgresql/$PGVER/extension/pgtap*.control >/dev/null 2>&1 || need+=(postgresql-$PGVER-pgtap)
+  command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
+  [ -x $PGBIN/pgbench ] || need+=(postgresql-$PGVER)
+  command -v gcc >/dev/null || need+=(gcc)
+  command -v make >/dev/null || need+=(make)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      log "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})"; return 1
+    fi
+    log "installing ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+crm_build_install() {
+  log "building crm"
+  make -C "$TOP" -s with_llvm=no >/dev/null
+  if [ "$(id -u)" = 0 ]; then make -C "$TOP" -s with_llvm=no install >/dev/null
+  else sudo make -C "$TOP" -s with_llvm=no install >/dev/null; fi
+}
+
+crm_free_port() {
+  local p
+  for p in $(seq "${1:-55432}" 65000); do
+    if ! (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && [ ! -e "/tmp/.s.PGSQL.$p" ]; then echo "$p"; return; fi
+  done
+  return 1
+}
+
+# crm_start_cluster DIR [PORT]: initdb DIR (if new) and start it with crm preloaded.
+# Exports PGHOST, PGPORT, PGUSER, PGDATA for the callers.
+crm_start_cluster() {
+  local dir=$1 port=${2:-}
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+  chmod 700 "$dir"
+  export PGDATA=$dir/data PGHOST=$dir PGUSER=postgres
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    as_pg $PGBIN/initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+    cat >>"$PGDATA/postgresql.conf" <<CONF
+shared_preload_libraries = 'crm'
+unix_socket_directories = '$dir'
+listen_addresses = '127.0.0.1'
+fsync = off
+synchronous_commit = off
+max_connections = 100
+shared_buffers = 256MB
+log_min_messages = warning
+CONF
+  fi
+  if as_pg $PGBIN/pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
+    export PGPORT=$(sed -n 's/^port = \([0-9]*\).*/\1/p' "$PGDATA/postgresql.auto.conf" 2>/dev/null | tail -1)
+    [ -n "$PGPORT" ] || export PGPORT=$(sed -n '4p' "$PGDATA/postmaster.pid")
+    return 0
+  fi
+  [ -n "$port" ] || port=$(crm_free_port)
+  export PGPORT=$port
+  as_pg $PGBIN/pg_ctl -D "$PGDATA" -o "-p $port" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    || { tail -30 "$dir/server.log" >&2; return 1; }
+}
+
+crm_stop_cluster() {
+  as_pg $PGBIN/pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+}

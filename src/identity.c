@@ -1,0 +1,284 @@
+/*
+ * identity.c: who is acting. Owns crm.current_principal(), crm.act_as() and the per-transaction
+ * identity state.
+ *
+ * The acting principal is, in order: the principal set by crm.act_as() in this transaction, or
+ * the principal mapped to the outer user (the login, or the role chosen by SET ROLE; unaffected
+ * by SECURITY DEFINER functions). Nothing here reads a setting, so no SET or set_config() can
+ * change who is acting. act_as state lives in backend memory and is cleared at every commit,
+ * abort and prepare; a rolled-back savepoint restores what was in force before it.
+ */
+#include "crm.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+/* act_as state: principal and the subtransaction level that set it, with what it replaced */
+typedef struct ActAsFrame
+{
+	int64		principal;
+	int			nest_level;
+	struct ActAsFrame *prev;
+} ActAsFrame;
+
+static ActAsFrame *act_as_top = NULL;	/* in TopTransactionContext */
+
+/* per-transaction cache of the outer user's own principal */
+static bool login_cache_valid = false;
+static Oid	login_cache_user = InvalidOid;
+static int64 login_cache_principal = 0;
+static bool login_cache_found = false;
+
+static void
+crm_identity_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			act_as_top = NULL;	/* its memory goes with TopTransactionContext */
+			login_cache_valid = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+crm_identity_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		int			level = GetCurrentTransactionNestLevel();
+
+		while (act_as_top != NULL && act_as_top->nest_level >= level)
+			act_as_top = act_as_top->prev;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		/* what the committed subtransaction set now belongs to its parent */
+		int			level = GetCurrentTransactionNestLevel();
+		ActAsFrame *f;
+
+		for (f = act_as_top; f != NULL && f->nest_level >= level; f = f->prev)
+			f->nest_level = level - 1;
+	}
+}
+
+void
+crm_identity_init(void)
+{
+	RegisterXactCallback(crm_identity_xact_callback, NULL);
+	RegisterSubXactCallback(crm_identity_subxact_callback, NULL);
+}
+
+/* Look up the active principal whose login is the given role; runs as crm's catalog owner. */
+static bool
+lookup_login_principal(Oid roleid, int64 *principal)
+{
+	CrmUserSwitch sw;
+	volatile bool found = false;
+	char	   *rolname = GetUserNameFromId(roleid, true);
+
+	if (rolname == NULL)
+		return false;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		values[1];
+		int			rc;
+
+		values[0] = CStringGetTextDatum(rolname);
+		SPI_connect();
+		rc = SPI_execute_with_args("SELECT p.id FROM crm.principal p "
+								   "WHERE p.login OPERATOR(pg_catalog.=) $1 AND p.active",
+								   1, argtypes, values, NULL, true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+			{
+				*principal = DatumGetInt64(d);
+				found = true;
+			}
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	return found;
+}
+
+int64
+crm_current_principal(bool *found)
+{
+	Oid			outer = GetOuterUserId();
+
+	if (act_as_top != NULL)
+	{
+		*found = true;
+		return act_as_top->principal;
+	}
+	if (!IsTransactionState())
+	{
+		*found = false;
+		return 0;
+	}
+	if (!login_cache_valid || login_cache_user != outer)
+	{
+		int64		p = 0;
+
+		login_cache_found = lookup_login_principal(outer, &p);
+		login_cache_principal = p;
+		login_cache_user = outer;
+		login_cache_valid = true;
+	}
+	*found = login_cache_found;
+	return login_cache_principal;
+}
+
+/* SQL function: crm.current_principal() returns bigint */
+PG_FUNCTION_INFO_V1(crm_current_principal_sql);
+Datum
+crm_current_principal_sql(PG_FUNCTION_ARGS)
+{
+	bool		found;
+	int64		p = crm_current_principal(&found);
+
+	if (!found)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(p);
+}
+
+/* SQL function: crm.acting_as() returns bigint: the act_as principal, NULL when none */
+PG_FUNCTION_INFO_V1(crm_acting_as);
+Datum
+crm_acting_as(PG_FUNCTION_ARGS)
+{
+	if (act_as_top == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(act_as_top->principal);
+}
+
+/* Find a principal by id or by login, as crm's catalog owner: its id and whether it is active. */
+static bool
+lookup_principal(bool by_login, Datum key, int64 *id, bool *active)
+{
+	CrmUserSwitch sw;
+	volatile bool found = false;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			argtypes[1];
+		Datum		values[1];
+		int			rc;
+
+		argtypes[0] = by_login ? TEXTOID : INT8OID;
+		values[0] = key;
+		SPI_connect();
+		rc = SPI_execute_with_args(by_login
+								   ? "SELECT p.id, p.active FROM crm.principal p WHERE p.login OPERATOR(pg_catalog.=) $1"
+								   : "SELECT p.id, p.active FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1",
+								   1, argtypes, values, NULL, true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+			HeapTuple	t = SPI_tuptable->vals[0];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+
+			*id = DatumGetInt64(SPI_getbinval(t, td, 1, &isnull));
+			*active = DatumGetBool(SPI_getbinval(t, td, 2, &isnull));
+			found = true;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	return found;
+}
+
+static int64
+act_as_common(bool by_login, Datum key, const char *shown)
+{
+	Oid			app_role = get_role_oid("crm_app", true);
+	Oid			outer = GetOuterUserId();
+	MemoryContext old;
+	ActAsFrame *f;
+	int64		principal = 0;
+	bool		active = false;
+
+	/* the right to impersonate is checked first, so strangers learn nothing about principals */
+	if (!OidIsValid(app_role) || !is_member_of_role_nosuper(outer, app_role))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to act as principal %s", shown),
+				 errdetail("Role \"%s\" is not a member of crm_app.",
+						   GetUserNameFromId(outer, false)),
+				 errhint("Only application roles granted crm_app may call crm.act_as().")));
+	if (!lookup_principal(by_login, key, &principal, &active))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("principal %s does not exist", shown)));
+	if (!active)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("principal %s is deactivated", shown),
+				 errhint("An administrator can reactivate it with crm.reactivate_principal().")));
+	if (!IsTransactionBlock())
+		ereport(NOTICE,
+				(errmsg("crm.act_as() outside a transaction block lasts only for this statement"),
+				 errhint("Call it after BEGIN; it lasts until COMMIT or ROLLBACK.")));
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	f = palloc(sizeof(ActAsFrame));
+	MemoryContextSwitchTo(old);
+	f->principal = principal;
+	f->nest_level = GetCurrentTransactionNestLevel();
+	f->prev = act_as_top;
+	act_as_top = f;
+	return principal;
+}
+
+/* SQL function: crm.act_as(principal bigint) returns bigint */
+PG_FUNCTION_INFO_V1(crm_act_as);
+Datum
+crm_act_as(PG_FUNCTION_ARGS)
+{
+	int64		p = PG_GETARG_INT64(0);
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%lld", (long long) p);
+	PG_RETURN_INT64(act_as_common(false, Int64GetDatum(p), buf));
+}
+
+/* SQL function: crm.act_as(login text) returns bigint */
+PG_FUNCTION_INFO_V1(crm_act_as_login);
+Datum
+crm_act_as_login(PG_FUNCTION_ARGS)
+{
+	text	   *login = PG_GETARG_TEXT_PP(0);
+	char	   *shown = quote_literal_cstr(text_to_cstring(login));
+
+	PG_RETURN_INT64(act_as_common(true, PointerGetDatum(login), shown));
+}
