@@ -9,6 +9,7 @@
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -91,8 +92,10 @@ cn_id_number_problem_at(const char *s, size_t len, DateADT today)
 	y = num(s + 6, 4);
 	m = num(s + 10, 2);
 	d = num(s + 12, 2);
-	if (y < 1900 || !real_date(y, m, d))
+	if (!real_date(y, m, d))
 		return "the birth date is not a real date";
+	if (y < 1900)
+		return "the birth year is before 1900";
 	if (date2j(y, m, d) - POSTGRES_EPOCH_JDATE > today)
 		return "the birth date is in the future";
 	want = cn_id_check_char(s);
@@ -329,7 +332,7 @@ crm_check_picklist(PG_FUNCTION_ARGS)
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
-	Datum		joined;
+	StringInfoData buf;
 
 	if (PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
@@ -342,13 +345,21 @@ crm_check_picklist(PG_FUNCTION_ARGS)
 															  elems[i], PointerGetDatum(value))))
 			PG_RETURN_BOOL(true);
 	}
-	joined = DirectFunctionCall2(array_to_text, PointerGetDatum(allowed), CStringGetTextDatum(", "));
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			continue;
+		if (buf.len > 0)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfoString(&buf, TextDatumGetCString(elems[i]));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("invalid value %s for picklist field %s.%s",
 					quote_literal_cstr(text_to_cstring(value)),
 					text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1))),
-			 errdetail("Allowed values: %s.", TextDatumGetCString(joined))));
+			 errdetail("Allowed values: %s.", buf.data)));
 	PG_RETURN_BOOL(false);
 }
 
@@ -473,6 +484,40 @@ crm_make_cn_id_number(PG_FUNCTION_ARGS)
 				 errhint("Birth years start at 1900.")));
 	snprintf(buf, sizeof(buf), "%s%04d%02d%02d%03d", region, y, m, d, seq);
 	buf[17] = cn_id_check_char(buf);
+	buf[18] = '\0';
+	PG_RETURN_TEXT_P(cstring_to_text(buf));
+}
+
+/*
+ * SQL function: crm.make_uscc(base text) returns text
+ * Appends the GB 32100 check character to a 17-character base (demo and test data).
+ */
+PG_FUNCTION_INFO_V1(crm_make_uscc);
+Datum
+crm_make_uscc(PG_FUNCTION_ARGS)
+{
+	static const char alphabet[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+	static const int w[17] = {1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28};
+	char	   *base = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char		buf[19];
+	int			sum = 0;
+
+	if (strlen(base) != 17)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a unified social credit code base has 17 characters, not %d", (int) strlen(base))));
+	for (int i = 0; i < 17; i++)
+	{
+		const char *p = base[i] ? strchr(alphabet, base[i]) : NULL;
+
+		if (p == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("character %d of \"%s\" is not allowed in a unified social credit code", i + 1, base)));
+		sum += (int) (p - alphabet) * w[i];
+	}
+	memcpy(buf, base, 17);
+	buf[17] = alphabet[(31 - sum % 31) % 31];
 	buf[18] = '\0';
 	PG_RETURN_TEXT_P(cstring_to_text(buf));
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# make test: install what is missing, build, start a throwaway cluster with crm preloaded, run
+# every pg_regress test (sql/), pgTAP test (test/*.sql) and shell test (test/*.sh), stop the
+# cluster, and end with one line "N passed, N failed".
+set -euo pipefail
+source "$(dirname "$0")/cluster.sh"
+cd "$TOP"
+
+crm_ensure_packages
+crm_build_install
+
+dir=$(mktemp -d /tmp/crm_test.XXXXXX)
+trap 'crm_stop_cluster "$dir"; rm -rf "$dir"' EXIT
+crm_start_cluster "$dir"
+log "cluster on port $PGPORT, sockets in $dir"
+export CRM_TEST_DIR=$dir
+
+pass=0
+fail=0
+count_tap() {  # count TAP "ok"/"not ok" lines of a file; a run that failed without any "not ok" counts once
+  local out=$1 rc=$2 ok notok
+  ok=$(grep -cE '^\s*ok [0-9]+' "$out" || true)
+  notok=$(grep -cE '^\s*not ok [0-9]+' "$out" || true)
+  if [ "$rc" != 0 ] && [ "$notok" = 0 ]; then notok=1; fi
+  pass=$((pass + ok)); fail=$((fail + notok))
+}
+
+# pg_regress: one result per test file
+log "pg_regress"
+rm -rf results regression.diffs regression.out
+set +e
+make -s with_llvm=no installcheck >"$dir/regress.out" 2>&1
+rrc=$?
+set -e
+cat "$dir/regress.out"
+rok=$(grep -cE '\.\.\. ok' "$dir/regress.out" || true)
+rfail=$(grep -cE '\.\.\. FAILED' "$dir/regress.out" || true)
+if [ "$rrc" != 0 ] && [ "$rfail" = 0 ]; then rfail=1; fi
+[ -f regression.diffs ] && head -200 regression.diffs
+pass=$((pass + rok)); fail=$((fail + rfail))
+
+# pgTAP: one result per assertion
+log "pgTAP"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS crm_tap" -c "CREATE DATABASE crm_tap"
+psql -X -q -d crm_tap -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION crm CASCADE"
+for f in test/*.sql; do
+  [ -e "$f" ] || continue
+  set +e
+  pg_prove --verbose -d crm_tap "$f" >"$dir/tap.out" 2>&1
+  rc=$?
+  set -e
+  cat "$dir/tap.out"
+  count_tap "$dir/tap.out" "$rc"
+done
+
+# shell tests (TAP output): dump/restore and others that need more than one database or session
+for f in test/*.sh; do
+  [ -e "$f" ] || continue
+  log "$f"
+  set +e
+  bash "$f" >"$dir/sh.out" 2>&1
+  rc=$?
+  set -e
+  cat "$dir/sh.out"
+  count_tap "$dir/sh.out" "$rc"
+done
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

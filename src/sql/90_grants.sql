@@ -1,0 +1,32 @@
+------------------------------------------------------------------------------------------------
+-- Privileges. Functions are closed to PUBLIC, then opened to whom they are for.
+------------------------------------------------------------------------------------------------
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA crm FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA crm FROM PUBLIC;
+
+-- anyone: who am I, is crm on, validators and derived values, act_as (which checks crm_app itself)
+GRANT EXECUTE ON FUNCTION crm.preloaded(), crm.current_principal(), crm.acting_as(),
+  crm.act_as(bigint), crm.act_as(text), crm.check_name(text, text),
+  crm.cn_id_number_valid(text), crm.uscc_valid(text), crm.bank_card_valid(text), crm.cn_mobile_valid(text),
+  crm.email_valid(text), crm.validation_problem(text, text), crm.check_field(text, text, text, text),
+  crm.check_picklist(text, text, text, text[]), crm.check_document(text, text, text, text),
+  crm.cn_id_number_birthday(text), crm.cn_id_number_gender(text), crm.make_cn_id_number(text, date, integer),
+  crm.make_uscc(text), crm.stamp(), crm._column_type(text), crm._creating_extension()
+  TO PUBLIC;
+
+-- CRM users and auditors: the directory and the data dictionary
+GRANT SELECT ON crm.objects, crm.fields, crm.principals, crm.role, crm.org_unit TO crm_user, crm_auditor, crm_admin;
+
+-- business administration
+GRANT EXECUTE ON FUNCTION crm.add_org_unit(text, bigint, text), crm.move_org_unit(bigint, bigint),
+  crm.add_role(text, text), crm.drop_role(text), crm.add_principal(text, text, bigint, text[], bigint),
+  crm.move_principal(bigint, bigint), crm.set_manager(bigint, bigint), crm.set_principal_roles(bigint, text[]),
+  crm.deactivate_principal(bigint), crm.reactivate_principal(bigint),
+  crm.create_object(text, text, text, jsonb), crm.add_field(text, text, text, jsonb),
+  crm.set_object_label(text, text), crm.set_field_label(text, text, text), crm.drop_field(text, text),
+  crm.drop_object(text), crm.init()
+  TO crm_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA crm TO crm_admin;
+GRANT crm_user TO crm_admin;
+-- pooled apps act for principals (crm.act_as) and need what principals have; RLS decides the rows
+GRANT crm_user TO crm_app;
