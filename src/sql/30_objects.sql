@@ -81,9 +81,9 @@ BEGIN
       updated_at  timestamptz NOT NULL,
       updated_by  bigint,
       CONSTRAINT crm_fk_owner FOREIGN KEY (owner_id) REFERENCES crm.principal (id),
-      CONSTRAINT crm_fk_org_unit FOREIGN KEY (org_unit_id) REFERENCES crm.org_unit (id),
-      CONSTRAINT crm_fk_created_by FOREIGN KEY (created_by) REFERENCES crm.principal (id),
-      CONSTRAINT crm_fk_updated_by FOREIGN KEY (updated_by) REFERENCES crm.principal (id))$t$, t);
+      CONSTRAINT crm_fk_org_unit FOREIGN KEY (org_unit_id) REFERENCES crm.org_unit (id))$t$, t);
+  -- created_by/updated_by are stamped from the acting principal by crm.stamp(), so they need no
+  -- foreign key (principals are deactivated, never deleted); that saves two lookups per row
   EXECUTE format('CREATE INDEX ON %s (owner_id)', t);
   EXECUTE format('CREATE INDEX ON %s (org_unit_id)', t);
   EXECUTE format('COMMENT ON TABLE %s IS %L', t, create_object.label);

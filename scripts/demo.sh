@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make demo: install what is missing, build, start (or reuse) a cluster with crm preloaded, load a
+# demo bank into database crm_demo, show a short tour, and leave the server running.
+set -euo pipefail
+source "$(dirname "$0")/cluster.sh"
+cd "$TOP"
+
+DEMO_DIR=${CRM_DEMO_DIR:-/tmp/crm_demo}
+CUSTOMERS=${CRM_DEMO_CUSTOMERS:-5000}
+
+crm_ensure_packages
+crm_build_install
+# a rebuilt library is only picked up by a restarted server
+if [ -f "$DEMO_DIR/data/postmaster.pid" ]; then
+  port=$(sed -n '4p' "$DEMO_DIR/data/postmaster.pid")
+  crm_stop_cluster "$DEMO_DIR"
+  crm_start_cluster "$DEMO_DIR" "$port"
+else
+  crm_start_cluster "$DEMO_DIR" "$(crm_free_port 5499)"
+fi
+
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS crm_demo WITH (FORCE)" -c "CREATE DATABASE crm_demo"
+tour() { printf '\n-- %s\n' "$1"; shift; psql -X -d crm_demo -P pager=off "$@"; }
+tour "install (pgcrypto comes with it)" -q -c "SET client_min_messages = warning" -c "CREATE EXTENSION crm CASCADE" -c "SELECT crm.preloaded()"
+tour "a deterministic demo bank with $CUSTOMERS customers" -c "SELECT * FROM crm.generate_demo_data($CUSTOMERS, 42)"
+tour "managed objects: real tables in crm_data" -c "SELECT name, label, sharing, field_count, table_name FROM crm.objects ORDER BY core DESC, name"
+tour "the org tree and who reports to whom" -c "SELECT u.kind, count(DISTINCT u.id) AS units, count(p.id) AS principals FROM crm.org_unit u LEFT JOIN crm.principal p ON p.org_unit_id = u.id GROUP BY 1 ORDER BY 2"
+tour "customers (as the DBA, who bypasses row security)" -c "SELECT id, name, id_number, mobile, risk_tolerance, segment, aum, owner_id FROM crm_data.customer ORDER BY id LIMIT 5"
+tour "a custom object with validated fields" -c "SELECT crm.create_object('loan_application', '贷款申请 Loan application')" \
+  -c "SELECT crm.add_field('loan_application', 'customer_id', 'reference', '{\"object\": \"customer\"}')" \
+  -c "SELECT crm.add_field('loan_application', 'amount', 'money', '{\"required\": true}')" \
+  -c "SELECT crm.add_field('loan_application', 'repayment_card', 'bank_card', '{\"sensitivity\": \"sensitive\"}')" \
+  -c "SELECT name, type, sensitivity, mask FROM crm.fields WHERE object = 'loan_application' ORDER BY position"
+tour "bad values are refused, naming the field and the reason" \
+  -c "INSERT INTO crm_data.loan_application (owner_id, customer_id, amount, repayment_card) VALUES (1, 1, 500000, '6222021234567890121')" \
+  -c "INSERT INTO crm_data.customer (owner_id, name, id_type, id_number) VALUES (1, '王五', 'id_card', '110105194912310021')" || true
+psql -X -q -d crm_demo -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'demo_app') THEN CREATE ROLE demo_app LOGIN IN ROLE crm_app; END IF; END \$\$"
+tour "a pooled app acts as an RM for one transaction" -U demo_app -c "BEGIN" -c "SELECT crm.act_as('demo_rm_00001')" \
+  -c "SELECT p.login, p.display_name, p.roles FROM crm.principals p WHERE p.id = crm.current_principal()" \
+  -c "SELECT count(*) AS customers_visible FROM crm_data.customer" -c "COMMIT" \
+  -c "SELECT crm.current_principal() AS after_commit"
+tour "an RM's own login cannot act as anyone" -U demo_rm_00002 -c "SELECT crm.act_as('demo_rm_00001')" || true
+
+cat <<MSG
+
+The server is left running. Connect with:
+  psql -h $DEMO_DIR -p $PGPORT -U postgres crm_demo
+or as a relationship manager:
+  psql -h $DEMO_DIR -p $PGPORT -U demo_rm_00001 crm_demo
+Stop it with:
+  runuser -u postgres -- $PGBIN/pg_ctl -D $DEMO_DIR/data stop
+MSG
