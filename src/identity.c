@@ -282,3 +282,16 @@ crm_act_as_login(PG_FUNCTION_ARGS)
 
 	PG_RETURN_INT64(act_as_common(true, PointerGetDatum(login), shown));
 }
+
+/*
+ * SQL function: crm._caller_has_role(role name) returns boolean
+ * Whether the outer user (not a SECURITY DEFINER function's owner) has the privileges of a role.
+ */
+PG_FUNCTION_INFO_V1(crm_caller_has_role);
+Datum
+crm_caller_has_role(PG_FUNCTION_ARGS)
+{
+	Oid			role = get_role_oid(NameStr(*PG_GETARG_NAME(0)), true);
+
+	PG_RETURN_BOOL(OidIsValid(role) && has_privs_of_role(GetOuterUserId(), role));
+}

@@ -34,7 +34,53 @@ typedef struct StampCache
 	int64		last_owner;		/* owner -> org unit, for runs of rows with one owner */
 	int64		last_unit;
 	bool		last_valid;
+	/* a child object follows its parent record (trigger arguments: field, parent object) */
+	int			parent_attnum;	/* 0: no parent */
+	char	   *parent_sql;
+	int64		last_parent;
+	int64		parent_owner;
+	int64		parent_unit;
+	bool		parent_valid;
 } StampCache;
+
+/* The owner and org unit of a parent record, as crm's catalog owner (row security aside). */
+static void
+parent_owner_unit(StampCache *cache, int64 parent, const char *relname, const char *field)
+{
+	CrmUserSwitch sw;
+	volatile bool found = false;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		values[1] = {Int64GetDatum(parent)};
+
+		SPI_connect();
+		if (SPI_execute_with_args(cache->parent_sql, 1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		n1, n2;
+			HeapTuple	t = SPI_tuptable->vals[0];
+
+			cache->parent_owner = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &n1));
+			cache->parent_unit = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &n2));
+			found = !n1 && !n2;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("%s.%s refers to record %lld, which does not exist", relname, field, (long long) parent)));
+	cache->last_parent = parent;
+	cache->parent_valid = true;
+}
 
 static int64
 owner_unit(int64 owner, const char *relname)
@@ -132,16 +178,47 @@ crm_stamp(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
 						 errmsg("managed table %s has no column %s", relname, col_names[i])));
 		}
+		if (td->tg_trigger->tgnargs == 2)
+		{
+			const char *field = td->tg_trigger->tgargs[0];
+			const char *parent = td->tg_trigger->tgargs[1];
+
+			cache->parent_attnum = SPI_fnumber(desc, field);
+			if (cache->parent_attnum <= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("managed table %s has no column %s", relname, field)));
+			cache->parent_sql = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt,
+													psprintf("SELECT t.owner_id, t.org_unit_id FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1",
+															 quote_identifier(parent)));
+		}
 		fcinfo->flinfo->fn_extra = cache;
 	}
+
+#define GETCOL(tup, c, isnull) heap_getattr((tup), cache->attnum[c], desc, (isnull))
+#define SETCOL(c, v, isnull) do { cols[n] = cache->attnum[c]; vals[n] = (v); nulls[n] = (isnull); n++; } while (0)
 
 	principal = crm_current_principal(&found);
 	trusted = !found && (superuser() || has_bypassrls_privilege(GetUserId()) ||
 						 pg_class_ownercheck(RelationGetRelid(rel), GetUserId()));
 	now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 
-#define GETCOL(tup, c, isnull) heap_getattr((tup), cache->attnum[c], desc, (isnull))
-#define SETCOL(c, v, isnull) do { cols[n] = cache->attnum[c]; vals[n] = (v); nulls[n] = (isnull); n++; } while (0)
+	/* a child record's owner and unit are its parent's, whatever the caller says */
+	if (cache->parent_attnum > 0)
+	{
+		bool		pnull;
+		Datum		pv = heap_getattr(newtup, cache->parent_attnum, desc, &pnull);
+
+		if (!pnull)
+		{
+			if (!cache->parent_valid || cache->last_parent != DatumGetInt64(pv))
+				parent_owner_unit(cache, DatumGetInt64(pv), relname, td->tg_trigger->tgargs[0]);
+			SETCOL(COL_OWNER, Int64GetDatum(cache->parent_owner), false);
+			SETCOL(COL_UNIT, Int64GetDatum(cache->parent_unit), false);
+			newtup = heap_modify_tuple_by_cols(newtup, desc, n, cols, vals, nulls);
+			n = 0;
+		}
+	}
 
 	if (is_insert)
 	{

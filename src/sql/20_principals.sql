@@ -141,7 +141,9 @@ BEGIN
     VALUES (add_principal.login, add_principal.display_name, add_principal.org_unit_id, add_principal.manager_id)
     RETURNING id INTO new_id;
   INSERT INTO crm.principal_role (principal_id, role) SELECT new_id, r FROM unnest(rs) r;
-  EXECUTE format('GRANT crm_user TO %I', add_principal.login);
+  IF NOT pg_has_role(add_principal.login, 'crm_user', 'MEMBER') THEN
+    EXECUTE format('GRANT crm_user TO %I', add_principal.login);
+  END IF;
   RETURN new_id;
 END $$;
 

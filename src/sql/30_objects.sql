@@ -23,14 +23,30 @@ DECLARE t text := format('crm_data.%I', object);
 BEGIN
   EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
   EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t::regclass AND tgname = 'crm_stamp') THEN
-    EXECUTE format('CREATE TRIGGER crm_stamp BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.stamp()', t);
+  PERFORM crm._stamp_trigger(object);
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t::regclass AND tgname = 'crm_cascade') THEN
+    EXECUTE format('CREATE TRIGGER crm_cascade AFTER UPDATE OF owner_id, org_unit_id ON %s FOR EACH ROW
+                    WHEN (OLD.owner_id IS DISTINCT FROM NEW.owner_id OR OLD.org_unit_id IS DISTINCT FROM NEW.org_unit_id)
+                    EXECUTE FUNCTION crm._cascade_owner()', t);
   END IF;
-  -- ALWAYS: session_replication_role = replica does not switch crm's triggers off
-  EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_stamp', t);
+  EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_cascade', t);
+  PERFORM crm._apply_policies(object);
   EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', t);
   EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO crm_user', t);
   EXECUTE format('GRANT SELECT ON %s TO crm_auditor', t);
+END $$;
+
+-- The stamp trigger, with the parent field as arguments for an object that follows its parent.
+CREATE FUNCTION crm._stamp_trigger(object text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE t text := format('crm_data.%I', object); par record;
+BEGIN
+  SELECT * INTO par FROM crm._parent_of(object);
+  EXECUTE format('DROP TRIGGER IF EXISTS crm_stamp ON %s', t);
+  EXECUTE format('CREATE TRIGGER crm_stamp BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.stamp(%s)', t,
+                 CASE WHEN par.field IS NULL THEN '' ELSE format('%L, %L', par.field, par.parent) END);
+  -- ALWAYS: session_replication_role = replica does not switch crm's triggers off
+  EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_stamp', t);
 END $$;
 
 CREATE FUNCTION crm.create_object(name text, label text, sharing text DEFAULT 'private', options jsonb DEFAULT '{}')
@@ -157,7 +173,7 @@ BEGIN
     RAISE EXCEPTION 'options of field %.% must be a JSON object', o, n USING ERRCODE = '22023';
   END IF;
   IF add_field.type = 'picklist' THEN allowed := allowed || 'values'::text; END IF;
-  IF add_field.type = 'reference' THEN allowed := allowed || ARRAY['object', 'on_delete']; END IF;
+  IF add_field.type = 'reference' THEN allowed := allowed || ARRAY['object', 'on_delete', 'inherit_access', 'grants_read']; END IF;
   IF add_field.type = 'text' THEN allowed := allowed || 'document_type_field'::text; END IF;
   FOR k IN SELECT jsonb_object_keys(opts) LOOP
     IF k <> ALL (allowed) THEN
@@ -165,7 +181,7 @@ BEGIN
         HINT = 'Options for this type are: ' || array_to_string(allowed, ', ') || '.';
     END IF;
   END LOOP;
-  FOREACH k IN ARRAY ARRAY['required', 'unique', 'encrypted'] LOOP
+  FOREACH k IN ARRAY ARRAY['required', 'unique', 'encrypted', 'inherit_access', 'grants_read'] LOOP
     IF opts ? k AND jsonb_typeof(opts -> k) <> 'boolean' THEN
       RAISE EXCEPTION 'option "%" of field %.% must be true or false', k, o, n USING ERRCODE = '22023';
     END IF;
@@ -223,6 +239,19 @@ BEGIN
     END IF;
     IF ondel = 'set_null' AND required THEN
       RAISE EXCEPTION 'required field %.% cannot have on_delete set_null', o, n USING ERRCODE = '22023';
+    END IF;
+    IF COALESCE((opts ->> 'inherit_access')::boolean, false) THEN
+      IF refobj = 'principal' OR refobj = o THEN
+        RAISE EXCEPTION 'field %.% cannot inherit access from %', o, n, refobj USING ERRCODE = '22023',
+          HINT = 'inherit_access makes records follow the access of another object''s record, e.g. a holding its customer.';
+      END IF;
+      IF (SELECT x.field FROM crm._parent_of(o) x) IS NOT NULL THEN
+        RAISE EXCEPTION 'object "%" already inherits access through field %', o, (SELECT x.field FROM crm._parent_of(o) x)
+          USING ERRCODE = '42710';
+      END IF;
+    END IF;
+    IF COALESCE((opts ->> 'grants_read')::boolean, false) AND refobj <> 'principal' THEN
+      RAISE EXCEPTION 'only a reference to a principal can grant read access (field %.%)', o, n USING ERRCODE = '22023';
     END IF;
     IF refobj = 'principal' THEN
       col_def := col_def || format(' CONSTRAINT %I REFERENCES crm.principal (id)', 'crm_fk_' || n);
@@ -291,6 +320,15 @@ BEGIN
             (SELECT COALESCE(max(f.position), 0) + 1 FROM crm.field f WHERE f.object = o),
             required, uniq, CASE WHEN def_sql IS NOT NULL THEN def END, sens, msk, false,
             opts - ARRAY['label', 'required', 'unique', 'default', 'sensitivity', 'mask', 'encrypted']);
+  IF COALESCE((opts ->> 'inherit_access')::boolean, false) THEN
+    -- existing records take their parent's owner and unit now; new ones through the stamp trigger
+    PERFORM crm._stamp_trigger(o);
+    EXECUTE format('UPDATE %s c SET owner_id = p.owner_id, org_unit_id = p.org_unit_id FROM crm_data.%I p
+                     WHERE p.id = c.%I AND (c.owner_id, c.org_unit_id) IS DISTINCT FROM (p.owner_id, p.org_unit_id)', t, refobj, n);
+  END IF;
+  IF COALESCE((opts ->> 'inherit_access')::boolean, false) OR COALESCE((opts ->> 'grants_read')::boolean, false) THEN
+    PERFORM crm._apply_policies(o);
+  END IF;
   RETURN n;
 END $$;
 
@@ -348,8 +386,12 @@ BEGIN
     RAISE EXCEPTION 'cannot drop field %.%: it is in use', f.object, f.name USING ERRCODE = '2BP01',
       DETAIL = 'Used by ' || users || '.';
   END IF;
-  EXECUTE format('ALTER TABLE crm_data.%I DROP COLUMN %I', f.object, f.name);
   DELETE FROM crm.field x WHERE x.object = f.object AND x.name = f.name;
+  IF (f.options ->> 'inherit_access')::boolean OR (f.options ->> 'grants_read')::boolean THEN
+    PERFORM crm._stamp_trigger(f.object);
+    PERFORM crm._apply_policies(f.object);
+  END IF;
+  EXECUTE format('ALTER TABLE crm_data.%I DROP COLUMN %I', f.object, f.name);
 END $$;
 
 CREATE FUNCTION crm.drop_object(name text)
@@ -370,5 +412,6 @@ BEGIN
       DETAIL = 'Referred to by ' || users || '.';
   END IF;
   EXECUTE format('DROP TABLE crm_data.%I', o.name);
+  DELETE FROM crm.object_grant g WHERE g.object = o.name;
   DELETE FROM crm.object x WHERE x.name = o.name;
 END $$;

@@ -43,20 +43,20 @@ BEGIN
       PERFORM crm.add_field('product', 'matures_on', 'date', '{"label": "Matures on", "sensitivity": "public"}');
     WHEN 'holding' THEN
       PERFORM crm.create_object('holding', 'Holding', 'private', '{"description": "a customer''s position in a product"}');
-      PERFORM crm.add_field('holding', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade"}');
+      PERFORM crm.add_field('holding', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade", "inherit_access": true}');
       PERFORM crm.add_field('holding', 'product_id', 'reference', '{"label": "Product", "required": true, "object": "product"}');
       PERFORM crm.add_field('holding', 'amount', 'money', '{"label": "Amount", "required": true, "sensitivity": "personal"}');
       PERFORM crm.add_field('holding', 'opened_on', 'date', '{"label": "Opened on"}');
       PERFORM crm.add_field('holding', 'matures_on', 'date', '{"label": "Matures on"}');
     WHEN 'interaction' THEN
       PERFORM crm.create_object('interaction', 'Interaction', 'private', '{"description": "contacts with a customer"}');
-      PERFORM crm.add_field('interaction', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade"}');
+      PERFORM crm.add_field('interaction', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade", "inherit_access": true}');
       PERFORM crm.add_field('interaction', 'channel', 'picklist', '{"label": "Channel", "required": true, "values": ["phone", "visit", "branch", "wecom", "email", "sms", "video"]}');
       PERFORM crm.add_field('interaction', 'occurred_at', 'timestamptz', '{"label": "Occurred at", "required": true}');
       PERFORM crm.add_field('interaction', 'summary', 'text', '{"label": "Summary", "sensitivity": "personal"}');
     WHEN 'opportunity' THEN
       PERFORM crm.create_object('opportunity', 'Opportunity', 'private', '{"description": "a possible sale"}');
-      PERFORM crm.add_field('opportunity', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade"}');
+      PERFORM crm.add_field('opportunity', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade", "inherit_access": true}');
       PERFORM crm.add_field('opportunity', 'product_id', 'reference', '{"label": "Product", "object": "product"}');
       PERFORM crm.add_field('opportunity', 'name', 'text', '{"label": "Name", "required": true}');
       PERFORM crm.add_field('opportunity', 'stage', 'picklist', '{"label": "Stage", "required": true, "default": "lead", "values": ["lead", "qualified", "proposal", "negotiation", "won", "lost"]}');
@@ -64,8 +64,8 @@ BEGIN
       PERFORM crm.add_field('opportunity', 'expected_close', 'date', '{"label": "Expected close"}');
     WHEN 'task' THEN
       PERFORM crm.create_object('task', 'Task', 'private', '{"description": "follow-ups for principals"}');
-      PERFORM crm.add_field('task', 'customer_id', 'reference', '{"label": "Customer", "object": "customer", "on_delete": "cascade"}');
-      PERFORM crm.add_field('task', 'assignee_id', 'reference', '{"label": "Assignee", "object": "principal"}');
+      PERFORM crm.add_field('task', 'customer_id', 'reference', '{"label": "Customer", "object": "customer", "on_delete": "cascade", "inherit_access": true}');
+      PERFORM crm.add_field('task', 'assignee_id', 'reference', '{"label": "Assignee", "object": "principal", "grants_read": true}');
       PERFORM crm.add_field('task', 'title', 'text', '{"label": "Title", "required": true}');
       PERFORM crm.add_field('task', 'body', 'text', '{"label": "Details"}');
       PERFORM crm.add_field('task', 'due_on', 'date', '{"label": "Due on"}');
@@ -74,7 +74,7 @@ BEGIN
       PERFORM crm.add_field('task', 'completed_at', 'timestamptz', '{"label": "Completed at"}');
     WHEN 'consent' THEN
       PERFORM crm.create_object('consent', 'Consent', 'private', '{"description": "a customer''s consent for a purpose and channel"}');
-      PERFORM crm.add_field('consent', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade"}');
+      PERFORM crm.add_field('consent', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade", "inherit_access": true}');
       PERFORM crm.add_field('consent', 'purpose', 'picklist', '{"label": "Purpose", "required": true, "values": ["marketing", "service", "data_sharing", "profiling"]}');
       PERFORM crm.add_field('consent', 'channel', 'picklist', '{"label": "Channel", "required": true, "values": ["any", "sms", "email", "wecom", "dingtalk", "phone"]}');
       PERFORM crm.add_field('consent', 'granted_at', 'timestamptz', '{"label": "Granted at", "required": true}');

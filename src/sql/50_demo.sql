@@ -26,7 +26,7 @@ DECLARE p bigint;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = _demo_principal.login) THEN
     EXECUTE format('CREATE ROLE %I LOGIN IN ROLE crm_user', _demo_principal.login);
-  ELSE
+  ELSIF NOT pg_has_role(_demo_principal.login, 'crm_user', 'MEMBER') THEN
     EXECUTE format('GRANT crm_user TO %I', _demo_principal.login);
   END IF;
   SELECT x.id INTO p FROM crm.principal x WHERE x.login = _demo_principal.login;

@@ -30,3 +30,19 @@ GRANT SELECT ON ALL TABLES IN SCHEMA crm TO crm_admin;
 GRANT crm_user TO crm_admin;
 -- pooled apps act for principals (crm.act_as) and need what principals have; RLS decides the rows
 GRANT crm_user TO crm_app;
+
+-- record-level access: policy functions for everyone who queries managed tables
+GRANT EXECUTE ON FUNCTION crm.acl_owners(text, text), crm.acl_units(text, text), crm.acl_records(text, text),
+  crm.wall_excludes(text), crm._caller_has_role(name), crm._cascade_owner()
+  TO PUBLIC;
+GRANT EXECUTE ON FUNCTION crm.share(text, bigint, text, text, timestamptz, text), crm.unshare(text, bigint, text),
+  crm.explain_access(bigint, text, bigint)
+  TO crm_user, crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.access_review(bigint), crm.acl_for(bigint, text, text),
+  crm.wall_excludes_principal(text, bigint)
+  TO crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.grant_object(text, text, text[], text), crm.revoke_object(text, text, text[], text),
+  crm.add_wall(text, text, text, bigint[], bigint[], text[], text), crm.drop_wall(text), crm.check_condition(text, text)
+  TO crm_admin;
+GRANT SELECT ON crm.object_grant TO crm_user, crm_auditor;
+GRANT SELECT ON crm.wall, crm.record_share TO crm_auditor;
