@@ -30,6 +30,10 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 		crm_is_preloaded = true;
 
+	/* hooks only when preloaded, so that every backend has them from its first statement */
+	if (crm_is_preloaded && !IsBinaryUpgrade)
+		crm_hooks_init();
+
 	/* Identity state (act_as) lives in every backend that loads us, preloaded or not. */
 	crm_identity_init();
 

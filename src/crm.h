@@ -20,6 +20,9 @@ extern Oid	crm_catalog_owner(void);
 extern void crm_switch_to_owner(CrmUserSwitch *sw);
 extern void crm_restore_user(CrmUserSwitch *sw);
 
+/* hooks.c: executor and utility hooks (preloaded only) */
+extern void crm_hooks_init(void);
+
 /* identity.c: the acting principal */
 extern int64 crm_current_principal(bool *found);
 extern void crm_identity_init(void);

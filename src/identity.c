@@ -4,7 +4,8 @@
  *
  * The acting principal is, in order: the principal set by crm.act_as() in this transaction, or
  * the principal mapped to the outer user (the login, or the role chosen by SET ROLE; unaffected
- * by SECURITY DEFINER functions). Nothing here reads a setting, so no SET or set_config() can
+ * by SECURITY DEFINER functions). act_as applies only while the outer user is the role that
+ * called it. Nothing here reads a setting, so no SET or set_config() can
  * change who is acting. act_as state lives in backend memory and is cleared at every commit,
  * abort and prepare; a rolled-back savepoint restores what was in force before it.
  */
@@ -24,6 +25,7 @@ typedef struct ActAsFrame
 {
 	int64		principal;
 	int			nest_level;
+	Oid			set_by;			/* the outer user that called act_as; it binds only that user */
 	struct ActAsFrame *prev;
 } ActAsFrame;
 
@@ -131,7 +133,8 @@ crm_current_principal(bool *found)
 {
 	Oid			outer = GetOuterUserId();
 
-	if (act_as_top != NULL)
+	/* act_as binds the role that called it: after SET ROLE / RESET ROLE it no longer applies */
+	if (act_as_top != NULL && act_as_top->set_by == outer)
 	{
 		*found = true;
 		return act_as_top->principal;
@@ -172,7 +175,7 @@ PG_FUNCTION_INFO_V1(crm_acting_as);
 Datum
 crm_acting_as(PG_FUNCTION_ARGS)
 {
-	if (act_as_top == NULL)
+	if (act_as_top == NULL || act_as_top->set_by != GetOuterUserId())
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(act_as_top->principal);
 }
@@ -254,6 +257,7 @@ act_as_common(bool by_login, Datum key, const char *shown)
 	f = palloc(sizeof(ActAsFrame));
 	MemoryContextSwitchTo(old);
 	f->principal = principal;
+	f->set_by = outer;
 	f->nest_level = GetCurrentTransactionNestLevel();
 	f->prev = act_as_top;
 	act_as_top = f;

@@ -42,7 +42,9 @@ RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE t text := format('crm_data.%I', object); par record;
 BEGIN
   SELECT * INTO par FROM crm._parent_of(object);
-  EXECUTE format('DROP TRIGGER IF EXISTS crm_stamp ON %s', t);
+  IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t::regclass AND tgname = 'crm_stamp') THEN
+    EXECUTE format('DROP TRIGGER crm_stamp ON %s', t);
+  END IF;
   EXECUTE format('CREATE TRIGGER crm_stamp BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.stamp(%s)', t,
                  CASE WHEN par.field IS NULL THEN '' ELSE format('%L, %L', par.field, par.parent) END);
   -- ALWAYS: session_replication_role = replica does not switch crm's triggers off

@@ -62,10 +62,28 @@ BEGIN
       EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR ALL USING (NOT (crm.wall_excludes(%L) AND (%s)))',
                      'crm_wall_' || w.name, t, w.name, w.condition);
     ELSE
-      EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR ALL USING (NOT (crm.wall_excludes(%L) AND EXISTS (SELECT 1 FROM crm_data.%I p WHERE p.id OPERATOR(pg_catalog.=) %I AND (%s))))',
-                     'crm_wall_' || w.name, t, w.name, w.object, par.field, w.condition);
+      -- the parent is itself behind the wall, so its condition is read past row security
+      EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR ALL USING (NOT (crm.wall_excludes(%L) AND crm._wall_matches(%L, %I)))',
+                     'crm_wall_' || w.name, t, w.name, w.name, par.field);
     END IF;
   END LOOP;
+END $$;
+
+-- Does the wall's condition hold for this record of the wall's object? (walls on a parent, for its
+-- children). Row security aside, but only for records the caller could read were it not for walls,
+-- so that it tells nobody anything about records beyond their reach.
+CREATE FUNCTION crm._wall_matches(wall text, record_id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE w crm.wall; hit boolean;
+BEGIN
+  SELECT * INTO w FROM crm.wall x WHERE x.name = _wall_matches.wall;
+  IF w.name IS NULL OR record_id IS NULL THEN
+    RETURN w.name IS NULL;   -- a wall that is gone while its policy still exists hides (fail closed)
+  END IF;
+  EXECUTE format('SELECT (%s) FROM crm_data.%I t WHERE t.id = $1 AND (t.owner_id = ANY (crm.acl_owners($2, ''read''))
+                    OR t.org_unit_id = ANY (crm.acl_units($2, ''read'')) OR t.id = ANY (crm.acl_records($2, ''read'')))',
+                 w.condition, w.object) INTO hit USING record_id, w.object;
+  RETURN COALESCE(hit, false);
 END $$;
 
 -- When a record changes owner or unit, the records that follow it change with it.

@@ -33,7 +33,7 @@ GRANT crm_user TO crm_app;
 
 -- record-level access: policy functions for everyone who queries managed tables
 GRANT EXECUTE ON FUNCTION crm.acl_owners(text, text), crm.acl_units(text, text), crm.acl_records(text, text),
-  crm.wall_excludes(text), crm._caller_has_role(name), crm._cascade_owner()
+  crm.wall_excludes(text), crm._wall_matches(text, bigint), crm._caller_has_role(name)
   TO PUBLIC;
 GRANT EXECUTE ON FUNCTION crm.share(text, bigint, text, text, timestamptz, text), crm.unshare(text, bigint, text),
   crm.explain_access(bigint, text, bigint)

@@ -1,0 +1,99 @@
+/*
+ * hooks.c: crm's executor and utility hooks, installed only when preloaded. Owns the EXPLAIN
+ * ANALYZE guard: the row counts of an EXPLAIN ANALYZE ("Rows Removed by Filter") would tell a
+ * principal how many records row-level security hid from it, so EXPLAIN ANALYZE of a query that
+ * reads a managed table is refused to roles that row security applies to. Plain EXPLAIN works.
+ */
+#include "crm.h"
+
+#include "catalog/namespace.h"
+#include "commands/defrem.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static int	explain_analyze_depth = 0;
+
+static bool
+is_explain_analyze(Node *stmt)
+{
+	ListCell   *lc;
+
+	if (!IsA(stmt, ExplainStmt))
+		return false;
+	foreach(lc, ((ExplainStmt *) stmt)->options)
+	{
+		DefElem    *opt = (DefElem *) lfirst(lc);
+
+		if (strcmp(opt->defname, "analyze") == 0)
+			return opt->arg == NULL || defGetBoolean(opt);
+	}
+	return false;
+}
+
+static void
+crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	bool		guard = is_explain_analyze(pstmt->utilityStmt);
+
+	if (guard)
+		explain_analyze_depth++;
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (guard)
+			explain_analyze_depth--;
+	}
+	PG_END_TRY();
+}
+
+static void
+crm_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	if (explain_analyze_depth > 0 && !superuser() && !has_bypassrls_privilege(GetUserId()))
+	{
+		Oid			data_nsp = get_namespace_oid("crm_data", true);
+		ListCell   *lc;
+
+		foreach(lc, queryDesc->plannedstmt->rtable)
+		{
+			RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
+
+			if (rte->rtekind == RTE_RELATION && OidIsValid(data_nsp) &&
+				get_rel_namespace(rte->relid) == data_nsp)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("EXPLAIN ANALYZE of a query on %s.%s is not allowed",
+								"crm_data", get_rel_name(rte->relid)),
+						 errdetail("Its row counts would reveal records that row-level security hides."),
+						 errhint("Use EXPLAIN without ANALYZE.")));
+		}
+	}
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+void
+crm_hooks_init(void)
+{
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = crm_ProcessUtility;
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = crm_ExecutorStart;
+}
