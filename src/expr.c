@@ -26,12 +26,6 @@ refuse(const char *object, const char *what)
 			 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 }
 
-static void
-condition_error_context(void *arg)
-{
-	errcontext("condition for object \"%s\"", (const char *) arg);
-}
-
 /* SQL function: crm.check_condition(object text, condition text) returns text (the condition) */
 PG_FUNCTION_INFO_V1(crm_check_condition);
 Datum
@@ -40,13 +34,13 @@ crm_check_condition(PG_FUNCTION_ARGS)
 	char	   *object;
 	char	   *cond;
 	StringInfoData sql;
-	List	   *raw;
+	List	   *volatile raw = NIL;
 	RawStmt    *rs;
-	Query	   *q;
+	Query	   *volatile q = NULL;
 	TargetEntry *te;
 	RangeTblEntry *rte;
 	Oid			nsp, relid;
-	ErrorContextCallback errcb;
+	MemoryContext oldcxt = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -71,17 +65,33 @@ crm_check_condition(PG_FUNCTION_ARGS)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT (%s) FROM crm_data.%s", cond, quote_identifier(object));
 
-	/* parser errors (syntax, unknown field, unknown function) say which condition they are about */
-	errcb.callback = condition_error_context;
-	errcb.arg = object;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-	raw = raw_parser(sql.data, RAW_PARSE_DEFAULT);
-	if (list_length(raw) != 1)
-		refuse(object, "it is not a single expression");
-	rs = linitial_node(RawStmt, raw);
-	q = parse_analyze_fixedparams(rs, sql.data, NULL, 0, NULL);
-	error_context_stack = errcb.previous;
+	/*
+	 * Parser errors (syntax, unknown field, unknown function) are re-raised naming the object;
+	 * the error is re-thrown at once, so the aborting transaction releases what parsing held.
+	 */
+	PG_TRY();
+	{
+		raw = raw_parser(sql.data, RAW_PARSE_DEFAULT);
+		if (list_length(raw) != 1)
+			refuse(object, "it is not a single expression");
+		rs = linitial_node(RawStmt, raw);
+		q = parse_analyze_fixedparams(rs, sql.data, NULL, 0, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(oldcxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		if (strncmp(ed->message, "invalid condition", 17) == 0)
+			ReThrowError(ed);
+		ereport(ERROR,
+				(errcode(ed->sqlerrcode),
+				 errmsg("invalid condition for object \"%s\": %s", object, ed->message),
+				 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
+	}
+	PG_END_TRY();
 
 	if (q->commandType != CMD_SELECT || list_length(q->rtable) != 1 || list_length(q->targetList) != 1)
 		refuse(object, "it must be an expression over this object only");

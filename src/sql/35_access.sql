@@ -202,7 +202,7 @@ BEGIN
   END IF;
   EXECUTE format('SELECT EXISTS (SELECT 1 FROM crm_data.%I WHERE id = $1)', share.object) INTO exists_ USING share.record_id;
   IF NOT exists_ OR NOT crm._may_share(share.object, share.record_id) THEN
-    RAISE EXCEPTION 'permission denied to share %.% %', share.object, 'record', share.record_id USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to share record % of object "%"', share.record_id, share.object USING ERRCODE = '42501',
       DETAIL = 'Only those who may edit a record can share it.';
   END IF;
   tgt := crm._share_target(principal_or_unit);
@@ -219,7 +219,7 @@ DECLARE tgt record; n bigint;
 BEGIN
   PERFORM crm._object_exists(unshare.object);
   IF NOT crm._may_share(unshare.object, unshare.record_id) THEN
-    RAISE EXCEPTION 'permission denied to unshare %.% %', unshare.object, 'record', unshare.record_id USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to unshare record % of object "%"', unshare.record_id, unshare.object USING ERRCODE = '42501';
   END IF;
   tgt := crm._share_target(principal_or_unit);
   DELETE FROM crm.record_share s
@@ -295,7 +295,7 @@ BEGIN
                  CASE WHEN par.field IS NULL THEN 't.id' ELSE format('t.%I', par.field) END, explain_access.object)
     INTO rec USING explain_access.record_id;
   IF rec.owner_id IS NULL THEN
-    RAISE EXCEPTION '%.% record % does not exist', explain_access.object, 'id', explain_access.record_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'record % of object "%" does not exist', explain_access.record_id, explain_access.object USING ERRCODE = '42704';
   END IF;
   FOREACH priv IN ARRAY ARRAY['read', 'create', 'edit', 'delete'] LOOP
     obj := CASE WHEN priv = 'read' AND par.field IS NOT NULL THEN par.parent ELSE explain_access.object END;
