@@ -39,6 +39,14 @@ tour "a pooled app acts as an RM for one transaction" -U demo_app -c "BEGIN" -c 
   -c "SELECT p.login, p.display_name, p.roles FROM crm.principals p WHERE p.id = crm.current_principal()" \
   -c "SELECT count(*) AS customers_visible FROM crm_data.customer" -c "COMMIT" \
   -c "SELECT crm.current_principal() AS after_commit"
+tour "row-level security: each principal sees its book, whatever the client" \
+  -c "SELECT login, (SELECT count(*) FROM crm_data.customer) FROM (SELECT 'postgres (bypasses)' AS login) x" \
+  -c "SET ROLE demo_rm_00001" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer" \
+  -c "SET ROLE demo_tl_0001" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer" \
+  -c "SET ROLE demo_bm_001" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer" \
+  -c "SET ROLE demo_compliance" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer"
+tour "why can a team lead see this customer?" \
+  -c "SELECT privilege, allowed, because FROM crm.explain_access((SELECT id FROM crm.principal WHERE login = 'demo_tl_0001'), 'customer', (SELECT min(c.id) FROM crm_data.customer c JOIN crm.principal p ON p.id = c.owner_id WHERE p.manager_id = (SELECT id FROM crm.principal WHERE login = 'demo_tl_0001'))) WHERE privilege = 'read'"
 tour "an RM's own login cannot act as anyone" -U demo_rm_00002 -c "SELECT crm.act_as('demo_rm_00001')" || true
 
 cat <<MSG
