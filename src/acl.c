@@ -5,10 +5,8 @@
  * (owner_id = ANY (crm.acl_owners(...))), so the planner keeps index scans, and the arrays are
  * computed once per principal, object and privilege, not per row.
  *
- * The answers are cached per backend across transactions. Every change to crm's access catalogs
- * (principals, roles, grants, shares, org units, objects, walls) fires a statement trigger that
- * sends a relcache invalidation for that catalog; our callback drops the cache, in this backend at
- * the next command and in every other backend at its next transaction. Shares that expire drop
+ * The answers are cached per backend across transactions and dropped by crm.c's invalidation
+ * callback whenever principals, roles, grants, shares, org units, objects or walls change. Shares that expire drop
  * the cache entry when their time passes. Without shared_preload_libraries everything is denied.
  */
 #include "crm.h"
@@ -55,12 +53,11 @@ typedef struct AclEntry
 
 static HTAB *acl_cache = NULL;
 static MemoryContext acl_cxt = NULL;
-static bool callback_registered = false;
 
 static HTAB *wall_cache;
 
-static void
-acl_reset(void)
+void
+crm_acl_reset(void)
 {
 	wall_cache = NULL;			/* allocated in acl_cxt */
 	if (acl_cache != NULL)
@@ -72,50 +69,11 @@ acl_reset(void)
 		MemoryContextReset(acl_cxt);
 }
 
-/* crm's access catalogs, whose changes drop the cache; looked up outside the callback */
-static const char *const watched_names[] = {
-	"principal", "principal_role", "role", "org_unit", "object", "object_grant", "record_share", "wall"
-};
-#define NWATCHED lengthof(watched_names)
-static Oid	watched[NWATCHED];
-
-static void
-acl_relcache_callback(Datum arg, Oid relid)
-{
-	if (acl_cache == NULL)
-		return;
-	if (!OidIsValid(relid))
-	{
-		acl_reset();
-		return;
-	}
-	for (int i = 0; i < (int) NWATCHED; i++)
-		if (watched[i] == relid)
-		{
-			acl_reset();
-			return;
-		}
-}
-
-static void
-acl_watch_catalogs(void)
-{
-	Oid			nsp = get_namespace_oid("crm", false);
-
-	for (int i = 0; i < (int) NWATCHED; i++)
-		watched[i] = get_relname_relid(watched_names[i], nsp);
-}
-
 static void
 acl_init_cache(void)
 {
 	HASHCTL		ctl;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(acl_relcache_callback, (Datum) 0);
-		callback_registered = true;
-	}
 	if (acl_cxt == NULL)
 		acl_cxt = AllocSetContextCreate(CacheMemoryContext, "crm access cache", ALLOCSET_DEFAULT_SIZES);
 	if (acl_cache == NULL)
@@ -190,7 +148,7 @@ acl_compute(AclEntry *e, MemoryContext cxt)
 	vals3[1] = CStringGetTextDatum(e->key.object);
 	vals3[2] = CStringGetTextDatum(priv_names[e->key.priv]);
 	e->valid_until = DT_NOEND;
-	acl_watch_catalogs();
+	crm_watch_catalogs();
 
 	crm_switch_to_owner(&sw);
 	PG_TRY();
@@ -449,8 +407,7 @@ wall_excludes(int64 principal, const char *wall)
 	WallKey		key;
 	WallEntry  *e;
 	bool		found;
-	volatile bool excluded = true;	/* fail closed */
-	CrmUserSwitch sw;
+	bool		excluded = true;	/* fail closed */
 
 	wall_init_cache();
 	memset(&key, 0, sizeof(key));
@@ -460,15 +417,14 @@ wall_excludes(int64 principal, const char *wall)
 	if (found)
 		return e->excluded;
 
-	acl_watch_catalogs();
-	crm_switch_to_owner(&sw);
-	PG_TRY();
+	crm_watch_catalogs();
 	{
 		Oid			types[2] = {INT8OID, TEXTOID};
 		Datum		vals[2] = {Int64GetDatum(principal), CStringGetTextDatum(wall)};
+		Datum		out[1];
+		bool		outnull[1];
 
-		SPI_connect();
-		if (SPI_execute_with_args(
+		if (crm_query_row_as_owner(
 				"WITH RECURSIVE up(id) AS (SELECT p.org_unit_id FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1"
 				"                          UNION SELECT u.parent_id FROM crm.org_unit u JOIN up ON u.id OPERATOR(pg_catalog.=) up.id WHERE u.parent_id IS NOT NULL)"
 				" SELECT $1 OPERATOR(pg_catalog.=) ANY (w.principals)"
@@ -476,20 +432,9 @@ wall_excludes(int64 principal, const char *wall)
 				"     OR EXISTS (SELECT 1 FROM crm.principal_role pr WHERE pr.principal_id OPERATOR(pg_catalog.=) $1"
 				"                 AND pr.role OPERATOR(pg_catalog.=) ANY (w.roles))"
 				"   FROM crm.wall w WHERE w.name OPERATOR(pg_catalog.=) $2",
-				2, types, vals, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			excluded = isnull ? true : DatumGetBool(d);
-		}
-		SPI_finish();
+				2, types, vals, out, outnull, 1))
+			excluded = outnull[0] ? true : DatumGetBool(out[0]);
 	}
-	PG_FINALLY();
-	{
-		crm_restore_user(&sw);
-	}
-	PG_END_TRY();
 	wall_init_cache();			/* the callback may have reset it meanwhile */
 	e = hash_search(wall_cache, &key, HASH_ENTER, &found);
 	e->excluded = excluded;

@@ -8,8 +8,10 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -42,6 +44,64 @@ _PG_init(void)
 	 * reserved prefix keeps "SET crm.anything" from even looking like it works.
 	 */
 	MarkGUCPrefixReserved("crm");
+}
+
+/*
+ * Per-backend caches (who a login is, what a principal may reach) depend on crm's catalogs. Those
+ * catalogs announce changes with relcache invalidations (statement triggers calling
+ * crm._acl_changed()); role renames come as pg_authid syscache invalidations. One callback drops
+ * every cache: in the changing backend at its next command, in every other at its next
+ * transaction. The catalogs' OIDs are looked up outside the callback, by crm_watch_catalogs().
+ */
+static const char *const watched_names[] = {
+	"principal", "principal_role", "role", "org_unit", "object", "object_grant", "record_share", "wall"
+};
+#define NWATCHED lengthof(watched_names)
+static Oid	watched[NWATCHED];
+static bool callbacks_registered = false;
+
+static void
+crm_reset_caches(void)
+{
+	crm_identity_reset();
+	crm_acl_reset();
+}
+
+static void
+crm_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid))
+	{
+		crm_reset_caches();
+		return;
+	}
+	for (int i = 0; i < (int) NWATCHED; i++)
+		if (watched[i] == relid)
+		{
+			crm_reset_caches();
+			return;
+		}
+}
+
+static void
+crm_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	crm_reset_caches();
+}
+
+void
+crm_watch_catalogs(void)
+{
+	Oid			nsp = get_namespace_oid("crm", false);
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(crm_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, crm_syscache_callback, (Datum) 0);
+		callbacks_registered = true;
+	}
+	for (int i = 0; i < (int) NWATCHED; i++)
+		watched[i] = get_relname_relid(watched_names[i], nsp);
 }
 
 /* SQL function: crm.preloaded() returns boolean */
@@ -101,4 +161,36 @@ void
 crm_restore_user(CrmUserSwitch *sw)
 {
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
+}
+
+/*
+ * Run one fixed, schema-qualified query as the owner of crm's catalogs and return its first row's
+ * first nout columns (by value types only). Returns false when there is no row.
+ */
+bool
+crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
+					   Datum *out, bool *outnull, int nout)
+{
+	CrmUserSwitch sw;
+	volatile bool found = false;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		SPI_connect();
+		if (SPI_execute_with_args(sql, nargs, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			for (int i = 0; i < nout; i++)
+				out[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &outnull[i]);
+			found = true;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	return found;
 }

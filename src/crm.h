@@ -19,6 +19,12 @@ typedef struct CrmUserSwitch
 extern Oid	crm_catalog_owner(void);
 extern void crm_switch_to_owner(CrmUserSwitch *sw);
 extern void crm_restore_user(CrmUserSwitch *sw);
+extern void crm_watch_catalogs(void);
+extern bool crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
+								   Datum *out, bool *outnull, int nout);
+
+/* acl.c: record-level access cache */
+extern void crm_acl_reset(void);
 
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);
@@ -26,6 +32,7 @@ extern void crm_hooks_init(void);
 /* identity.c: the acting principal */
 extern int64 crm_current_principal(bool *found);
 extern void crm_identity_init(void);
+extern void crm_identity_reset(void);
 
 /* validate.c: validators return NULL when the value is good, else the reason */
 extern const char *crm_cn_id_number_problem(const char *s, size_t len);

@@ -31,7 +31,7 @@ typedef struct ActAsFrame
 
 static ActAsFrame *act_as_top = NULL;	/* in TopTransactionContext */
 
-/* per-transaction cache of the outer user's own principal */
+/* the outer user's own principal: kept across transactions, dropped by crm_identity_reset() */
 static bool login_cache_valid = false;
 static Oid	login_cache_user = InvalidOid;
 static int64 login_cache_principal = 0;
@@ -48,7 +48,6 @@ crm_identity_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			act_as_top = NULL;	/* its memory goes with TopTransactionContext */
-			login_cache_valid = false;
 			break;
 		default:
 			break;
@@ -78,54 +77,30 @@ crm_identity_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 void
+crm_identity_reset(void)
+{
+	login_cache_valid = false;
+}
+
+void
 crm_identity_init(void)
 {
 	RegisterXactCallback(crm_identity_xact_callback, NULL);
 	RegisterSubXactCallback(crm_identity_subxact_callback, NULL);
 }
 
-/* Look up the active principal whose login is the given role; runs as crm's catalog owner. */
+static bool lookup_principal(bool by_login, Datum key, int64 *id, bool *active);
+
+/* The active principal whose login is the given role. */
 static bool
 lookup_login_principal(Oid roleid, int64 *principal)
 {
-	CrmUserSwitch sw;
-	volatile bool found = false;
 	char	   *rolname = GetUserNameFromId(roleid, true);
+	bool		active = false;
 
 	if (rolname == NULL)
 		return false;
-
-	crm_switch_to_owner(&sw);
-	PG_TRY();
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		values[1];
-		int			rc;
-
-		values[0] = CStringGetTextDatum(rolname);
-		SPI_connect();
-		rc = SPI_execute_with_args("SELECT p.id FROM crm.principal p "
-								   "WHERE p.login OPERATOR(pg_catalog.=) $1 AND p.active",
-								   1, argtypes, values, NULL, true, 1);
-		if (rc == SPI_OK_SELECT && SPI_processed == 1)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-			{
-				*principal = DatumGetInt64(d);
-				found = true;
-			}
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		crm_restore_user(&sw);
-	}
-	PG_END_TRY();
-	return found;
+	return lookup_principal(true, CStringGetTextDatum(rolname), principal, &active) && active;
 }
 
 int64
@@ -148,6 +123,7 @@ crm_current_principal(bool *found)
 	{
 		int64		p = 0;
 
+		crm_watch_catalogs();	/* so that a change to crm.principal drops this cache */
 		login_cache_found = lookup_login_principal(outer, &p);
 		login_cache_principal = p;
 		login_cache_user = outer;
@@ -184,41 +160,19 @@ crm_acting_as(PG_FUNCTION_ARGS)
 static bool
 lookup_principal(bool by_login, Datum key, int64 *id, bool *active)
 {
-	CrmUserSwitch sw;
-	volatile bool found = false;
+	Oid			argtypes[1] = {by_login ? TEXTOID : INT8OID};
+	Datum		values[1] = {key};
+	Datum		out[2];
+	bool		outnull[2];
 
-	crm_switch_to_owner(&sw);
-	PG_TRY();
-	{
-		Oid			argtypes[1];
-		Datum		values[1];
-		int			rc;
-
-		argtypes[0] = by_login ? TEXTOID : INT8OID;
-		values[0] = key;
-		SPI_connect();
-		rc = SPI_execute_with_args(by_login
-								   ? "SELECT p.id, p.active FROM crm.principal p WHERE p.login OPERATOR(pg_catalog.=) $1"
-								   : "SELECT p.id, p.active FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1",
-								   1, argtypes, values, NULL, true, 1);
-		if (rc == SPI_OK_SELECT && SPI_processed == 1)
-		{
-			bool		isnull;
-			HeapTuple	t = SPI_tuptable->vals[0];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-
-			*id = DatumGetInt64(SPI_getbinval(t, td, 1, &isnull));
-			*active = DatumGetBool(SPI_getbinval(t, td, 2, &isnull));
-			found = true;
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		crm_restore_user(&sw);
-	}
-	PG_END_TRY();
-	return found;
+	if (!crm_query_row_as_owner(by_login
+								? "SELECT p.id, p.active FROM crm.principal p WHERE p.login OPERATOR(pg_catalog.=) $1"
+								: "SELECT p.id, p.active FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, out, outnull, 2))
+		return false;
+	*id = DatumGetInt64(out[0]);
+	*active = DatumGetBool(out[1]);
+	return true;
 }
 
 static int64

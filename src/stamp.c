@@ -47,80 +47,35 @@ typedef struct StampCache
 static void
 parent_owner_unit(StampCache *cache, int64 parent, const char *relname, const char *field)
 {
-	CrmUserSwitch sw;
-	volatile bool found = false;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(parent)};
+	Datum		out[2];
+	bool		outnull[2];
 
-	crm_switch_to_owner(&sw);
-	PG_TRY();
-	{
-		Oid			argtypes[1] = {INT8OID};
-		Datum		values[1] = {Int64GetDatum(parent)};
-
-		SPI_connect();
-		if (SPI_execute_with_args(cache->parent_sql, 1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			bool		n1, n2;
-			HeapTuple	t = SPI_tuptable->vals[0];
-
-			cache->parent_owner = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &n1));
-			cache->parent_unit = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &n2));
-			found = !n1 && !n2;
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		crm_restore_user(&sw);
-	}
-	PG_END_TRY();
-	if (!found)
+	if (!crm_query_row_as_owner(cache->parent_sql, 1, argtypes, values, out, outnull, 2) ||
+		outnull[0] || outnull[1])
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("%s.%s refers to record %lld, which does not exist", relname, field, (long long) parent)));
+	cache->parent_owner = DatumGetInt64(out[0]);
+	cache->parent_unit = DatumGetInt64(out[1]);
 	cache->last_parent = parent;
 	cache->parent_valid = true;
 }
-
 static int64
 owner_unit(int64 owner, const char *relname)
 {
-	CrmUserSwitch sw;
-	volatile bool found = false;
-	volatile int64 unit = 0;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(owner)};
+	Datum		out[1];
+	bool		outnull[1];
 
-	crm_switch_to_owner(&sw);
-	PG_TRY();
-	{
-		Oid			argtypes[1] = {INT8OID};
-		Datum		values[1] = {Int64GetDatum(owner)};
-
-		SPI_connect();
-		if (SPI_execute_with_args("SELECT p.org_unit_id FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1",
-								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-			{
-				unit = DatumGetInt64(d);
-				found = true;
-			}
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		crm_restore_user(&sw);
-	}
-	PG_END_TRY();
-	if (!found)
+	if (!crm_query_row_as_owner("SELECT p.org_unit_id FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, out, outnull, 1) || outnull[0])
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("owner_id %lld of %s is not a principal", (long long) owner, relname)));
-	return unit;
+	return DatumGetInt64(out[0]);
 }
 
 /* SQL function: crm.stamp() returns trigger (BEFORE INSERT OR UPDATE, FOR EACH ROW) */

@@ -2,8 +2,7 @@
 # TAP: record-level access through real logins: COPY, psql's own paths, and a grant revoked in one
 # session taking effect in another at its next transaction.
 set -u
-n=0; failed=0
-ok() { n=$((n + 1)); if [ "$1" = "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; failed=1; fi; }
+source "$(dirname "$0")/lib/tap.bash"
 db=crm_access_login
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
 psql -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null <<'SQL' || { echo "not ok 1 - set-up"; exit 1; }
@@ -45,5 +44,4 @@ SQL
 )
 ok "$(echo $out)" "5 0 5 0" "another session's revoke, re-grant and deactivation take effect at the next statement"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
-echo "1..$n"
-exit $failed
+finish

@@ -4,8 +4,7 @@
 # rows, metadata and machinery come back, and the API works on the restored database.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with crm installed (make test provides them).
 set -u
-n=0; failed=0
-ok() { n=$((n + 1)); if [ "$1" = "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; failed=1; fi; }
+source "$(dirname "$0")/lib/tap.bash"
 q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$1" -c "$2" 2>&1; }
 
 tmp=${CRM_TEST_DIR:-$(mktemp -d)}
@@ -65,5 +64,4 @@ ok "$(q $dst "INSERT INTO crm_data.loan_application (owner_id, amount, borrower_
 ok "$(q $dst "SELECT crm.init()")" "{}" "crm.init() finds every core object present"
 ok "$(grep -c 'ERROR' "$tmp/restore.err")" "0" "no errors in pg_restore's output"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $src" -c "DROP DATABASE IF EXISTS $dst" >/dev/null 2>&1
-echo "1..$n"
-exit $failed
+finish

@@ -3,8 +3,7 @@
 # connection cannot become someone else through SET ROLE, SET SESSION AUTHORIZATION, SET crm.*,
 # set_config(), RESET, or a prepared statement.
 set -u
-n=0; failed=0
-ok() { n=$((n + 1)); if [ "$1" = "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; failed=1; fi; }
+source "$(dirname "$0")/lib/tap.bash"
 db=crm_identity_login
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
 psql -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null <<'SQL' || { echo "not ok 1 - set-up"; exit 1; }
@@ -41,5 +40,4 @@ ok "$(as login_app -c "SELECT crm.act_as($rm1)" -c 'SELECT coalesce(crm.current_
    "act_as outside a transaction block lasts for its statement only"
 ok "$(code login_app "SET crm.act_as = '$rm1'")" "42602" "the app cannot SET its way into a principal either"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
-echo "1..$n"
-exit $failed
+finish

@@ -3,8 +3,7 @@
 # closed: a principal sees no rows of a managed table and can write none. Runs its own cluster.
 set -u
 source "$(dirname "$0")/../scripts/cluster.sh"
-n=0; failed=0
-ok() { n=$((n + 1)); if [ "$1" = "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; failed=1; fi; }
+source "$(dirname "$0")/lib/tap.bash"
 dir=$(mktemp -d /tmp/crm_nopreload.XXXXXX)
 trap 'crm_stop_cluster "$dir"; rm -rf "$dir"' EXIT
 crm_start_cluster "$dir" >/dev/null
@@ -23,5 +22,4 @@ ok "$(psql -X -qAt -U np_rm -d postgres -c 'SELECT crm.current_principal() IS NO
 ok "$(psql -X -qAt -U np_rm -d postgres -c 'SELECT count(*) FROM crm_data.customer')" "0" "but sees none of its own customers (fail closed)"
 ok "$(psql -X -qAt -U np_rm -d postgres -c "INSERT INTO crm_data.customer (name) VALUES ('x')" 2>&1 | grep -c 'row-level security')" "1" "and can write none"
 ok "$(psql -X -qAt -d postgres -c 'SELECT count(*) FROM crm_data.customer')" "1" "the superuser (maintenance role) still sees the data"
-echo "1..$n"
-exit $failed
+finish
