@@ -11,6 +11,7 @@ CREATE EXTENSION crm CASCADE;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'al_rm1') THEN CREATE ROLE al_rm1 LOGIN; END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'al_rm2') THEN CREATE ROLE al_rm2 LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'al_new') THEN CREATE ROLE al_new LOGIN IN ROLE crm_user; END IF;
 END $$;
 SELECT crm.add_org_unit('AL HQ') AS hq \gset
 SELECT crm.add_principal('al_rm1', 'RM 1', :hq) AS rm1 \gset
@@ -43,5 +44,16 @@ SELECT count(*) FROM crm_data.customer;
 SQL
 )
 ok "$(echo $out)" "5 0 5 0" "another session's revoke, re-grant and deactivation take effect at the next statement"
+# who a login is, cached across transactions, follows changes made by other sessions
+out=$(psql -X -qAt -U al_new -d $db <<SQL 2>&1
+SELECT coalesce(crm.current_principal()::text, 'nobody');
+\! psql -X -qAt -d $db -c "SELECT crm.add_principal('al_new', 'New RM', (SELECT id FROM crm.org_unit WHERE name = 'AL HQ'))" >/dev/null
+SELECT coalesce(crm.current_principal()::text, 'nobody') <> 'nobody';
+\! psql -X -qAt -d $db -c "ALTER ROLE al_new RENAME TO al_renamed" >/dev/null 2>&1
+SELECT coalesce(crm.current_principal()::text, 'nobody');
+SQL
+)
+ok "$(echo $out)" "nobody t nobody" "a principal added in another session is recognised at once; a renamed login is nobody"
+psql -X -q -d postgres -c "ALTER ROLE al_renamed RENAME TO al_new" >/dev/null 2>&1
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 finish
