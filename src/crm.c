@@ -54,7 +54,8 @@ _PG_init(void)
  * transaction. The catalogs' OIDs are looked up outside the callback, by crm_watch_catalogs().
  */
 static const char *const watched_names[] = {
-	"principal", "principal_role", "role", "org_unit", "object", "object_grant", "record_share", "wall"
+	"principal", "principal_role", "role", "org_unit", "object", "object_grant", "record_share", "wall",
+	"field", "field_access"
 };
 #define NWATCHED lengthof(watched_names)
 static Oid	watched[NWATCHED];
@@ -65,6 +66,7 @@ crm_reset_caches(void)
 {
 	crm_identity_reset();
 	crm_acl_reset();
+	crm_guard_reset();
 }
 
 static void

@@ -26,6 +26,9 @@ extern bool crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Da
 /* acl.c: record-level access cache */
 extern void crm_acl_reset(void);
 
+/* guard.c: field write guard cache */
+extern void crm_guard_reset(void);
+
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);
 

@@ -30,6 +30,11 @@ BEGIN
                     EXECUTE FUNCTION crm._cascade_owner()', t);
   END IF;
   EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_cascade', t);
+  -- crm_write_guard fires after crm_stamp (triggers fire in name order), so it sees the final owner
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t::regclass AND tgname = 'crm_write_guard') THEN
+    EXECUTE format('CREATE TRIGGER crm_write_guard BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.guard()', t);
+  END IF;
+  EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_write_guard', t);
   PERFORM crm._apply_policies(object);
   EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', t);
   EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO crm_user', t);

@@ -11,7 +11,9 @@ GRANT EXECUTE ON FUNCTION crm.preloaded(), crm.current_principal(), crm.acting_a
   crm.email_valid(text), crm.validation_problem(text, text), crm.check_field(text, text, text, text),
   crm.check_picklist(text, text, text, text[]), crm.check_document(text, text, text, text),
   crm.cn_id_number_birthday(text), crm.cn_id_number_gender(text), crm.make_cn_id_number(text, date, integer),
-  crm.make_uscc(text), crm.stamp(), crm._column_type(text), crm._creating_extension()
+  crm.make_uscc(text), crm.stamp(), crm._column_type(text), crm._creating_extension(),
+  crm.mask_id_number(text), crm.mask_mobile(text), crm.mask_name(text), crm.mask_email(text),
+  crm.mask_bank_card(text), crm.mask_full(text), crm.mask(text, text)
   TO PUBLIC;
 
 -- CRM users and auditors: the directory and the data dictionary
@@ -46,3 +48,11 @@ GRANT EXECUTE ON FUNCTION crm.grant_object(text, text, text[], text), crm.revoke
   TO crm_admin;
 GRANT SELECT ON crm.object_grant TO crm_user, crm_auditor;
 GRANT SELECT ON crm.wall, crm.record_share TO crm_auditor;
+
+-- field-level access
+GRANT EXECUTE ON FUNCTION crm.field_levels(bigint, text), crm._level_rank(text), crm._level_name(integer)
+  TO crm_user, crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.set_field_access(text, text, text, text, text), crm.reset_field_access(text, text, text)
+  TO crm_admin;
+GRANT EXECUTE ON FUNCTION crm.guard() TO PUBLIC;
+GRANT SELECT ON crm.field_access TO crm_user, crm_auditor;

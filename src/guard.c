@@ -1,0 +1,258 @@
+/*
+ * guard.c: the field write guard. Owns the C trigger crm.guard() on every managed table: a
+ * principal may write a field only at level 'write' (for that record: its own_level on records it
+ * owns). An UPDATE that leaves such a field unchanged passes; an INSERT may only leave it at its
+ * default. Levels come from crm._field_levels(), cached per principal and object and dropped with
+ * crm's other caches when fields, field levels, roles or principals change.
+ */
+#include "crm.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/typcache.h"
+
+typedef struct GuardField
+{
+	char	   *name;
+	int			rank;			/* 0 hidden .. 3 write, on others' records */
+	int			own_rank;		/* on the principal's own records */
+	char	   *default_text;	/* NULL: no default */
+} GuardField;
+
+typedef struct GuardKey
+{
+	int64		principal;
+	Oid			relid;
+} GuardKey;
+
+typedef struct GuardEntry
+{
+	GuardKey	key;
+	int			nfields;		/* fields below 'write' somewhere; 0: nothing to check */
+	GuardField *fields;
+} GuardEntry;
+
+static HTAB *guard_cache = NULL;
+static MemoryContext guard_cxt = NULL;
+
+void
+crm_guard_reset(void)
+{
+	guard_cache = NULL;
+	if (guard_cxt != NULL)
+		MemoryContextReset(guard_cxt);
+}
+
+static int
+rank_of(const char *level)
+{
+	if (strcmp(level, "write") == 0)
+		return 3;
+	if (strcmp(level, "read") == 0)
+		return 2;
+	if (strcmp(level, "masked") == 0)
+		return 1;
+	return 0;
+}
+
+static GuardEntry *
+guard_lookup(int64 principal, Relation rel)
+{
+	GuardKey	key;
+	GuardEntry *e;
+	bool		found;
+	CrmUserSwitch sw;
+	GuardEntry	tmp;
+
+	if (guard_cxt == NULL)
+		guard_cxt = AllocSetContextCreate(CacheMemoryContext, "crm field guard cache", ALLOCSET_SMALL_SIZES);
+	if (guard_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(GuardKey);
+		ctl.entrysize = sizeof(GuardEntry);
+		ctl.hcxt = guard_cxt;
+		guard_cache = hash_create("crm field guard cache", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	memset(&key, 0, sizeof(key));
+	key.principal = principal;
+	key.relid = RelationGetRelid(rel);
+	e = hash_search(guard_cache, &key, HASH_FIND, &found);
+	if (found)
+		return e;
+
+	crm_watch_catalogs();
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.key = key;
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			types[2] = {INT8OID, TEXTOID};
+		Datum		vals[2] = {Int64GetDatum(principal), CStringGetTextDatum(RelationGetRelationName(rel))};
+
+		SPI_connect();
+		if (SPI_execute_with_args(
+				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}'"
+				"  FROM crm._field_levels($1, $2) l JOIN crm.field f ON f.object OPERATOR(pg_catalog.=) $2 AND f.name OPERATOR(pg_catalog.=) l.field"
+				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write'",
+				2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "crm field level query failed");
+		tmp.nfields = (int) SPI_processed;
+		if (tmp.nfields > 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(guard_cxt);
+
+			tmp.fields = palloc0(sizeof(GuardField) * tmp.nfields);
+			for (int i = 0; i < tmp.nfields; i++)
+			{
+				HeapTuple	t = SPI_tuptable->vals[i];
+				TupleDesc	d = SPI_tuptable->tupdesc;
+				char	   *def = SPI_getvalue(t, d, 4);
+
+				tmp.fields[i].name = pstrdup(SPI_getvalue(t, d, 1));
+				tmp.fields[i].rank = rank_of(SPI_getvalue(t, d, 2));
+				tmp.fields[i].own_rank = rank_of(SPI_getvalue(t, d, 3));
+				tmp.fields[i].default_text = def ? pstrdup(def) : NULL;
+			}
+			MemoryContextSwitchTo(old);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	if (guard_cache == NULL)	/* reset while we queried: start again next time */
+		return guard_lookup(principal, rel);
+	e = hash_search(guard_cache, &key, HASH_ENTER, &found);
+	*e = tmp;
+	return e;
+}
+
+/* equality by the type's own = operator (so 1.0 = 1.00), bytes when it has none */
+static bool
+values_equal(TupleDesc desc, int att, Datum a, Datum b)
+{
+	Form_pg_attribute attr = TupleDescAttr(desc, att - 1);
+	TypeCacheEntry *tc = lookup_type_cache(attr->atttypid, TYPECACHE_EQ_OPR_FINFO);
+
+	if (OidIsValid(tc->eq_opr_finfo.fn_oid))
+		return DatumGetBool(FunctionCall2Coll(&tc->eq_opr_finfo, attr->attcollation, a, b));
+	return datumIsEqual(a, b, attr->attbyval, attr->attlen);
+}
+
+static const char *
+level_name(int rank)
+{
+	static const char *const names[] = {"hidden", "masked", "read", "write"};
+
+	return names[rank];
+}
+
+/* SQL function: crm.guard() returns trigger (BEFORE INSERT OR UPDATE, FOR EACH ROW) */
+PG_FUNCTION_INFO_V1(crm_guard);
+Datum
+crm_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	newtup, oldtup = NULL;
+	bool		found;
+	int64		principal;
+	GuardEntry *e;
+	int			owner_att;
+	bool		isnull;
+	bool		own;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("crm.guard() must be a BEFORE ROW trigger")));
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		oldtup = td->tg_trigtuple;
+		newtup = td->tg_newtuple;
+	}
+	else
+		newtup = td->tg_trigtuple;
+
+	/* without a principal, row security decides (nobody writes; the maintenance role may) */
+	principal = crm_current_principal(&found);
+	if (!found)
+		return PointerGetDatum(newtup);
+	e = guard_lookup(principal, rel);
+	if (e->nfields == 0)
+		return PointerGetDatum(newtup);
+
+	owner_att = SPI_fnumber(desc, "owner_id");
+	{
+		Datum		owner = heap_getattr(oldtup ? oldtup : newtup, owner_att, desc, &isnull);
+
+		own = !isnull && DatumGetInt64(owner) == principal;
+	}
+
+	for (int i = 0; i < e->nfields; i++)
+	{
+		GuardField *f = &e->fields[i];
+		int			rank = own ? f->own_rank : f->rank;
+		int			att;
+		Datum		nv;
+		bool		nnull;
+		bool		changed;
+
+		if (rank >= 3)
+			continue;
+		att = SPI_fnumber(desc, f->name);
+		if (att <= 0)
+			continue;
+		nv = heap_getattr(newtup, att, desc, &nnull);
+		if (oldtup != NULL)
+		{
+			bool		onull;
+			Datum		ov = heap_getattr(oldtup, att, desc, &onull);
+
+			changed = (nnull || onull) ? nnull != onull : !values_equal(desc, att, nv, ov);
+		}
+		else
+		{
+			/* an INSERT may leave the field empty or at its default */
+			if (nnull)
+				changed = false;
+			else if (f->default_text == NULL)
+				changed = true;
+			else
+			{
+				Oid			in, ioparam;
+
+				getTypeInputInfo(TupleDescAttr(desc, att - 1)->atttypid, &in, &ioparam);
+				changed = !values_equal(desc, att, nv,
+										OidInputFunctionCall(in, f->default_text, ioparam,
+															 TupleDescAttr(desc, att - 1)->atttypmod));
+			}
+		}
+		if (changed)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to write field %s.%s", RelationGetRelationName(rel), f->name),
+					 errdetail("Your level for this field on this record is %s.", level_name(rank)),
+					 errhint(oldtup ? "An UPDATE that leaves the field unchanged is allowed."
+							 : "Leave the field out of the INSERT, or at its default.")));
+	}
+	return PointerGetDatum(newtup);
+}
