@@ -34,7 +34,10 @@ _PG_init(void)
 
 	/* hooks only when preloaded, so that every backend has them from its first statement */
 	if (crm_is_preloaded && !IsBinaryUpgrade)
+	{
 		crm_hooks_init();
+		crm_masking_init();
+	}
 
 	/* Identity state (act_as) lives in every backend that loads us, preloaded or not. */
 	crm_identity_init();
@@ -67,6 +70,7 @@ crm_reset_caches(void)
 	crm_identity_reset();
 	crm_acl_reset();
 	crm_guard_reset();
+	crm_masking_reset();
 }
 
 static void
@@ -149,11 +153,15 @@ crm_catalog_owner(void)
 	return owner;
 }
 
+/* >0 while crm runs its own catalog queries (which the masking hooks leave alone) */
+int			crm_internal_depth = 0;
+
 void
 crm_switch_to_owner(CrmUserSwitch *sw)
 {
 	Oid			owner = crm_catalog_owner();
 
+	crm_internal_depth++;
 	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
 	SetUserIdAndSecContext(owner, sw->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -163,6 +171,7 @@ void
 crm_restore_user(CrmUserSwitch *sw)
 {
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
+	crm_internal_depth--;
 }
 
 /*

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "fmgr.h"
+#include "utils/relcache.h"
 
 /* crm.c: module state */
 extern bool crm_is_preloaded;
@@ -17,6 +18,7 @@ typedef struct CrmUserSwitch
 	int			save_sec_context;
 } CrmUserSwitch;
 extern Oid	crm_catalog_owner(void);
+extern int	crm_internal_depth;
 extern void crm_switch_to_owner(CrmUserSwitch *sw);
 extern void crm_restore_user(CrmUserSwitch *sw);
 extern void crm_watch_catalogs(void);
@@ -26,11 +28,32 @@ extern bool crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Da
 /* acl.c: record-level access cache */
 extern void crm_acl_reset(void);
 
-/* guard.c: field write guard cache */
+/* guard.c: field levels (cached) and the write guard */
+typedef struct CrmFieldLevel
+{
+	char	   *name;
+	int			attnum;
+	int			rank;			/* 0 hidden, 1 masked, 2 read, 3 write: on others' records */
+	int			own_rank;		/* on the principal's own records */
+	char	   *mask;			/* mask name for 'masked' */
+	char	   *default_text;	/* NULL: no default */
+} CrmFieldLevel;
+typedef struct CrmFieldLevels
+{
+	int			nfields;		/* fields below 'write' somewhere */
+	CrmFieldLevel *fields;
+	bool		any_unreadable; /* some field is masked or hidden somewhere */
+} CrmFieldLevels;
+extern CrmFieldLevels *crm_field_levels(int64 principal, Relation rel);
 extern void crm_guard_reset(void);
 
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);
+
+/* masking.c: dynamic masking (preloaded only) */
+extern void crm_masking_init(void);
+extern void crm_masking_reset(void);
+extern void crm_masking_actor_changed(void);
 
 /* identity.c: the acting principal */
 extern int64 crm_current_principal(bool *found);

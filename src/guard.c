@@ -20,14 +20,6 @@
 #include "utils/rel.h"
 #include "utils/typcache.h"
 
-typedef struct GuardField
-{
-	char	   *name;
-	int			rank;			/* 0 hidden .. 3 write, on others' records */
-	int			own_rank;		/* on the principal's own records */
-	char	   *default_text;	/* NULL: no default */
-} GuardField;
-
 typedef struct GuardKey
 {
 	int64		principal;
@@ -37,8 +29,7 @@ typedef struct GuardKey
 typedef struct GuardEntry
 {
 	GuardKey	key;
-	int			nfields;		/* fields below 'write' somewhere; 0: nothing to check */
-	GuardField *fields;
+	CrmFieldLevels levels;
 } GuardEntry;
 
 static HTAB *guard_cache = NULL;
@@ -62,6 +53,18 @@ rank_of(const char *level)
 	if (strcmp(level, "masked") == 0)
 		return 1;
 	return 0;
+}
+
+static GuardEntry *guard_lookup(int64 principal, Relation rel);
+
+/*
+ * The fields of a managed table that a principal may not write everywhere (rank < 3 for its own
+ * or others' records), with their levels and masks; cached.
+ */
+CrmFieldLevels *
+crm_field_levels(int64 principal, Relation rel)
+{
+	return &guard_lookup(principal, rel)->levels;
 }
 
 static GuardEntry *
@@ -103,27 +106,32 @@ guard_lookup(int64 principal, Relation rel)
 
 		SPI_connect();
 		if (SPI_execute_with_args(
-				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}'"
+				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}', l.mask"
 				"  FROM crm._field_levels($1, $2) l JOIN crm.field f ON f.object OPERATOR(pg_catalog.=) $2 AND f.name OPERATOR(pg_catalog.=) l.field"
 				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write'",
 				2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "crm field level query failed");
-		tmp.nfields = (int) SPI_processed;
-		if (tmp.nfields > 0)
+		tmp.levels.nfields = (int) SPI_processed;
+		if (tmp.levels.nfields > 0)
 		{
 			MemoryContext old = MemoryContextSwitchTo(guard_cxt);
 
-			tmp.fields = palloc0(sizeof(GuardField) * tmp.nfields);
-			for (int i = 0; i < tmp.nfields; i++)
+			tmp.levels.fields = palloc0(sizeof(CrmFieldLevel) * tmp.levels.nfields);
+			for (int i = 0; i < tmp.levels.nfields; i++)
 			{
 				HeapTuple	t = SPI_tuptable->vals[i];
 				TupleDesc	d = SPI_tuptable->tupdesc;
 				char	   *def = SPI_getvalue(t, d, 4);
+				CrmFieldLevel *f = &tmp.levels.fields[i];
 
-				tmp.fields[i].name = pstrdup(SPI_getvalue(t, d, 1));
-				tmp.fields[i].rank = rank_of(SPI_getvalue(t, d, 2));
-				tmp.fields[i].own_rank = rank_of(SPI_getvalue(t, d, 3));
-				tmp.fields[i].default_text = def ? pstrdup(def) : NULL;
+				f->name = pstrdup(SPI_getvalue(t, d, 1));
+				f->attnum = SPI_fnumber(RelationGetDescr(rel), f->name);
+				f->rank = rank_of(SPI_getvalue(t, d, 2));
+				f->own_rank = rank_of(SPI_getvalue(t, d, 3));
+				f->default_text = def ? pstrdup(def) : NULL;
+				f->mask = pstrdup(SPI_getvalue(t, d, 5));
+				if (f->rank < 2 || f->own_rank < 2)
+					tmp.levels.any_unreadable = true;
 			}
 			MemoryContextSwitchTo(old);
 		}
@@ -197,7 +205,7 @@ crm_guard(PG_FUNCTION_ARGS)
 	if (!found)
 		return PointerGetDatum(newtup);
 	e = guard_lookup(principal, rel);
-	if (e->nfields == 0)
+	if (e->levels.nfields == 0)
 		return PointerGetDatum(newtup);
 
 	owner_att = SPI_fnumber(desc, "owner_id");
@@ -207,9 +215,9 @@ crm_guard(PG_FUNCTION_ARGS)
 		own = !isnull && DatumGetInt64(owner) == principal;
 	}
 
-	for (int i = 0; i < e->nfields; i++)
+	for (int i = 0; i < e->levels.nfields; i++)
 	{
-		GuardField *f = &e->fields[i];
+		CrmFieldLevel *f = &e->levels.fields[i];
 		int			rank = own ? f->own_rank : f->rank;
 		int			att;
 		Datum		nv;
@@ -218,7 +226,7 @@ crm_guard(PG_FUNCTION_ARGS)
 
 		if (rank >= 3)
 			continue;
-		att = SPI_fnumber(desc, f->name);
+		att = f->attnum;
 		if (att <= 0)
 			continue;
 		nv = heap_getattr(newtup, att, desc, &nnull);

@@ -59,6 +59,16 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 			explain_analyze_depth--;
 	}
 	PG_END_TRY();
+
+	/* SET ROLE / SET SESSION AUTHORIZATION change who is acting */
+	if (IsA(pstmt->utilityStmt, VariableSetStmt))
+	{
+		VariableSetStmt *vs = (VariableSetStmt *) pstmt->utilityStmt;
+
+		if (vs->kind == VAR_RESET_ALL ||
+			(vs->name && (strcmp(vs->name, "role") == 0 || strcmp(vs->name, "session_authorization") == 0)))
+			crm_masking_actor_changed();
+	}
 }
 
 static void

@@ -215,6 +215,8 @@ act_as_common(bool by_login, Datum key, const char *shown)
 	f->nest_level = GetCurrentTransactionNestLevel();
 	f->prev = act_as_top;
 	act_as_top = f;
+	/* plans made for the previous actor's field levels must not serve this one */
+	crm_masking_actor_changed();
 	return principal;
 }
 

@@ -1,0 +1,529 @@
+/*
+ * masking.c: dynamic masking of fields, for every client and query shape. Owns the planner and
+ * post-parse-analyze hooks that rewrite every reference to a field the acting principal may not
+ * read — in the select list, WHERE, JOIN, ORDER BY, GROUP BY, aggregates, RETURNING, sublinks,
+ * CTEs, views (already expanded when the planner sees them), set-returning SQL functions inlined
+ * while planning — into its mask: crm.mask(field, '<mask>') for 'masked', NULL for 'hidden', and
+ * a CASE on owner_id when the level differs on the principal's own records. Predicates are thus
+ * evaluated on the masked value: a masked actor learns nothing it could not see. Row-level
+ * security quals and WITH CHECK options keep the real values. Principals who may read everything
+ * get their query untouched (and keep their index scans).
+ *
+ * Plans depend on who planned them. The "signature" of an actor is its set of CRM roles (levels
+ * derive from roles; the own-record CASE is evaluated at run time). Whenever the actor's
+ * signature changes (act_as, SET ROLE, a plan made under another signature) the plan cache is
+ * reset; an executor check refuses a stale plan that would otherwise run under another actor.
+ */
+#include "crm.h"
+
+#include "access/parallel.h"
+#include "access/table.h"
+#include "catalog/pg_operator.h"
+#include "common/hashfn.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/planner.h"
+#include "parser/analyze.h"
+#include "parser/parse_func.h"
+#include "rewrite/rewriteManip.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
+#include "utils/rel.h"
+
+#define INT8_EQ_OPERATOR 410	/* int8 = int8 */
+#define SIG_MAINTENANCE 1		/* superuser/BYPASSRLS without a principal: nothing masked */
+
+static planner_hook_type prev_planner = NULL;
+static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+
+static int	planning_depth = 0;
+static uint32 planned_sig = 0;
+static bool planned_sig_valid = false;
+
+/* per-planning state */
+typedef struct MaskState
+{
+	int64		principal;		/* 0: nobody (every protected field hidden) */
+	Oid			data_nsp;
+	Oid			mask_fn;
+	Oid			current_principal_fn;
+	int			processed;		/* protected range table entries rewritten */
+} MaskState;
+static MaskState *mask_state = NULL;
+
+/* principal -> signature (hash of its CRM roles), reset with crm's other caches */
+typedef struct SigEntry
+{
+	int64		principal;
+	uint32		sig;
+} SigEntry;
+static HTAB *sig_cache = NULL;
+static bool crm_installed(void);
+
+void
+crm_masking_reset(void)
+{
+	if (sig_cache != NULL)
+	{
+		hash_destroy(sig_cache);
+		sig_cache = NULL;
+	}
+	/* field levels may have changed: no plan made under the old ones may run again */
+	ResetPlanCache();
+	planned_sig_valid = false;
+}
+
+static uint32
+principal_sig(int64 principal)
+{
+	SigEntry   *e;
+	bool		found;
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1] = {Int64GetDatum(principal)};
+	Datum		out[1];
+	bool		outnull[1];
+	uint32		sig = 2;
+
+	if (sig_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(SigEntry);
+		ctl.hcxt = CacheMemoryContext;
+		sig_cache = hash_create("crm actor signatures", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(sig_cache, &principal, HASH_FIND, &found);
+	if (found)
+		return e->sig;
+	crm_watch_catalogs();
+	if (crm_query_row_as_owner("SELECT pg_catalog.string_agg(pr.role, ',' ORDER BY pr.role) FROM crm.principal_role pr"
+							   " WHERE pr.principal_id OPERATOR(pg_catalog.=) $1",
+							   1, types, vals, out, outnull, 1) && !outnull[0])
+	{
+		char	   *roles = TextDatumGetCString(out[0]);
+
+		sig = (uint32) hash_bytes((const unsigned char *) roles, strlen(roles));
+		if (sig <= SIG_MAINTENANCE + 1)
+			sig += 3;
+	}
+	if (sig_cache == NULL)		/* reset while we queried */
+		return sig;
+	e = hash_search(sig_cache, &principal, HASH_ENTER, &found);
+	e->sig = sig;
+	return sig;
+}
+
+/* The acting principal (0: nobody) and its signature; SIG_MAINTENANCE for the maintenance role. */
+static uint32
+current_sig(int64 *principal)
+{
+	bool		found;
+	int64		p = crm_current_principal(&found);
+
+	if (found)
+	{
+		*principal = p;
+		return principal_sig(p);
+	}
+	*principal = 0;
+	if (superuser() || has_bypassrls_privilege(GetUserId()))
+		return SIG_MAINTENANCE;
+	return 0;					/* nobody: sees no rows; plans hide every protected field */
+}
+
+/* Called when the actor may have changed (act_as, SET ROLE): drop plans made for another. */
+void
+crm_masking_actor_changed(void)
+{
+	int64		p;
+	uint32		sig;
+
+	if (!crm_is_preloaded || !IsTransactionState() || !crm_installed())
+	{
+		ResetPlanCache();
+		planned_sig_valid = false;
+		return;
+	}
+	sig = current_sig(&p);
+	if (planned_sig_valid && sig != planned_sig)
+	{
+		ResetPlanCache();
+		planned_sig_valid = false;
+	}
+}
+
+/* crm's catalogs exist in this database (DROP EXTENSION leaves the schemas behind) */
+static bool
+crm_installed(void)
+{
+	Oid			nsp = get_namespace_oid("crm", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("principal", nsp));
+}
+
+/* --- building masked expressions --------------------------------------------------------------- */
+
+typedef struct RteMask
+{
+	MaskState  *st;
+	CrmFieldLevels *levels;
+	Relation	rel;
+	int			owner_attno;
+} RteMask;
+
+static Node *
+masked_value(RteMask *rm, Var *var, int rank, const char *mask)
+{
+	if (rank >= 2)
+		return (Node *) copyObject(var);
+	if (rank == 1 && var->vartype == TEXTOID)
+	{
+		FuncExpr   *f = makeFuncExpr(rm->st->mask_fn, TEXTOID,
+									 list_make2(copyObject(var),
+												makeConst(TEXTOID, -1, InvalidOid, -1,
+														  CStringGetTextDatum(mask), false, false)),
+									 DEFAULT_COLLATION_OID, DEFAULT_COLLATION_OID, COERCE_EXPLICIT_CALL);
+
+		return (Node *) f;
+	}
+	/* hidden, or a masked value of a type masks do not apply to (numbers, dates): NULL */
+	return (Node *) makeNullConst(var->vartype, var->vartypmod, var->varcollid);
+}
+
+static Node *
+field_expr(RteMask *rm, Var *var)
+{
+	CrmFieldLevel *f = NULL;
+
+	for (int i = 0; i < rm->levels->nfields; i++)
+		if (rm->levels->fields[i].attnum == var->varattno)
+		{
+			f = &rm->levels->fields[i];
+			break;
+		}
+	if (f == NULL || (f->rank >= 2 && f->own_rank >= 2))
+		return (Node *) copyObject(var);
+	if (f->rank == f->own_rank)
+		return masked_value(rm, var, f->rank, f->mask);
+	{
+		/* CASE WHEN owner_id = crm.current_principal() THEN <own> ELSE <others> END */
+		Var		   *owner = makeVar(var->varno, rm->owner_attno, INT8OID, -1, InvalidOid, var->varlevelsup);
+		FuncExpr   *me = makeFuncExpr(rm->st->current_principal_fn, INT8OID, NIL, InvalidOid, InvalidOid,
+									  COERCE_EXPLICIT_CALL);
+		Expr	   *is_own = make_opclause(INT8_EQ_OPERATOR, BOOLOID, false, (Expr *) owner, (Expr *) me,
+										   InvalidOid, InvalidOid);
+		CaseExpr   *c = makeNode(CaseExpr);
+		CaseWhen   *w = makeNode(CaseWhen);
+
+		set_opfuncid((OpExpr *) is_own);
+		w->expr = is_own;
+		w->result = (Expr *) masked_value(rm, var, f->own_rank, f->mask);
+		w->location = -1;
+		c->casetype = var->vartype;
+		c->casecollid = var->varcollid;
+		c->args = list_make1(w);
+		c->defresult = (Expr *) masked_value(rm, var, f->rank, f->mask);
+		c->location = -1;
+		return (Node *) c;
+	}
+}
+
+static Node *
+replace_callback(Var *var, replace_rte_variables_context *context)
+{
+	RteMask    *rm = (RteMask *) context->callback_arg;
+
+	if (var->varattno > 0)
+		return field_expr(rm, var);
+	if (var->varattno == 0)
+	{
+		/* a whole-row reference (row_to_json(c), c.*): the row of masked values */
+		TupleDesc	desc = RelationGetDescr(rm->rel);
+		RowExpr    *row = makeNode(RowExpr);
+
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute a = TupleDescAttr(desc, i);
+
+			if (a->attisdropped)
+				row->args = lappend(row->args, makeNullConst(INT4OID, -1, InvalidOid));
+			else
+				row->args = lappend(row->args,
+									field_expr(rm, makeVar(var->varno, a->attnum, a->atttypid, a->atttypmod,
+														   a->attcollation, var->varlevelsup)));
+			row->colnames = lappend(row->colnames, makeString(pstrdup(NameStr(a->attname))));
+		}
+		row->row_typeid = var->vartype;
+		row->row_format = COERCE_IMPLICIT_CAST;
+		row->location = -1;
+		return (Node *) row;
+	}
+	return (Node *) copyObject(var);	/* system columns hold no field values */
+}
+
+/* Rewrite one query level (its sub-queries first). */
+static Query *mask_query(Query *q, MaskState *st);
+
+static Node *
+mask_mutator(Node *node, MaskState *st)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Query))
+		return (Node *) mask_query((Query *) node, st);
+	return expression_tree_mutator(node, mask_mutator, (void *) st);
+}
+
+static Query *
+mask_query(Query *q, MaskState *st)
+{
+	int			rti = 0;
+	ListCell   *lc;
+
+	q = query_tree_mutator(q, mask_mutator, (void *) st, 0);
+	if (q->commandType == CMD_UTILITY)
+		return q;
+
+	foreach(lc, q->rtable)
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
+		RteMask		rm;
+		List	   *saved_sq = NIL;
+		List	   *saved_wco;
+		List	   *identity = NIL;
+		ListCell   *lc2;
+		int			i;
+
+		rti++;
+		if (rte->rtekind != RTE_RELATION || get_rel_namespace(rte->relid) != st->data_nsp)
+			continue;
+		if (q->onConflict && q->onConflict->exclRelIndex == rti)
+		{
+			st->processed++;	/* EXCLUDED holds the writer's own proposed values */
+			continue;
+		}
+		rm.st = st;
+		rm.rel = table_open(rte->relid, NoLock);
+		rm.levels = crm_field_levels(st->principal, rm.rel);
+		rm.owner_attno = SPI_fnumber(RelationGetDescr(rm.rel), "owner_id");
+		st->processed++;
+		if (!rm.levels->any_unreadable)
+		{
+			table_close(rm.rel, NoLock);
+			continue;
+		}
+		if (q->commandType == CMD_MERGE && rti == q->resultRelation)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("MERGE into %s.%s is not supported for principals with masked fields",
+							"crm_data", RelationGetRelationName(rm.rel)),
+					 errhint("Use INSERT ... ON CONFLICT or UPDATE.")));
+
+		/* row-level security and WITH CHECK options must see the real values */
+		foreach(lc2, q->rtable)
+			saved_sq = lappend(saved_sq, ((RangeTblEntry *) lfirst(lc2))->securityQuals);
+		foreach(lc2, q->rtable)
+			((RangeTblEntry *) lfirst(lc2))->securityQuals = NIL;
+		saved_wco = q->withCheckOptions;
+		q->withCheckOptions = NIL;
+		/* UPDATE ... SET f = f leaves a field unchanged: keep it a plain copy */
+		if (q->commandType == CMD_UPDATE && rti == q->resultRelation)
+			foreach(lc2, q->targetList)
+			{
+				TargetEntry *te = (TargetEntry *) lfirst(lc2);
+
+				if (IsA(te->expr, Var) && ((Var *) te->expr)->varno == rti &&
+					((Var *) te->expr)->varlevelsup == 0 && ((Var *) te->expr)->varattno == te->resno)
+					identity = lappend_int(identity, te->resno);
+			}
+
+		q = (Query *) replace_rte_variables((Node *) q, rti, 0, replace_callback, &rm, NULL);
+
+		i = 0;
+		foreach(lc2, q->rtable)
+			((RangeTblEntry *) lfirst(lc2))->securityQuals = (List *) list_nth(saved_sq, i++);
+		q->withCheckOptions = saved_wco;
+		foreach(lc2, q->targetList)
+		{
+			TargetEntry *te = (TargetEntry *) lfirst(lc2);
+
+			if (list_member_int(identity, te->resno))
+			{
+				Form_pg_attribute a = TupleDescAttr(RelationGetDescr(rm.rel), te->resno - 1);
+
+				te->expr = (Expr *) makeVar(rti, te->resno, a->atttypid, a->atttypmod, a->attcollation, 0);
+			}
+		}
+		table_close(rm.rel, NoLock);
+	}
+	return q;
+}
+
+/* --- hooks --------------------------------------------------------------------------------------- */
+
+static bool
+masking_possible(MaskState *st)
+{
+	uint32		sig;
+
+	if (!IsTransactionState() || IsParallelWorker() || crm_internal_depth > 0)
+		return false;
+	st->data_nsp = get_namespace_oid("crm_data", true);
+	if (!OidIsValid(st->data_nsp) || !crm_installed())
+		return false;
+	sig = current_sig(&st->principal);
+	if (planning_depth <= 1)
+	{
+		if (planned_sig_valid && sig != planned_sig)
+			ResetPlanCache();
+		planned_sig = sig;
+		planned_sig_valid = true;
+	}
+	if (sig == SIG_MAINTENANCE)
+		return false;
+	{
+		Oid			args[2] = {TEXTOID, TEXTOID};
+
+		st->mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
+		st->current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
+												  0, NULL, true);
+	}
+	return OidIsValid(st->mask_fn) && OidIsValid(st->current_principal_fn);
+}
+
+static int
+count_protected(List *rtable, MaskState *st)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, rtable)
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
+
+		if (rte->rtekind == RTE_RELATION && get_rel_namespace(rte->relid) == st->data_nsp)
+			n++;
+	}
+	return n;
+}
+
+static PlannedStmt *
+crm_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	MaskState	st;
+	MaskState  *saved = mask_state;
+	PlannedStmt *volatile result = NULL;
+	Query	   *volatile query = parse;
+	volatile bool active;
+
+	memset(&st, 0, sizeof(st));
+	planning_depth++;
+	PG_TRY();
+	{
+		active = masking_possible(&st);
+		if (active)
+		{
+			query = mask_query(query, &st);
+			mask_state = &st;
+		}
+		else
+			mask_state = NULL;
+		if (prev_planner)
+			result = prev_planner(query, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(query, query_string, cursorOptions, boundParams);
+
+		/*
+		 * Every managed table in the plan must have been seen by the rewrite (here, or for a SQL
+		 * function inlined while planning, in the post-analyze hook). One that was not came in
+		 * some other way: refuse rather than serve it unmasked.
+		 */
+		if (active && count_protected(result->rtable, &st) > st.processed)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("this query reads a crm_data table in a way crm cannot mask"),
+					 errdetail("A view inside an inlined SQL function reaches a managed table."),
+					 errhint("Query the table or view directly, or make the function plpgsql.")));
+	}
+	PG_FINALLY();
+	{
+		planning_depth--;
+		mask_state = saved;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* SQL functions inlined while planning are analyzed anew: mask their queries too. */
+static void
+crm_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+{
+	if (prev_post_parse_analyze)
+		prev_post_parse_analyze(pstate, query, jstate);
+	if (mask_state != NULL && planning_depth > 0)
+	{
+		Query	   *masked = mask_query(query, mask_state);
+
+		if (masked != query)
+			memcpy(query, masked, sizeof(Query));
+	}
+}
+
+/* A plan made for an actor with other field levels must not run for this one. */
+static void
+crm_masking_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	if (planned_sig_valid && IsTransactionState() && !IsParallelWorker() && crm_internal_depth == 0)
+	{
+		Oid			nsp = get_namespace_oid("crm_data", true);
+		MaskState	st;
+
+		memset(&st, 0, sizeof(st));
+		st.data_nsp = nsp;
+		if (OidIsValid(nsp) && count_protected(queryDesc->plannedstmt->rtable, &st) > 0 && crm_installed())
+		{
+			int64		p;
+			uint32		sig = current_sig(&p);
+
+			/* nobody sees no rows at all, so a plan made for another actor shows it nothing */
+			if (sig != planned_sig && sig != 0)
+			{
+				ResetPlanCache();
+				planned_sig_valid = false;
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("the acting principal changed since this statement was planned"),
+						 errhint("Run the statement again.")));
+			}
+		}
+	}
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+void
+crm_masking_init(void)
+{
+	prev_planner = planner_hook;
+	planner_hook = crm_planner;
+	prev_post_parse_analyze = post_parse_analyze_hook;
+	post_parse_analyze_hook = crm_post_parse_analyze;
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = crm_masking_ExecutorStart;
+}
