@@ -71,6 +71,8 @@ typedef struct SigEntry
 } SigEntry;
 static HTAB *sig_cache = NULL;
 static bool crm_installed(void);
+static Oid	cached_mask_fn = InvalidOid;
+static Oid	cached_current_principal_fn = InvalidOid;
 
 void
 crm_masking_reset(void)
@@ -80,6 +82,8 @@ crm_masking_reset(void)
 		hash_destroy(sig_cache);
 		sig_cache = NULL;
 	}
+	cached_mask_fn = InvalidOid;
+	cached_current_principal_fn = InvalidOid;
 	/* field levels may have changed: no plan made under the old ones may run again */
 	ResetPlanCache();
 	planned_sig_valid = false;
@@ -395,14 +399,34 @@ masking_possible(MaskState *st)
 	}
 	if (sig == SIG_MAINTENANCE)
 		return false;
+	if (!OidIsValid(cached_mask_fn) || !OidIsValid(cached_current_principal_fn))
 	{
 		Oid			args[2] = {TEXTOID, TEXTOID};
 
-		st->mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
-		st->current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
-												  0, NULL, true);
+		cached_mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
+		cached_current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
+													 0, NULL, true);
 	}
+	st->mask_fn = cached_mask_fn;
+	st->current_principal_fn = cached_current_principal_fn;
 	return OidIsValid(st->mask_fn) && OidIsValid(st->current_principal_fn);
+}
+
+/* Does a query (or anything inside it) read a table in crm_data? A cheap walk before rewriting. */
+static bool
+reaches_data_walker(Node *node, Oid *nsp)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, RangeTblEntry))
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) node;
+
+		return rte->rtekind == RTE_RELATION && get_rel_namespace(rte->relid) == *nsp;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, reaches_data_walker, (void *) nsp, QTW_EXAMINE_RTES_BEFORE);
+	return expression_tree_walker(node, reaches_data_walker, (void *) nsp);
 }
 
 static int
@@ -434,7 +458,7 @@ crm_planner(Query *parse, const char *query_string, int cursorOptions, ParamList
 	planning_depth++;
 	PG_TRY();
 	{
-		active = masking_possible(&st);
+		active = masking_possible(&st) && reaches_data_walker((Node *) query, &st.data_nsp);
 		if (active)
 		{
 			query = mask_query(query, &st);
@@ -474,7 +498,8 @@ crm_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
 	if (prev_post_parse_analyze)
 		prev_post_parse_analyze(pstate, query, jstate);
-	if (mask_state != NULL && planning_depth > 0)
+	if (mask_state != NULL && planning_depth > 0 &&
+		reaches_data_walker((Node *) query, &mask_state->data_nsp))
 	{
 		Query	   *masked = mask_query(query, mask_state);
 
