@@ -458,10 +458,15 @@ crm_planner(Query *parse, const char *query_string, int cursorOptions, ParamList
 	planning_depth++;
 	PG_TRY();
 	{
-		active = masking_possible(&st) && reaches_data_walker((Node *) query, &st.data_nsp);
+		active = masking_possible(&st);
 		if (active)
 		{
-			query = mask_query(query, &st);
+			/*
+			 * Rewrite only queries that reach crm_data; but stay armed for SQL functions inlined
+			 * while planning, whose queries the post-analyze hook rewrites.
+			 */
+			if (reaches_data_walker((Node *) query, &st.data_nsp))
+				query = mask_query(query, &st);
 			mask_state = &st;
 		}
 		else
