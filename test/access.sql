@@ -100,7 +100,7 @@ GRANT SELECT ON acc_attack.v_plain TO PUBLIC;
 CREATE VIEW acc_attack.v_invoker WITH (security_invoker = true) AS SELECT * FROM crm_data.customer;
 CREATE FUNCTION acc_attack.f_sql() RETURNS SETOF bigint LANGUAGE sql AS 'SELECT id FROM crm_data.customer';
 CREATE FUNCTION acc_attack.f_plpgsql() RETURNS SETOF bigint LANGUAGE plpgsql AS 'BEGIN RETURN QUERY SELECT id FROM crm_data.customer; END';
-CREATE FUNCTION acc_attack.f_definer() RETURNS SETOF bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT id FROM crm_data.customer';
+CREATE FUNCTION acc_attack.f_definer() RETURNS SETOF bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id FROM crm_data.customer';
 CREATE FUNCTION acc_attack.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS
   'BEGIN IF $1 LIKE ''cust rm1%'' THEN RAISE EXCEPTION ''leaked: %'', $1; END IF; RETURN true; END';
 CREATE FUNCTION acc_attack.f_cursor() RETURNS bigint LANGUAGE plpgsql AS

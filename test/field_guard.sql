@@ -30,7 +30,7 @@ SET ROLE fg_tl;
 CREATE VIEW fg_attack.v AS SELECT * FROM crm_data.customer;
 CREATE FUNCTION fg_attack.f(bigint) RETURNS void LANGUAGE sql AS
   $$ UPDATE crm_data.customer SET id_number = '110101200002290018' WHERE id = $1 $$;
-CREATE FUNCTION fg_attack.fd(bigint) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS
+CREATE FUNCTION fg_attack.fd(bigint) RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
   $$ BEGIN UPDATE crm_data.customer SET id_number = '110101200002290018' WHERE id = $1; END $$;
 SELECT throws_ok(format($$UPDATE fg_attack.v SET id_number = '110101200002290018' WHERE id = %s$$, pg_temp.v('c')), '42501',
                  'permission denied to write field customer.id_number', 'through an auto-updatable view');

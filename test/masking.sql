@@ -39,7 +39,7 @@ CREATE VIEW mk_attack.v AS SELECT * FROM crm_data.customer;
 CREATE VIEW mk_attack.v_inv WITH (security_invoker = true) AS SELECT * FROM crm_data.customer;
 CREATE FUNCTION mk_attack.f_sql() RETURNS SETOF text LANGUAGE sql STABLE AS 'SELECT id_number FROM crm_data.customer';
 CREATE FUNCTION mk_attack.f_plpgsql() RETURNS text LANGUAGE plpgsql AS 'DECLARE r text; BEGIN SELECT id_number INTO r FROM crm_data.customer; RETURN r; END';
-CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT id_number FROM crm_data.customer';
+CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id_number FROM crm_data.customer';
 RESET ROLE;
 
 SELECT plan(34);
