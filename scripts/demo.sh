@@ -45,6 +45,10 @@ tour "row-level security: each principal sees its book, whatever the client" \
   -c "SET ROLE demo_tl_0001" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer" \
   -c "SET ROLE demo_bm_001" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer" \
   -c "SET ROLE demo_compliance" -c "SELECT current_user AS login, count(*) AS customers, sum(aum) AS aum FROM crm_data.customer"
+tour "field-level access: the team lead sees its reports' customers' ID numbers masked; the owner sees them" \
+  -c "SET ROLE demo_tl_0001" -c "SELECT current_user AS login, c.id, c.name, c.id_number, c.mobile FROM crm_data.customer c ORDER BY c.id LIMIT 3" \
+  -c "RESET ROLE" -c "SET ROLE demo_rm_00001" -c "SELECT current_user AS login, c.id, c.name, c.id_number FROM crm_data.customer c ORDER BY c.id LIMIT 2" \
+  -c "RESET ROLE"
 tour "why can a team lead see this customer?" \
   -c "SELECT privilege, allowed, because FROM crm.explain_access((SELECT id FROM crm.principal WHERE login = 'demo_tl_0001'), 'customer', (SELECT min(c.id) FROM crm_data.customer c JOIN crm.principal p ON p.id = c.owner_id WHERE p.manager_id = (SELECT id FROM crm.principal WHERE login = 'demo_tl_0001'))) WHERE privilege = 'read'"
 tour "an RM's own login cannot act as anyone" -U demo_rm_00002 -c "SELECT crm.act_as('demo_rm_00001')" || true
