@@ -29,8 +29,7 @@ SELECT c.relname FROM pg_extension e, unnest(e.extconfig) cfg JOIN pg_class c ON
 SELECT p.proname FROM pg_proc p
  WHERE p.pronamespace = 'crm'::regnamespace AND p.prosecdef
    AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
--- SECURITY DEFINER functions executable by PUBLIC: only _wall_matches, which row-level security
--- policies call as the querying user and which answers only about records within the caller's reach
+-- no SECURITY DEFINER function is executable by PUBLIC
 SELECT p.oid::regprocedure AS admin_function FROM pg_proc p
  WHERE p.pronamespace = 'crm'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')
    AND p.prosecdef ORDER BY 1;

@@ -469,3 +469,46 @@ crm_wall_excludes_principal(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(wall_excludes(PG_GETARG_INT64(1), text_to_cstring(PG_GETARG_TEXT_PP(0))));
 }
+
+/*
+ * SQL function: crm._wall_matches(wall text, record_id bigint) returns boolean
+ * Whether a wall's condition holds for a record of the wall's object (walls on a parent, for its
+ * children's policies). Evaluated as crm's catalog owner on the real values (never masked, past
+ * row security), but only for records the caller could read were it not for walls, so that it
+ * is no oracle about records beyond the caller's reach. A wall that no longer exists hides.
+ */
+PG_FUNCTION_INFO_V1(crm_wall_matches);
+Datum
+crm_wall_matches(PG_FUNCTION_ARGS)
+{
+	char	   *wall;
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		vals[2];
+	Datum		out[2];
+	bool		outnull[2];
+	char	   *condition;
+	char	   *object;
+	char	   *sql;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	wall = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	vals[0] = CStringGetTextDatum(wall);
+	if (!crm_query_row_as_owner("SELECT w.condition, w.object FROM crm.wall w WHERE w.name OPERATOR(pg_catalog.=) $1",
+								1, types, vals, out, outnull, 2) || outnull[0] || outnull[1])
+		PG_RETURN_BOOL(true);
+	condition = TextDatumGetCString(out[0]);
+	object = TextDatumGetCString(out[1]);
+	sql = psprintf("SELECT (%s) FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $2"
+				   " AND (t.owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners($1, 'read'))"
+				   "   OR t.org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units($1, 'read'))"
+				   "   OR t.id OPERATOR(pg_catalog.=) ANY (crm.acl_records($1, 'read')))",
+				   condition, quote_identifier(object));
+	vals[0] = CStringGetTextDatum(object);
+	vals[1] = PG_GETARG_DATUM(1);
+	if (!crm_query_row_as_owner(sql, 2, types, vals, out, outnull, 1) || outnull[0])
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(DatumGetBool(out[0]));
+}

@@ -193,7 +193,14 @@ crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 			SPI_processed == 1)
 		{
 			for (int i = 0; i < nout; i++)
+			{
+				Form_pg_attribute a = TupleDescAttr(SPI_tuptable->tupdesc, i);
+
 				out[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &outnull[i]);
+				/* by-reference values must outlive SPI_finish: copy them to the caller's context */
+				if (!outnull[i] && !a->attbyval)
+					out[i] = SPI_datumTransfer(out[i], false, a->attlen);
+			}
 			found = true;
 		}
 		SPI_finish();

@@ -42,7 +42,7 @@ CREATE FUNCTION mk_attack.f_plpgsql() RETURNS text LANGUAGE plpgsql AS 'DECLARE 
 CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id_number FROM crm_data.customer';
 RESET ROLE;
 
-SELECT plan(34);
+SELECT plan(37);
 
 -- every query shape, as the team lead (masked on a report's customer)
 SELECT is(pg_temp.as1('mk_tl', q), want, 'team lead: ' || what)
@@ -106,6 +106,16 @@ CREATE TEMP TABLE f2 AS SELECT pg_temp.cached_idn() AS v;
 RESET ROLE;
 SELECT is((SELECT v FROM f1), '11010519491231002X', 'a PL/pgSQL plan cached for compliance');
 SELECT is((SELECT v FROM f2), '110105********002X', 'is not reused for the team lead after SET ROLE');
+
+-- a wall whose condition reads a field masked for the walled principal still decides on the real value,
+-- for the record and for the records that follow it
+INSERT INTO crm_data.product (owner_id, code, name, product_type, risk_level) VALUES ((SELECT id FROM p WHERE k = 'comp'), 'MK1', 'Deposit', 'deposit', 'R1');
+INSERT INTO crm_data.holding (customer_id, product_id, amount) SELECT (SELECT id FROM p WHERE k = 'c'), id, 100 FROM crm_data.product WHERE code = 'MK1';
+SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.holding'), '1', 'before the wall the team lead sees the holding');
+SELECT crm.add_wall('mk_wall', 'customer', $$id_number LIKE '%1231%'$$, ARRAY[(SELECT id FROM p WHERE k = 'tl')]);
+SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.customer'), '0', 'a wall on the (masked) ID number hides the customer');
+SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.holding'), '0', 'and its holding');
+SELECT crm.drop_wall('mk_wall');
 
 -- a changed field policy takes effect on cached plans too
 SELECT crm.set_field_access('customer', 'id_number', 'team_lead', 'read');
