@@ -215,6 +215,28 @@ crm_guard(PG_FUNCTION_ARGS)
 		own = !isnull && DatumGetInt64(owner) == principal;
 	}
 
+	/*
+	 * Taking a record into one's own book must not be a way to raise one's access to its fields:
+	 * refuse it when some field would become more visible or writable than it is now.
+	 */
+	if (oldtup != NULL && !own)
+	{
+		Datum		newowner = heap_getattr(newtup, owner_att, desc, &isnull);
+
+		if (!isnull && DatumGetInt64(newowner) == principal)
+			for (int i = 0; i < e->levels.nfields; i++)
+				if (e->levels.fields[i].own_rank > e->levels.fields[i].rank)
+					ereport(ERROR,
+							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+							 errmsg("permission denied to take record %lld of %s into your own book",
+									(long long) DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "id"), desc, &isnull)),
+									RelationGetRelationName(rel)),
+							 errdetail("Field %s.%s is %s for you on others' records and %s on your own.",
+									   RelationGetRelationName(rel), e->levels.fields[i].name,
+									   level_name(e->levels.fields[i].rank), level_name(e->levels.fields[i].own_rank)),
+							 errhint("Someone whose access does not change with ownership (an admin) can reassign it.")));
+	}
+
 	for (int i = 0; i < e->levels.nfields; i++)
 	{
 		CrmFieldLevel *f = &e->levels.fields[i];
@@ -263,4 +285,22 @@ crm_guard(PG_FUNCTION_ARGS)
 							 : "Leave the field out of the INSERT, or at its default.")));
 	}
 	return PointerGetDatum(newtup);
+}
+
+/*
+ * SQL function: crm._write_denied(anyelement, object text, field text) returns anyelement
+ * Raised by UPDATEs the masking hook rewrote: writing a field one may not read on this record is
+ * refused whatever the value (so an UPDATE cannot be used to test guesses).
+ */
+PG_FUNCTION_INFO_V1(crm_write_denied);
+Datum
+crm_write_denied(PG_FUNCTION_ARGS)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to write field %s.%s",
+					PG_ARGISNULL(1) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					PG_ARGISNULL(2) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(2))),
+			 errdetail("You may not read this field on this record, so you may not write it either.")));
+	PG_RETURN_NULL();
 }

@@ -30,6 +30,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
+#include "parser/parsetree.h"
 #include "parser/parse_func.h"
 #include "rewrite/rewriteManip.h"
 #include "tcop/utility.h"
@@ -59,7 +60,7 @@ typedef struct MaskState
 	Oid			data_nsp;
 	Oid			mask_fn;
 	Oid			current_principal_fn;
-	int			processed;		/* protected range table entries rewritten */
+	Oid			write_denied_fn;
 } MaskState;
 static MaskState *mask_state = NULL;
 
@@ -73,6 +74,7 @@ static HTAB *sig_cache = NULL;
 static bool crm_installed(void);
 static Oid	cached_mask_fn = InvalidOid;
 static Oid	cached_current_principal_fn = InvalidOid;
+static Oid	cached_write_denied_fn = InvalidOid;
 
 void
 crm_masking_reset(void)
@@ -84,6 +86,7 @@ crm_masking_reset(void)
 	}
 	cached_mask_fn = InvalidOid;
 	cached_current_principal_fn = InvalidOid;
+	cached_write_denied_fn = InvalidOid;
 	/* field levels may have changed: no plan made under the old ones may run again */
 	ResetPlanCache();
 	planned_sig_valid = false;
@@ -279,6 +282,63 @@ replace_callback(Var *var, replace_rte_variables_context *context)
 	return (Node *) copyObject(var);	/* system columns hold no field values */
 }
 
+/*
+ * An assignment to a field the actor may not read on some records becomes
+ * CASE WHEN owner_id = crm.current_principal() THEN <expr or refusal> ELSE <expr or refusal> END,
+ * so that writing it there is refused whatever the value (no guessing through "unchanged").
+ */
+static void
+guard_assignments(RteMask *rm, List *targetList, int rti, const char *object)
+{
+	ListCell   *lc;
+
+	foreach(lc, targetList)
+	{
+		TargetEntry *te = (TargetEntry *) lfirst(lc);
+		CrmFieldLevel *f = NULL;
+		Form_pg_attribute a;
+		Node	   *deny;
+		Var		   *owner;
+		CaseExpr   *c;
+		CaseWhen   *w;
+		Expr	   *is_own;
+
+		if (te->resjunk)
+			continue;
+		for (int i = 0; i < rm->levels->nfields; i++)
+			if (rm->levels->fields[i].attnum == te->resno)
+				f = &rm->levels->fields[i];
+		if (f == NULL || (f->rank >= 2 && f->own_rank >= 2))
+			continue;
+		if (IsA(te->expr, Var) && ((Var *) te->expr)->varno == rti &&
+			((Var *) te->expr)->varlevelsup == 0 && ((Var *) te->expr)->varattno == te->resno)
+			continue;			/* SET f = f changes nothing */
+		a = TupleDescAttr(RelationGetDescr(rm->rel), te->resno - 1);
+		deny = (Node *) makeFuncExpr(rm->st->write_denied_fn, a->atttypid,
+									 list_make3(makeNullConst(a->atttypid, a->atttypmod, a->attcollation),
+												makeConst(TEXTOID, -1, InvalidOid, -1, CStringGetTextDatum(object), false, false),
+												makeConst(TEXTOID, -1, InvalidOid, -1, CStringGetTextDatum(f->name), false, false)),
+									 InvalidOid, a->attcollation, COERCE_EXPLICIT_CALL);
+		owner = makeVar(rti, rm->owner_attno, INT8OID, -1, InvalidOid, 0);
+		is_own = make_opclause(INT8_EQ_OPERATOR, BOOLOID, false, (Expr *) owner,
+							   (Expr *) makeFuncExpr(rm->st->current_principal_fn, INT8OID, NIL, InvalidOid,
+													 InvalidOid, COERCE_EXPLICIT_CALL),
+							   InvalidOid, InvalidOid);
+		set_opfuncid((OpExpr *) is_own);
+		w = makeNode(CaseWhen);
+		w->expr = is_own;
+		w->result = f->own_rank >= 2 ? te->expr : (Expr *) copyObject(deny);
+		w->location = -1;
+		c = makeNode(CaseExpr);
+		c->casetype = a->atttypid;
+		c->casecollid = a->attcollation;
+		c->args = list_make1(w);
+		c->defresult = f->rank >= 2 ? (Expr *) copyObject(te->expr) : (Expr *) deny;
+		c->location = -1;
+		te->expr = (Expr *) c;
+	}
+}
+
 /* Rewrite one query level (its sub-queries first). */
 static Query *mask_query(Query *q, MaskState *st);
 
@@ -317,14 +377,15 @@ mask_query(Query *q, MaskState *st)
 			continue;
 		if (q->onConflict && q->onConflict->exclRelIndex == rti)
 		{
-			st->processed++;	/* EXCLUDED holds the writer's own proposed values */
+			rte->security_barrier = true;	/* EXCLUDED holds the writer's own proposed values */
 			continue;
 		}
 		rm.st = st;
 		rm.rel = table_open(rte->relid, NoLock);
 		rm.levels = crm_field_levels(st->principal, rm.rel);
 		rm.owner_attno = SPI_fnumber(RelationGetDescr(rm.rel), "owner_id");
-		st->processed++;
+		/* seen: the final plan check accepts only managed tables marked so */
+		rte->security_barrier = true;
 		if (!rm.levels->any_unreadable)
 		{
 			table_close(rm.rel, NoLock);
@@ -356,6 +417,7 @@ mask_query(Query *q, MaskState *st)
 			}
 
 		q = (Query *) replace_rte_variables((Node *) q, rti, 0, replace_callback, &rm, NULL);
+		rt_fetch(rti, q->rtable)->security_barrier = true;
 
 		i = 0;
 		foreach(lc2, q->rtable)
@@ -372,6 +434,10 @@ mask_query(Query *q, MaskState *st)
 				te->expr = (Expr *) makeVar(rti, te->resno, a->atttypid, a->atttypmod, a->attcollation, 0);
 			}
 		}
+		if (rti == q->resultRelation && q->commandType == CMD_UPDATE)
+			guard_assignments(&rm, q->targetList, rti, RelationGetRelationName(rm.rel));
+		if (rti == q->resultRelation && q->onConflict && q->onConflict->action == ONCONFLICT_UPDATE)
+			guard_assignments(&rm, q->onConflict->onConflictSet, rti, RelationGetRelationName(rm.rel));
 		table_close(rm.rel, NoLock);
 	}
 	return q;
@@ -399,17 +465,22 @@ masking_possible(MaskState *st)
 	}
 	if (sig == SIG_MAINTENANCE)
 		return false;
-	if (!OidIsValid(cached_mask_fn) || !OidIsValid(cached_current_principal_fn))
+	if (!OidIsValid(cached_mask_fn) || !OidIsValid(cached_current_principal_fn) ||
+		!OidIsValid(cached_write_denied_fn))
 	{
 		Oid			args[2] = {TEXTOID, TEXTOID};
+		Oid			dargs[3] = {ANYELEMENTOID, TEXTOID, TEXTOID};
 
 		cached_mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
 		cached_current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
 													 0, NULL, true);
+		cached_write_denied_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_write_denied")),
+												3, dargs, true);
 	}
 	st->mask_fn = cached_mask_fn;
 	st->current_principal_fn = cached_current_principal_fn;
-	return OidIsValid(st->mask_fn) && OidIsValid(st->current_principal_fn);
+	st->write_denied_fn = cached_write_denied_fn;
+	return OidIsValid(st->mask_fn) && OidIsValid(st->current_principal_fn) && OidIsValid(st->write_denied_fn);
 }
 
 /* Does a query (or anything inside it) read a table in crm_data? A cheap walk before rewriting. */
@@ -429,8 +500,13 @@ reaches_data_walker(Node *node, Oid *nsp)
 	return expression_tree_walker(node, reaches_data_walker, (void *) nsp);
 }
 
+/*
+ * Managed tables in a range table; with unmarked_only, those the rewrite did not see. (The
+ * rewrite marks each managed table's entry with security_barrier, a flag PostgreSQL reads only
+ * for sub-queries; copies of the entry keep it.)
+ */
 static int
-count_protected(List *rtable, MaskState *st)
+count_protected(List *rtable, MaskState *st, bool unmarked_only)
 {
 	ListCell   *lc;
 	int			n = 0;
@@ -439,7 +515,8 @@ count_protected(List *rtable, MaskState *st)
 	{
 		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
 
-		if (rte->rtekind == RTE_RELATION && get_rel_namespace(rte->relid) == st->data_nsp)
+		if (rte->rtekind == RTE_RELATION && get_rel_namespace(rte->relid) == st->data_nsp &&
+			!(unmarked_only && rte->security_barrier))
 			n++;
 	}
 	return n;
@@ -481,12 +558,12 @@ crm_planner(Query *parse, const char *query_string, int cursorOptions, ParamList
 		 * function inlined while planning, in the post-analyze hook). One that was not came in
 		 * some other way: refuse rather than serve it unmasked.
 		 */
-		if (active && count_protected(result->rtable, &st) > st.processed)
+		if (active && count_protected(result->rtable, &st, true) > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("this query reads a crm_data table in a way crm cannot mask"),
-					 errdetail("A view inside an inlined SQL function reaches a managed table."),
-					 errhint("Query the table or view directly, or make the function plpgsql.")));
+					 errdetail("A SQL function inlined into the query reads a managed table through a view, or has a BEGIN ATOMIC body."),
+					 errhint("Query the table or view directly, or write the function in PL/pgSQL.")));
 	}
 	PG_FINALLY();
 	{
@@ -524,7 +601,7 @@ crm_masking_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 		memset(&st, 0, sizeof(st));
 		st.data_nsp = nsp;
-		if (OidIsValid(nsp) && count_protected(queryDesc->plannedstmt->rtable, &st) > 0 && crm_installed())
+		if (OidIsValid(nsp) && count_protected(queryDesc->plannedstmt->rtable, &st, false) > 0 && crm_installed())
 		{
 			int64		p;
 			uint32		sig = current_sig(&p);

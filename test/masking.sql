@@ -34,6 +34,17 @@ BEGIN
   EXCEPTION WHEN SQLSTATE 'P0099' THEN RETURN SQLERRM;
   END;
 END $$;
+-- the SQLSTATE a statement raises as a persona ('ok' if none); everything is rolled back
+CREATE FUNCTION pg_temp.err(persona text, q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN
+    EXECUTE format('SET LOCAL ROLE %I', persona);
+    EXECUTE q;
+    RAISE EXCEPTION USING ERRCODE = 'P0099';
+  EXCEPTION WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
+            WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM;
+  END;
+END $$;
 SET ROLE mk_tl;
 CREATE VIEW mk_attack.v AS SELECT * FROM crm_data.customer;
 CREATE VIEW mk_attack.v_inv WITH (security_invoker = true) AS SELECT * FROM crm_data.customer;
@@ -42,7 +53,7 @@ CREATE FUNCTION mk_attack.f_plpgsql() RETURNS text LANGUAGE plpgsql AS 'DECLARE 
 CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id_number FROM crm_data.customer';
 RESET ROLE;
 
-SELECT plan(37);
+SELECT plan(46);
 
 -- every query shape, as the team lead (masked on a report's customer)
 SELECT is(pg_temp.as1('mk_tl', q), want, 'team lead: ' || what)
@@ -116,6 +127,30 @@ SELECT crm.add_wall('mk_wall', 'customer', $$id_number LIKE '%1231%'$$, ARRAY[(S
 SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.customer'), '0', 'a wall on the (masked) ID number hides the customer');
 SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.holding'), '0', 'and its holding');
 SELECT crm.drop_wall('mk_wall');
+
+-- attacks found in review
+SET ROLE mk_tl;
+CREATE TEMP VIEW tv AS SELECT id, id_number FROM crm_data.customer;
+CREATE FUNCTION pg_temp.srf() RETURNS SETOF pg_temp.tv LANGUAGE sql STABLE AS 'SELECT * FROM pg_temp.tv';
+CREATE FUNCTION pg_temp.imm(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT count(*)::int FROM crm_data.customer WHERE $1 = 1';
+CREATE FUNCTION pg_temp.atomic_srf() RETURNS SETOF text LANGUAGE sql STABLE BEGIN ATOMIC SELECT id_number FROM crm_data.customer; END;
+RESET ROLE;
+SELECT isnt(pg_temp.err('mk_tl', $q$SELECT 1 FROM pg_temp.srf() x WHERE pg_temp.imm(1) >= 0 AND x.id_number = '11010519491231002X'$q$), 'ok',
+            'a view inside an inlined function, with a constant-folded function beside it, is refused');
+SELECT isnt(pg_temp.err('mk_tl', $q$SELECT 1 FROM pg_temp.srf() x WHERE x.id_number = '11010519491231002X'$q$), 'ok',
+            'and without it');
+SELECT matches(pg_temp.err('mk_tl', 'SELECT x FROM pg_temp.atomic_srf() x'), '^42501', 'a BEGIN ATOMIC function reading the table is refused, not served unmasked');
+SELECT matches(pg_temp.err('mk_tl', format('UPDATE crm_data.customer SET owner_id = crm.current_principal() WHERE id = %s', (SELECT id FROM p WHERE k = 'c'))),
+            '^42501', 'taking a report''s customer into one''s own book to unmask it is refused');
+SELECT matches(pg_temp.err('mk_tl', $q$UPDATE crm_data.customer SET id_number = '11010519491231002X'$q$),
+            '^42501', 'writing the right guess into a masked field is refused like a wrong one (no oracle)');
+SELECT matches(pg_temp.err('mk_tl', $q$UPDATE crm_data.customer SET id_number = '110101200002290018'$q$),
+            '^42501', 'and a wrong guess');
+SELECT matches(pg_temp.err('mk_tl', $q$INSERT INTO crm_data.customer (owner_id, name) VALUES ((SELECT id FROM p WHERE k = 'rm'), 'x') ON CONFLICT (id) DO UPDATE SET id_number = '11010519491231002X'$q$),
+            '^(ok|42501)', 'ON CONFLICT DO UPDATE is held to the same rule');
+SELECT is(pg_temp.as1('mk_tl', 'SELECT birthday::text FROM crm_data.customer'), '<null>', 'the birthday (the digits the ID mask hides) is not readable either');
+SELECT doesnt_match(pg_temp.err('mk_tl', $q$UPDATE crm_data.customer SET id_type = 'uscc'$q$), 'should be',
+              'a validation error names no character computed from the hidden value');
 
 -- a changed field policy takes effect on cached plans too
 SELECT crm.set_field_access('customer', 'id_number', 'team_lead', 'read');

@@ -104,3 +104,6 @@ END $$;
 
 -- The field write guard (C): writing a field below 'write' level is refused, naming the field.
 CREATE FUNCTION crm.guard() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'crm_guard';
+
+CREATE FUNCTION crm._write_denied(anyelement, object text, field text) RETURNS anyelement
+  LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crm_write_denied';

@@ -26,7 +26,7 @@ BEGIN
       PERFORM crm.add_field('customer', 'id_number', 'text', '{"label": "ID number", "sensitivity": "sensitive", "mask": "id_number", "document_type_field": "id_type"}');
       PERFORM crm.add_field('customer', 'mobile', 'cn_mobile', '{"label": "Mobile", "sensitivity": "personal"}');
       PERFORM crm.add_field('customer', 'email', 'email', '{"label": "E-mail", "sensitivity": "personal"}');
-      PERFORM crm.add_field('customer', 'birthday', 'date', '{"label": "Birthday", "sensitivity": "personal"}');
+      PERFORM crm.add_field('customer', 'birthday', 'date', '{"label": "Birthday", "sensitivity": "sensitive"}');
       PERFORM crm.add_field('customer', 'gender', 'picklist', '{"label": "Gender", "values": ["M", "F"], "sensitivity": "personal"}');
       PERFORM crm.add_field('customer', 'risk_tolerance', 'picklist', '{"label": "Risk tolerance", "values": ["C1", "C2", "C3", "C4", "C5"]}');
       PERFORM crm.add_field('customer', 'segment', 'picklist', '{"label": "Segment", "values": ["mass", "affluent", "private_banking", "corporate"]}');

@@ -54,5 +54,5 @@ GRANT EXECUTE ON FUNCTION crm.field_levels(bigint, text), crm._level_rank(text),
   TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.set_field_access(text, text, text, text, text), crm.reset_field_access(text, text, text)
   TO crm_admin;
-GRANT EXECUTE ON FUNCTION crm.guard() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION crm.guard(), crm._write_denied(anyelement, text, text) TO PUBLIC;
 GRANT SELECT ON crm.field_access TO crm_user, crm_auditor;
