@@ -512,3 +512,34 @@ crm_wall_matches(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(DatumGetBool(out[0]));
 }
+
+static bool
+array_has_int8(ArrayType *a, int64 v)
+{
+	int			n = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+	int64	   *d = (int64 *) ARR_DATA_PTR(a);
+
+	for (int i = 0; i < n; i++)
+		if (d[i] == v)
+			return true;
+	return false;
+}
+
+/*
+ * Whether a principal reaches an owner and/or an org unit for a privilege on an object through
+ * its grants and the object's sharing (not through shares of single records). unit < 0: ignore.
+ */
+bool
+crm_acl_reaches(int64 principal, const char *object, const char *priv, int64 owner, int64 unit)
+{
+	int			p = -1;
+	AclEntry   *e;
+
+	for (int i = 0; i < NPRIV; i++)
+		if (strcmp(priv, priv_names[i]) == 0)
+			p = i;
+	if (p < 0)
+		elog(ERROR, "unknown privilege \"%s\"", priv);
+	e = acl_lookup(principal, object, p);
+	return array_has_int8(e->owners, owner) || (unit >= 0 && array_has_int8(e->units, unit));
+}

@@ -27,6 +27,14 @@ extern bool crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Da
 
 /* acl.c: record-level access cache */
 extern void crm_acl_reset(void);
+extern bool crm_acl_reaches(int64 principal, const char *object, const char *priv, int64 owner, int64 unit);
+
+/* stamp.c */
+extern int64 crm_principal_unit(int64 principal);
+
+/* masking.c: queries over crm_data open in this backend (act_as refuses to switch under them) */
+extern bool crm_data_queries_open(void);
+extern void crm_masking_check_utility(Node *stmt);
 
 /* guard.c: field levels (cached) and the write guard */
 typedef struct CrmFieldLevel

@@ -204,6 +204,43 @@ crm_guard(PG_FUNCTION_ARGS)
 	principal = crm_current_principal(&found);
 	if (!found)
 		return PointerGetDatum(newtup);
+
+	/*
+	 * Moving a record (owner, org unit, or for a child its parent, which sets both) needs edit
+	 * reach through one's grants to where it was and to where it goes: a share lets one edit a
+	 * record, not hand it on, and nobody moves a record to an owner beyond their own scope.
+	 */
+	if (oldtup != NULL)
+	{
+		const char *relname = RelationGetRelationName(rel);
+		int			oatt = SPI_fnumber(desc, "owner_id");
+		int			uatt = SPI_fnumber(desc, "org_unit_id");
+		bool		n1, n2, n3, n4;
+		int64		old_owner = DatumGetInt64(heap_getattr(oldtup, oatt, desc, &n1));
+		int64		new_owner = DatumGetInt64(heap_getattr(newtup, oatt, desc, &n2));
+		int64		old_unit = DatumGetInt64(heap_getattr(oldtup, uatt, desc, &n3));
+		int64		new_unit = DatumGetInt64(heap_getattr(newtup, uatt, desc, &n4));
+
+		if (!(n1 || n2 || n3 || n4) && (old_owner != new_owner || old_unit != new_unit))
+		{
+			int64		id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &n1));
+			int64		owner_home = crm_principal_unit(new_owner);
+
+			if (!crm_acl_reaches(principal, relname, "edit", old_owner, old_unit))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to move record %lld of %s", (long long) id, relname),
+						 errdetail("You may edit it only through a share, which does not let you hand it on.")));
+			if (!crm_acl_reaches(principal, relname, "edit", new_owner, owner_home) ||
+				!(new_unit == owner_home || crm_acl_reaches(principal, relname, "edit", -1, new_unit)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to move record %lld of %s to owner %lld in org unit %lld",
+								(long long) id, relname, (long long) new_owner, (long long) new_unit),
+						 errdetail("The new owner and org unit must be within your own edit scope.")));
+		}
+	}
+
 	e = guard_lookup(principal, rel);
 	if (e->levels.nfields == 0)
 		return PointerGetDatum(newtup);

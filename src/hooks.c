@@ -44,6 +44,8 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 {
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
 
+	crm_masking_check_utility(pstmt->utilityStmt);
+
 	if (guard)
 		explain_analyze_depth++;
 	PG_TRY();

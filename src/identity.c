@@ -193,6 +193,12 @@ act_as_common(bool by_login, Datum key, const char *shown)
 				 errdetail("Role \"%s\" is not a member of crm_app.",
 						   GetUserNameFromId(outer, false)),
 				 errhint("Only application roles granted crm_app may call crm.act_as().")));
+	/* masking of open queries and cursors was decided for the actor that started them */
+	if (crm_is_preloaded && crm_data_queries_open())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("crm.act_as() cannot switch actors while a query or cursor over crm_data is open"),
+				 errhint("Call crm.act_as() in a statement of its own, after closing open cursors.")));
 	if (!lookup_principal(by_login, key, &principal, &active))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -17,6 +17,7 @@
 #include "crm.h"
 
 #include "access/parallel.h"
+#include "access/xact.h"
 #include "access/table.h"
 #include "catalog/pg_operator.h"
 #include "common/hashfn.h"
@@ -48,6 +49,19 @@
 static planner_hook_type prev_planner = NULL;
 static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+
+/*
+ * Queries over crm_data whose execution has started and not ended in this backend (open cursors
+ * included). crm.act_as() refuses to switch actors under them: their masking was decided for
+ * the actor that started them.
+ */
+typedef struct OpenQuery
+{
+	QueryDesc  *qd;
+	int			nest_level;		/* subtransaction that started it */
+} OpenQuery;
+static List *open_data_queries = NIL;	/* of OpenQuery *, in TopMemoryContext */
 
 static int	planning_depth = 0;
 static uint32 planned_sig = 0;
@@ -377,7 +391,8 @@ mask_query(Query *q, MaskState *st)
 			continue;
 		if (q->onConflict && q->onConflict->exclRelIndex == rti)
 		{
-			rte->security_barrier = true;	/* EXCLUDED holds the writer's own proposed values */
+			/* EXCLUDED holds the writer's own proposed values (q may be a copy by now: mark it) */
+			rt_fetch(rti, q->rtable)->security_barrier = true;
 			continue;
 		}
 		rm.st = st;
@@ -385,7 +400,7 @@ mask_query(Query *q, MaskState *st)
 		rm.levels = crm_field_levels(st->principal, rm.rel);
 		rm.owner_attno = SPI_fnumber(RelationGetDescr(rm.rel), "owner_id");
 		/* seen: the final plan check accepts only managed tables marked so */
-		rte->security_barrier = true;
+		rt_fetch(rti, q->rtable)->security_barrier = true;
 		if (!rm.levels->any_unreadable)
 		{
 			table_close(rm.rel, NoLock);
@@ -594,14 +609,19 @@ crm_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 static void
 crm_masking_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
-	if (planned_sig_valid && IsTransactionState() && !IsParallelWorker() && crm_internal_depth == 0)
+	bool		touches = false;
+
+	if (IsTransactionState() && !IsParallelWorker() && crm_internal_depth == 0 &&
+		!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
 	{
 		Oid			nsp = get_namespace_oid("crm_data", true);
 		MaskState	st;
 
 		memset(&st, 0, sizeof(st));
 		st.data_nsp = nsp;
-		if (OidIsValid(nsp) && count_protected(queryDesc->plannedstmt->rtable, &st, false) > 0 && crm_installed())
+		touches = OidIsValid(nsp) && count_protected(queryDesc->plannedstmt->rtable, &st, false) > 0 &&
+			crm_installed();
+		if (touches && planned_sig_valid)
 		{
 			int64		p;
 			uint32		sig = current_sig(&p);
@@ -622,6 +642,96 @@ crm_masking_ExecutorStart(QueryDesc *queryDesc, int eflags)
 		prev_ExecutorStart(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
+	if (touches)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		OpenQuery  *oq = palloc(sizeof(OpenQuery));
+
+		oq->qd = queryDesc;
+		oq->nest_level = GetCurrentTransactionNestLevel();
+		open_data_queries = lappend(open_data_queries, oq);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+static void
+forget_open_queries(QueryDesc *qd, int from_level)
+{
+	ListCell   *lc;
+
+	foreach(lc, open_data_queries)
+	{
+		OpenQuery  *oq = (OpenQuery *) lfirst(lc);
+
+		if ((qd != NULL && oq->qd == qd) || (qd == NULL && oq->nest_level >= from_level))
+		{
+			open_data_queries = foreach_delete_current(open_data_queries, lc);
+			pfree(oq);
+			if (qd != NULL)
+				break;
+		}
+	}
+}
+
+static void
+crm_masking_ExecutorEnd(QueryDesc *queryDesc)
+{
+	forget_open_queries(queryDesc, 0);
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+}
+
+static void
+crm_masking_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE)
+	{
+		/* portals that failed are dropped without ExecutorEnd */
+		list_free_deep(open_data_queries);
+		open_data_queries = NIL;
+	}
+}
+
+static void
+crm_masking_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg)
+{
+	/* queries of an aborted subtransaction end without ExecutorEnd */
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_open_queries(NULL, GetCurrentTransactionNestLevel());
+}
+
+bool
+crm_data_queries_open(void)
+{
+	return open_data_queries != NIL;
+}
+
+/*
+ * DECLARE ... WITH HOLD over crm_data would keep one actor's rows (masked for that actor) in the
+ * session after its transaction, for whoever acts next on a pooled connection: refuse it.
+ */
+void
+crm_masking_check_utility(Node *stmt)
+{
+	DeclareCursorStmt *dc;
+	Oid			nsp;
+
+	if (!IsA(stmt, DeclareCursorStmt))
+		return;
+	dc = (DeclareCursorStmt *) stmt;
+	if (!(dc->options & CURSOR_OPT_HOLD) || superuser() || has_bypassrls_privilege(GetUserId()))
+		return;
+	nsp = get_namespace_oid("crm_data", true);
+	if (OidIsValid(nsp) && dc->query && reaches_data_walker(dc->query, &nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cursors WITH HOLD over crm_data tables are not allowed"),
+				 errdetail("Their rows would outlive the transaction and the acting principal."),
+				 errhint("Declare the cursor without HOLD inside the transaction.")));
 }
 
 void
@@ -633,4 +743,8 @@ crm_masking_init(void)
 	post_parse_analyze_hook = crm_post_parse_analyze;
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = crm_masking_ExecutorStart;
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = crm_masking_ExecutorEnd;
+	RegisterXactCallback(crm_masking_xact_callback, NULL);
+	RegisterSubXactCallback(crm_masking_subxact_callback, NULL);
 }

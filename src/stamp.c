@@ -62,6 +62,21 @@ parent_owner_unit(StampCache *cache, int64 parent, const char *relname, const ch
 	cache->last_parent = parent;
 	cache->parent_valid = true;
 }
+/* The org unit of a principal, or -1 when it is not one. */
+int64
+crm_principal_unit(int64 principal)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(principal)};
+	Datum		out[1];
+	bool		outnull[1];
+
+	if (!crm_query_row_as_owner("SELECT p.org_unit_id FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, out, outnull, 1) || outnull[0])
+		return -1;
+	return DatumGetInt64(out[0]);
+}
+
 static int64
 owner_unit(int64 owner, const char *relname)
 {

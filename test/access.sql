@@ -59,7 +59,7 @@ BEGIN
 END $$;
 CREATE FUNCTION pg_temp.v(k text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM p WHERE p.k = $1 $$;
 
-SELECT plan(72 + 51);
+SELECT plan(72 + 57);
 
 -- The matrix: 6 personas x 4 privileges x 3 objects, on rm1's records.
 -- rm1 owns them; tl leads rm1 (team); bm manages rm1's branch (org_unit); rm2 is rm1's peer;
@@ -174,6 +174,24 @@ SELECT is(pg_temp.try('acc_rm3', format('UPDATE crm_data.customer SET segment = 
           'an edit share to a unit reaches the units below it');
 SELECT crm.unshare('customer', pg_temp.v('c_rm1'), 'unit:' || pg_temp.v('b2'));
 SELECT is(pg_temp.try('acc_rm3', format('SELECT 1 FROM crm_data.customer WHERE id = %s', pg_temp.v('c_rm1'))), 0::bigint, 'unshare takes it back');
+
+-- an edit share lets the sharee edit the record, not hand it on or take its children
+SET ROLE acc_rm1;
+SELECT crm.share('customer', pg_temp.v('c_rm1'), 'acc_rm2', 'edit', now() + interval '1 day', 'cover');
+RESET ROLE;
+SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.customer SET segment = ''affluent'' WHERE id = %s', pg_temp.v('c_rm1'))), 1::bigint,
+          'an edit share lets rm2 edit rm1''s customer');
+SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.customer SET owner_id = %s, org_unit_id = %s WHERE id = %s', pg_temp.v('rm3'), pg_temp.v('tc'), pg_temp.v('c_rm1'))), -1::bigint,
+          'but not hand it to a third principal');
+SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.customer SET owner_id = %s WHERE id = %s', pg_temp.v('rm2'), pg_temp.v('c_rm1'))), -1::bigint,
+          'nor take it');
+SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.holding SET customer_id = %s WHERE customer_id = %s', pg_temp.v('c_rm2'), pg_temp.v('c_rm1'))), -1::bigint,
+          'nor move its holdings under its own customer');
+SELECT is(pg_temp.try('acc_bm', format('UPDATE crm_data.customer SET owner_id = %s WHERE id = %s', pg_temp.v('rm3'), pg_temp.v('c_rm1'))), -1::bigint,
+          'a branch manager cannot hand a customer to an RM outside its branch');
+SELECT is(pg_temp.try('acc_bm', format('UPDATE crm_data.customer SET owner_id = %s WHERE id = %s', pg_temp.v('rm2'), pg_temp.v('c_rm1'))), 1::bigint,
+          'but may reassign it within its branch');
+SELECT crm.unshare('customer', pg_temp.v('c_rm1'), 'acc_rm2');
 
 -- an ethical wall: rm1's customer becomes an investment-banking client; the team lead is walled off
 UPDATE crm_data.customer SET segment = 'corporate' WHERE id = pg_temp.v('c_rm1');

@@ -53,7 +53,7 @@ CREATE FUNCTION mk_attack.f_plpgsql() RETURNS text LANGUAGE plpgsql AS 'DECLARE 
 CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id_number FROM crm_data.customer';
 RESET ROLE;
 
-SELECT plan(46);
+SELECT plan(52);
 
 -- every query shape, as the team lead (masked on a report's customer)
 SELECT is(pg_temp.as1('mk_tl', q), want, 'team lead: ' || what)
@@ -151,6 +151,25 @@ SELECT matches(pg_temp.err('mk_tl', $q$INSERT INTO crm_data.customer (owner_id, 
 SELECT is(pg_temp.as1('mk_tl', 'SELECT birthday::text FROM crm_data.customer'), '<null>', 'the birthday (the digits the ID mask hides) is not readable either');
 SELECT doesnt_match(pg_temp.err('mk_tl', $q$UPDATE crm_data.customer SET id_type = 'uscc'$q$), 'should be',
               'a validation error names no character computed from the hidden value');
+
+-- switching actors under open queries: refused; cursors WITH HOLD over crm_data: refused
+SET ROLE mk_app;
+SELECT crm.act_as((SELECT id FROM p WHERE k = 'comp'));
+DECLARE open_cur CURSOR FOR SELECT id_number FROM crm_data.customer;
+FETCH open_cur;
+SELECT throws_ok(format('SELECT crm.act_as(%s)', (SELECT id FROM p WHERE k = 'tl')), '55000', NULL,
+                 'act_as is refused while a cursor over crm_data is open');
+CLOSE open_cur;
+SELECT lives_ok(format('SELECT crm.act_as(%s)', (SELECT id FROM p WHERE k = 'tl')), 'and allowed once it is closed');
+SELECT throws_ok(format('SELECT crm.act_as(%s), (SELECT count(*) FROM crm_data.customer)', (SELECT id FROM p WHERE k = 'comp')), '55000', NULL,
+                 'act_as inside a statement that reads crm_data is refused');
+SELECT throws_ok('DECLARE held CURSOR WITH HOLD FOR SELECT id_number FROM crm_data.customer', '0A000', NULL,
+                 'a cursor WITH HOLD over crm_data is refused');
+RESET ROLE;
+SELECT is(pg_temp.err('mk_tl', $q$INSERT INTO crm_data.customer (owner_id, name) VALUES ((SELECT id FROM p WHERE k = 'rm'), 'y') ON CONFLICT (id) DO UPDATE SET segment = 'mass'$q$),
+          'ok', 'INSERT ... ON CONFLICT works for a masked principal');
+SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.customer a JOIN crm_data.customer b USING (id)'), '1',
+          'a self-join USING (id) works for a masked principal');
 
 -- a changed field policy takes effect on cached plans too
 SELECT crm.set_field_access('customer', 'id_number', 'team_lead', 'read');
