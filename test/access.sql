@@ -59,7 +59,7 @@ BEGIN
 END $$;
 CREATE FUNCTION pg_temp.v(k text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM p WHERE p.k = $1 $$;
 
-SELECT plan(72 + 57);
+SELECT plan(72 + 59);
 
 -- The matrix: 6 personas x 4 privileges x 3 objects, on rm1's records.
 -- rm1 owns them; tl leads rm1 (team); bm manages rm1's branch (org_unit); rm2 is rm1's peer;
@@ -209,6 +209,10 @@ SELECT ok((SELECT because::text LIKE '%wall ib_clients%' FROM crm.explain_access
           'and names the wall');
 SELECT ok((SELECT allowed AND because::text LIKE '%owner is principal%' FROM crm.explain_access(pg_temp.v('rm1'), 'customer', pg_temp.v('c_rm1')) WHERE privilege = 'read'),
           'explain_access says the owner can read it, and why');
+SELECT is(pg_temp.try('acc_rm3', format('SELECT 1 FROM crm.explain_access(%s, ''customer'', %s) WHERE because = ARRAY[''you cannot read this record'']', pg_temp.v('rm3'), pg_temp.v('c_rm1'))), 4::bigint,
+          'explain_access about oneself says nothing about a record one cannot read');
+SELECT is(pg_temp.try('acc_rm3', format('SELECT 1 FROM crm.explain_access(%s, ''customer'', 987654321) WHERE because = ARRAY[''you cannot read this record'']', pg_temp.v('rm3'))), 4::bigint,
+          'nor whether an id exists');
 SELECT is((SELECT can_read FROM crm.access_review(pg_temp.v('ta')) WHERE login = 'acc_tl' AND object = 'customer'), 1::bigint,
           'access_review counts what the walled team lead can read');
 SELECT crm.drop_wall('ib_clients');

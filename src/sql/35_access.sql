@@ -269,7 +269,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   par record; rec record; a record; w record; s record;
   priv text; obj text; keyval bigint; assignee boolean := false;
-  reasons text[]; reach boolean; walled boolean; hit boolean;
+  reasons text[]; reach boolean; walled boolean; hit boolean; privileged boolean;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') AND NOT crm._caller_has_role('crm_auditor')
      AND crm.current_principal() IS DISTINCT FROM explain_access.principal THEN
@@ -282,6 +282,19 @@ BEGIN
   EXECUTE format('SELECT t.owner_id, t.org_unit_id, %s AS parent_key FROM crm_data.%I t WHERE t.id = $1',
                  CASE WHEN par.field IS NULL THEN 't.id' ELSE format('t.%I', par.field) END, explain_access.object)
     INTO rec USING explain_access.record_id;
+  privileged := crm._caller_has_role('crm_admin') OR crm._caller_has_role('crm_auditor');
+  -- a principal asking about itself learns nothing about records it cannot read, not even whether
+  -- they exist, whom they belong to or which walls their hidden fields trip
+  IF NOT privileged AND (rec.owner_id IS NULL OR NOT (
+       rec.owner_id = ANY (crm.acl_owners(COALESCE(par.parent, explain_access.object), 'read'))
+       OR rec.org_unit_id = ANY (crm.acl_units(COALESCE(par.parent, explain_access.object), 'read'))
+       OR rec.parent_key = ANY (crm.acl_records(COALESCE(par.parent, explain_access.object), 'read')))) THEN
+    FOREACH priv IN ARRAY ARRAY['read', 'create', 'edit', 'delete'] LOOP
+      privilege := priv; allowed := false; because := ARRAY['you cannot read this record'];
+      RETURN NEXT;
+    END LOOP;
+    RETURN;
+  END IF;
   IF rec.owner_id IS NULL THEN
     RAISE EXCEPTION 'record % of object "%" does not exist', explain_access.record_id, explain_access.object USING ERRCODE = '42704';
   END IF;
@@ -314,7 +327,11 @@ BEGIN
     IF keyval = ANY (a.records) THEN
       reach := true;
       FOR s IN SELECT * FROM crm.record_share x WHERE x.object = obj AND x.record_id = keyval
-                 AND (x.expires_at IS NULL OR x.expires_at > statement_timestamp()) LOOP
+                 AND (x.expires_at IS NULL OR x.expires_at > statement_timestamp())
+                 AND (privileged OR x.principal_id = explain_access.principal OR x.org_unit_id IN (
+                        WITH RECURSIVE up(id) AS (SELECT p.org_unit_id FROM crm.principal p WHERE p.id = explain_access.principal
+                                                  UNION SELECT u.parent_id FROM crm.org_unit u JOIN up ON u.id = up.id WHERE u.parent_id IS NOT NULL)
+                        SELECT up.id FROM up)) LOOP
         reasons := reasons || format('share %s gives %s access to %s, until %s, because: %s',
                                      s.id, s.access, COALESCE('principal ' || s.principal_id, 'org unit ' || s.org_unit_id),
                                      COALESCE(s.expires_at::text, 'revoked'), s.reason);
