@@ -5,6 +5,7 @@
 #include "crm.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "commands/extension.h"
@@ -64,9 +65,17 @@ static const char *const watched_names[] = {
 static Oid	watched[NWATCHED];
 static bool callbacks_registered = false;
 
+static bool reset_at_xact_end = false;
+
 static void
 crm_reset_caches(void)
 {
+	/*
+	 * Within this transaction caches may be rebuilt from a snapshot older than the change (e.g.
+	 * REPEATABLE READ): rebuild them once more when it ends.
+	 */
+	if (IsTransactionState())
+		reset_at_xact_end = true;
 	crm_identity_reset();
 	crm_acl_reset();
 	crm_guard_reset();
@@ -95,6 +104,21 @@ crm_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 	crm_reset_caches();
 }
 
+static void
+crm_caches_xact_callback(XactEvent event, void *arg)
+{
+	if (reset_at_xact_end &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
+		 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT))
+	{
+		reset_at_xact_end = false;
+		crm_identity_reset();
+		crm_acl_reset();
+		crm_guard_reset();
+		crm_masking_reset();
+	}
+}
+
 void
 crm_watch_catalogs(void)
 {
@@ -104,6 +128,7 @@ crm_watch_catalogs(void)
 	{
 		CacheRegisterRelcacheCallback(crm_relcache_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHOID, crm_syscache_callback, (Datum) 0);
+		RegisterXactCallback(crm_caches_xact_callback, NULL);
 		callbacks_registered = true;
 	}
 	for (int i = 0; i < (int) NWATCHED; i++)

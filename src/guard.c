@@ -8,6 +8,7 @@
 #include "crm.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -192,6 +193,11 @@ crm_guard(PG_FUNCTION_ARGS)
 				 errmsg("crm.guard() must be a BEFORE ROW trigger")));
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
+	/* only crm's own tables: elsewhere it would look up records past row security for anyone */
+	if (get_rel_namespace(RelationGetRelid(rel)) != get_namespace_oid("crm_data", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s may only be used on tables in crm_data", "crm.guard()")));
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		oldtup = td->tg_trigtuple;
@@ -238,6 +244,28 @@ crm_guard(PG_FUNCTION_ARGS)
 						 errmsg("permission denied to move record %lld of %s to owner %lld in org unit %lld",
 								(long long) id, relname, (long long) new_owner, (long long) new_unit),
 						 errdetail("The new owner and org unit must be within your own edit scope.")));
+		}
+	}
+
+	/* a new record goes only to an owner and an org unit within one's own create scope */
+	if (oldtup == NULL)
+	{
+		const char *relname = RelationGetRelationName(rel);
+		bool		n1, n2;
+		int64		owner = DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "owner_id"), desc, &n1));
+		int64		unit = DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "org_unit_id"), desc, &n2));
+
+		if (!n1 && !n2)
+		{
+			int64		owner_home = crm_principal_unit(owner);
+
+			if (!crm_acl_reaches(principal, relname, "create", owner, owner_home) ||
+				!(unit == owner_home || crm_acl_reaches(principal, relname, "create", -1, unit)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to create a record of %s for owner %lld in org unit %lld",
+								relname, (long long) owner, (long long) unit),
+						 errdetail("The owner and org unit must be within your own create scope.")));
 		}
 	}
 

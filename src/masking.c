@@ -5,9 +5,10 @@
  * CTEs, views (already expanded when the planner sees them), set-returning SQL functions inlined
  * while planning — into its mask: crm.mask(field, '<mask>') for 'masked', NULL for 'hidden', and
  * a CASE on owner_id when the level differs on the principal's own records. Predicates are thus
- * evaluated on the masked value: a masked actor learns nothing it could not see. Row-level
- * security quals and WITH CHECK options keep the real values. Principals who may read everything
- * get their query untouched (and keep their index scans).
+ * evaluated on the masked value: a masked actor learns nothing it could not see. Quals that views
+ * and row security add are masked too (crm's policies read only standard columns; walls evaluate
+ * their conditions in C on the real values). Principals who may read everything get their query
+ * untouched (and keep their index scans).
  *
  * Plans depend on who planned them. The "signature" of an actor is its set of CRM roles (levels
  * derive from roles; the own-record CASE is evaluated at run time). Whenever the actor's
@@ -380,11 +381,8 @@ mask_query(Query *q, MaskState *st)
 	{
 		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
 		RteMask		rm;
-		List	   *saved_sq = NIL;
-		List	   *saved_wco;
 		List	   *identity = NIL;
 		ListCell   *lc2;
-		int			i;
 
 		rti++;
 		if (rte->rtekind != RTE_RELATION || get_rel_namespace(rte->relid) != st->data_nsp)
@@ -413,13 +411,11 @@ mask_query(Query *q, MaskState *st)
 							"crm_data", RelationGetRelationName(rm.rel)),
 					 errhint("Use INSERT ... ON CONFLICT or UPDATE.")));
 
-		/* row-level security and WITH CHECK options must see the real values */
-		foreach(lc2, q->rtable)
-			saved_sq = lappend(saved_sq, ((RangeTblEntry *) lfirst(lc2))->securityQuals);
-		foreach(lc2, q->rtable)
-			((RangeTblEntry *) lfirst(lc2))->securityQuals = NIL;
-		saved_wco = q->withCheckOptions;
-		q->withCheckOptions = NIL;
+		/*
+		 * Every qual is masked, row security's and views' (security_barrier conditions, WITH CHECK
+		 * OPTION) alike: crm's own policies read only standard columns, and walls evaluate their
+		 * conditions in C on the real values.
+		 */
 		/* UPDATE ... SET f = f leaves a field unchanged: keep it a plain copy */
 		if (q->commandType == CMD_UPDATE && rti == q->resultRelation)
 			foreach(lc2, q->targetList)
@@ -434,10 +430,6 @@ mask_query(Query *q, MaskState *st)
 		q = (Query *) replace_rte_variables((Node *) q, rti, 0, replace_callback, &rm, NULL);
 		rt_fetch(rti, q->rtable)->security_barrier = true;
 
-		i = 0;
-		foreach(lc2, q->rtable)
-			((RangeTblEntry *) lfirst(lc2))->securityQuals = (List *) list_nth(saved_sq, i++);
-		q->withCheckOptions = saved_wco;
 		foreach(lc2, q->targetList)
 		{
 			TargetEntry *te = (TargetEntry *) lfirst(lc2);

@@ -8,6 +8,7 @@
 #include "crm.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -121,6 +122,11 @@ crm_stamp(PG_FUNCTION_ARGS)
 				 errmsg("crm.stamp() must be a BEFORE ROW trigger")));
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
+	/* only crm's own tables: elsewhere it would look up records past row security for anyone */
+	if (get_rel_namespace(RelationGetRelid(rel)) != get_namespace_oid("crm_data", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s may only be used on tables in crm_data", "crm.stamp()")));
 	relname = RelationGetRelationName(rel);
 	is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
 	if (is_insert)
@@ -179,6 +185,26 @@ crm_stamp(PG_FUNCTION_ARGS)
 		bool		pnull;
 		Datum		pv = heap_getattr(newtup, cache->parent_attnum, desc, &pnull);
 
+		/* re-pointing a child to another parent needs edit reach through grants to where it was */
+		if (oldtup != NULL && found)
+		{
+			bool		opnull;
+			Datum		opv = heap_getattr(oldtup, cache->parent_attnum, desc, &opnull);
+
+			if (opnull != pnull || (!pnull && DatumGetInt64(opv) != DatumGetInt64(pv)))
+			{
+				bool		n1, n2;
+				int64		oo = DatumGetInt64(GETCOL(oldtup, COL_OWNER, &n1));
+				int64		ou = DatumGetInt64(GETCOL(oldtup, COL_UNIT, &n2));
+
+				if (!crm_acl_reaches(principal, relname, "edit", oo, ou))
+					ereport(ERROR,
+							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+							 errmsg("permission denied to move a record of %s to another %s", relname,
+									td->tg_trigger->tgargs[1]),
+							 errdetail("You may edit it only through a share, which does not let you move it.")));
+			}
+		}
 		if (!pnull)
 		{
 			if (!cache->parent_valid || cache->last_parent != DatumGetInt64(pv))

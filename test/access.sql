@@ -59,7 +59,7 @@ BEGIN
 END $$;
 CREATE FUNCTION pg_temp.v(k text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM p WHERE p.k = $1 $$;
 
-SELECT plan(72 + 59);
+SELECT plan(72 + 63);
 
 -- The matrix: 6 personas x 4 privileges x 3 objects, on rm1's records.
 -- rm1 owns them; tl leads rm1 (team); bm manages rm1's branch (org_unit); rm2 is rm1's peer;
@@ -122,8 +122,16 @@ SELECT is(pg_temp.try('acc_rm2', format('DELETE FROM crm_data.customer WHERE id 
           'a DELETE of rm1''s customer touches nothing');
 SELECT is(pg_temp.try('acc_rm2', format('INSERT INTO crm_data.customer (owner_id, name) VALUES (%s, ''planted'')', pg_temp.v('rm1'))), -1::bigint,
           'an INSERT with rm1 as owner is refused');
-SELECT is(pg_temp.try('acc_rm2', format('INSERT INTO crm_data.customer (owner_id, org_unit_id, name) VALUES (%s, %s, ''planted'')', pg_temp.v('rm2'), pg_temp.v('b2'))), 1::bigint,
-          'an INSERT of one''s own record works whatever unit it names (own scope follows the owner)');
+SELECT is(pg_temp.try('acc_rm2', format('INSERT INTO crm_data.customer (owner_id, org_unit_id, name) VALUES (%s, %s, ''planted'')', pg_temp.v('rm2'), pg_temp.v('b2'))), -1::bigint,
+          'an INSERT of one''s own record into another branch''s unit is refused');
+SELECT is(pg_temp.try('acc_bm', format('INSERT INTO crm_data.customer (owner_id, org_unit_id, name) VALUES (%s, %s, ''planted'')', pg_temp.v('rm3'), pg_temp.v('b1'))), -1::bigint,
+          'a branch manager cannot create a record for an RM outside its branch, even in its own unit');
+CREATE TEMP TABLE stamp_probe (id bigint, owner_id bigint, org_unit_id bigint, created_at timestamptz, created_by bigint,
+                               updated_at timestamptz, updated_by bigint, customer_id bigint);
+GRANT ALL ON stamp_probe TO PUBLIC;
+CREATE TRIGGER probe BEFORE INSERT ON stamp_probe FOR EACH ROW EXECUTE FUNCTION crm.stamp('customer_id', 'customer');
+SELECT is(pg_temp.try('acc_rm2', format('INSERT INTO stamp_probe (customer_id) VALUES (%s)', pg_temp.v('c_rm1'))), -1::bigint,
+          'crm.stamp() on a table outside crm_data refuses to look up other records');
 SELECT is(pg_temp.try('acc_rm2', format('INSERT INTO crm_data.holding (customer_id, product_id, amount) VALUES (%s, (SELECT id FROM crm_data.product WHERE code = ''ACC1''), 1)', pg_temp.v('c_rm1'))), -1::bigint,
           'a holding under rm1''s customer is refused (it would belong to rm1)');
 SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.holding SET customer_id = %s WHERE id = %s', pg_temp.v('c_rm1'), pg_temp.v('h_rm2'))), -1::bigint,
@@ -192,6 +200,16 @@ SELECT is(pg_temp.try('acc_bm', format('UPDATE crm_data.customer SET owner_id = 
 SELECT is(pg_temp.try('acc_bm', format('UPDATE crm_data.customer SET owner_id = %s WHERE id = %s', pg_temp.v('rm2'), pg_temp.v('c_rm1'))), 1::bigint,
           'but may reassign it within its branch');
 SELECT crm.unshare('customer', pg_temp.v('c_rm1'), 'acc_rm2');
+-- two customers of rm1 shared with rm2: their holdings still cannot be moved between them
+SET ROLE acc_rm1;
+INSERT INTO crm_data.customer (name) VALUES ('second of rm1');
+SELECT crm.share('customer', pg_temp.v('c_rm1'), 'acc_rm2', 'edit', NULL, 'cover'),
+       crm.share('customer', (SELECT id FROM crm_data.customer WHERE name = 'second of rm1'), 'acc_rm2', 'edit', NULL, 'cover');
+RESET ROLE;
+SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.holding SET customer_id = (SELECT id FROM crm_data.customer WHERE name = ''second of rm1'') WHERE customer_id = %s', pg_temp.v('c_rm1'))), -1::bigint,
+          'a sharee cannot move holdings between two customers shared with it');
+SELECT crm.unshare('customer', pg_temp.v('c_rm1'), 'acc_rm2'),
+       crm.unshare('customer', (SELECT id FROM crm_data.customer WHERE name = 'second of rm1'), 'acc_rm2');
 
 -- an ethical wall: rm1's customer becomes an investment-banking client; the team lead is walled off
 UPDATE crm_data.customer SET segment = 'corporate' WHERE id = pg_temp.v('c_rm1');
@@ -199,6 +217,8 @@ SELECT crm.add_wall('ib_clients', 'customer', $$segment = 'corporate'$$, ARRAY[p
 SELECT is(pg_temp.try('acc_tl', format('SELECT 1 FROM crm_data.customer WHERE id = %s', pg_temp.v('c_rm1'))), 0::bigint, 'the wall hides the customer from the team lead despite team scope');
 SELECT is(pg_temp.try('acc_tl', format('SELECT 1 FROM crm_data.holding WHERE customer_id = %s', pg_temp.v('c_rm1'))), 0::bigint, 'and its holdings');
 SELECT is(pg_temp.try('acc_tl', format('UPDATE crm_data.customer SET name = ''x'' WHERE id = %s', pg_temp.v('c_rm1'))), 0::bigint, 'and stops edits');
+SELECT is(pg_temp.try('acc_tl', format($q$SELECT crm.share('customer', %s, 'acc_rm3', 'edit', NULL, 'x')$q$, pg_temp.v('c_rm1'))), -1::bigint,
+          'and stops the walled principal from sharing the record');
 SELECT is(pg_temp.try('acc_tl', format('SELECT 1 FROM crm_data.customer WHERE id = %s', pg_temp.v('c_rm2'))), 1::bigint, 'other customers of the team stay visible');
 SELECT is(pg_temp.try('acc_rm1', format('SELECT 1 FROM crm_data.customer WHERE id = %s', pg_temp.v('c_rm1'))), 1::bigint, 'the owner is not behind the wall');
 SELECT is(pg_temp.try('acc_rm3', format('SELECT 1 WHERE crm._wall_matches(''ib_clients'', %s)', pg_temp.v('c_rm1'))), 0::bigint,

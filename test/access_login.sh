@@ -44,6 +44,18 @@ SELECT count(*) FROM crm_data.customer;
 SQL
 )
 ok "$(echo $out)" "5 0 5 0" "another session's revoke, re-grant and deactivation take effect at the next statement"
+# a change committed while a REPEATABLE READ transaction was open must not stay cached after it
+out=$(psql -X -qAt -U al_rm2 -d $db <<SQL 2>&1
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) FROM crm_data.customer;
+\! psql -X -qAt -d $db -c "SELECT crm.deactivate_principal(id) FROM crm.principal WHERE login = 'al_rm2'" >/dev/null
+SELECT count(*) FROM crm_data.customer;
+COMMIT;
+SELECT count(*) FROM crm_data.customer;
+SQL
+)
+ok "$(echo $out)" "1 1 0" "a deactivation during a REPEATABLE READ transaction takes effect when it ends"
+
 # who a login is, cached across transactions, follows changes made by other sessions
 out=$(psql -X -qAt -U al_new -d $db <<SQL 2>&1
 SELECT coalesce(crm.current_principal()::text, 'nobody');

@@ -53,7 +53,7 @@ CREATE FUNCTION mk_attack.f_plpgsql() RETURNS text LANGUAGE plpgsql AS 'DECLARE 
 CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id_number FROM crm_data.customer';
 RESET ROLE;
 
-SELECT plan(52);
+SELECT plan(55);
 
 -- every query shape, as the team lead (masked on a report's customer)
 SELECT is(pg_temp.as1('mk_tl', q), want, 'team lead: ' || what)
@@ -151,6 +151,18 @@ SELECT matches(pg_temp.err('mk_tl', $q$INSERT INTO crm_data.customer (owner_id, 
 SELECT is(pg_temp.as1('mk_tl', 'SELECT birthday::text FROM crm_data.customer'), '<null>', 'the birthday (the digits the ID mask hides) is not readable either');
 SELECT doesnt_match(pg_temp.err('mk_tl', $q$UPDATE crm_data.customer SET id_type = 'uscc'$q$), 'should be',
               'a validation error names no character computed from the hidden value');
+
+-- conditions that views add to an UPDATE (security_barrier quals, WITH CHECK OPTION) see masked values
+SET ROLE mk_tl;
+CREATE FUNCTION pg_temp.probe(t text) RETURNS boolean LANGUAGE plpgsql AS
+  $f$ BEGIN IF t LIKE '%1231%' THEN RAISE EXCEPTION 'leaked %', t; END IF; RETURN true; END $f$;
+CREATE TEMP VIEW sbv WITH (security_barrier) AS SELECT * FROM crm_data.customer WHERE pg_temp.probe(id_number);
+CREATE TEMP VIEW wcv AS SELECT * FROM crm_data.customer WHERE pg_temp.probe(id_number) WITH CHECK OPTION;
+CREATE TEMP VIEW intv AS SELECT * FROM crm_data.customer WHERE (id_number || '!')::int > 0;
+RESET ROLE;
+SELECT is(pg_temp.err('mk_tl', 'UPDATE sbv SET segment = segment'), 'ok', 'a security_barrier view''s condition in an UPDATE sees the masked value');
+SELECT is(pg_temp.err('mk_tl', 'UPDATE wcv SET segment = segment'), 'ok', 'so does a WITH CHECK OPTION');
+SELECT doesnt_match(pg_temp.err('mk_tl', 'UPDATE intv SET segment = segment'), '1231', 'an error raised by a view''s condition shows only the masked value');
 
 -- switching actors under open queries: refused; cursors WITH HOLD over crm_data: refused
 SET ROLE mk_app;

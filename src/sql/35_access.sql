@@ -59,8 +59,10 @@ BEGIN
   FOR w IN SELECT x.name, x.object, x.condition FROM crm.wall x
             WHERE x.object = _apply_policies.object OR (par.field IS NOT NULL AND x.object = par.parent) ORDER BY x.name LOOP
     IF w.object = object THEN
-      EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR ALL USING (NOT (crm.wall_excludes(%L) AND (%s)))',
-                     'crm_wall_' || w.name, t, w.name, w.condition);
+      -- the condition is evaluated by C on the real values (the masking hook masks every other
+      -- qual a principal's query carries, views' included)
+      EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR ALL USING (NOT (crm.wall_excludes(%L) AND crm._wall_matches(%L, id)))',
+                     'crm_wall_' || w.name, t, w.name, w.name);
     ELSE
       -- the parent is itself behind the wall, so its condition is read past row security
       EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR ALL USING (NOT (crm.wall_excludes(%L) AND crm._wall_matches(%L, %I)))',
@@ -170,6 +172,11 @@ BEGIN
   EXECUTE format('SELECT EXISTS (SELECT 1 FROM crm_data.%I t WHERE t.id = $1 AND (t.owner_id = ANY (crm.acl_owners($2, ''edit''))
                     OR t.org_unit_id = ANY (crm.acl_units($2, ''edit'')) OR t.id = ANY (crm.acl_records($2, ''edit''))))', object)
     INTO ok USING record_id, object;
+  -- a wall that keeps the caller out of the record keeps it from sharing it too
+  IF ok AND EXISTS (SELECT 1 FROM crm.wall w WHERE w.object = _may_share.object
+                      AND crm.wall_excludes(w.name) AND crm._wall_matches(w.name, record_id)) THEN
+    RETURN false;
+  END IF;
   RETURN ok;
 END $$;
 
