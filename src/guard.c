@@ -238,34 +238,13 @@ crm_guard(PG_FUNCTION_ARGS)
 						 errmsg("permission denied to move record %lld of %s", (long long) id, relname),
 						 errdetail("You may edit it only through a share, which does not let you hand it on.")));
 			if (!crm_acl_reaches(principal, relname, "edit", new_owner, owner_home) ||
-				!(new_unit == owner_home || crm_acl_reaches(principal, relname, "edit", -1, new_unit)))
+				!(new_unit == old_unit || new_unit == owner_home ||
+				  crm_acl_reaches(principal, relname, "edit", -1, new_unit)))
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("permission denied to move record %lld of %s to owner %lld in org unit %lld",
 								(long long) id, relname, (long long) new_owner, (long long) new_unit),
-						 errdetail("The new owner and org unit must be within your own edit scope.")));
-		}
-	}
-
-	/* a new record goes only to an owner and an org unit within one's own create scope */
-	if (oldtup == NULL)
-	{
-		const char *relname = RelationGetRelationName(rel);
-		bool		n1, n2;
-		int64		owner = DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "owner_id"), desc, &n1));
-		int64		unit = DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "org_unit_id"), desc, &n2));
-
-		if (!n1 && !n2)
-		{
-			int64		owner_home = crm_principal_unit(owner);
-
-			if (!crm_acl_reaches(principal, relname, "create", owner, owner_home) ||
-				!(unit == owner_home || crm_acl_reaches(principal, relname, "create", -1, unit)))
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("permission denied to create a record of %s for owner %lld in org unit %lld",
-								relname, (long long) owner, (long long) unit),
-						 errdetail("The owner and org unit must be within your own create scope.")));
+						 errdetail("The new owner, and a new org unit, must be within your own edit scope.")));
 		}
 	}
 

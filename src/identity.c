@@ -19,6 +19,8 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "tcop/pquery.h"
+#include "utils/portal.h"
 
 /* act_as state: principal and the subtransaction level that set it, with what it replaced */
 typedef struct ActAsFrame
@@ -175,6 +177,21 @@ lookup_principal(bool by_login, Datum key, int64 *id, bool *active)
 	return true;
 }
 
+/* Cursors (DECLARE, named protocol portals, SPI cursors) open besides the running statement. */
+static bool
+other_cursors_open(void)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		vals[1];
+	Datum		out[1];
+	bool		outnull[1];
+	const char *active = (ActivePortal != NULL && ActivePortal->name != NULL) ? ActivePortal->name : "";
+
+	vals[0] = CStringGetTextDatum(active);
+	return crm_query_row_as_owner("SELECT c.name FROM pg_catalog.pg_cursors c WHERE c.name OPERATOR(pg_catalog.<>) $1 LIMIT 1",
+								  1, types, vals, out, outnull, 1);
+}
+
 static int64
 act_as_common(bool by_login, Datum key, const char *shown)
 {
@@ -199,6 +216,12 @@ act_as_common(bool by_login, Datum key, const char *shown)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("crm.act_as() cannot switch actors while a query or cursor over crm_data is open"),
 				 errhint("Call crm.act_as() in a statement of its own, after closing open cursors.")));
+	if (crm_is_preloaded && other_cursors_open())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("crm.act_as() cannot switch actors while cursors are open"),
+				 errdetail("A cursor keeps the rows and masking of the actor that opened it."),
+				 errhint("Close open cursors first (see pg_cursors).")));
 	if (!lookup_principal(by_login, key, &principal, &active))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -694,6 +694,20 @@ crm_masking_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	/* queries of an aborted subtransaction end without ExecutorEnd */
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 		forget_open_queries(NULL, GetCurrentTransactionNestLevel());
+	/* those of a released one now belong to its parent */
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		ListCell   *lc;
+		int			level = GetCurrentTransactionNestLevel();
+
+		foreach(lc, open_data_queries)
+		{
+			OpenQuery  *oq = (OpenQuery *) lfirst(lc);
+
+			if (oq->nest_level >= level)
+				oq->nest_level = level - 1;
+		}
+	}
 }
 
 bool

@@ -114,6 +114,7 @@ crm_stamp(PG_FUNCTION_ARGS)
 	bool		nulls[NCOLS];
 	int			n = 0;
 	const char *relname;
+	bool		is_child_insert = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -184,6 +185,8 @@ crm_stamp(PG_FUNCTION_ARGS)
 	{
 		bool		pnull;
 		Datum		pv = heap_getattr(newtup, cache->parent_attnum, desc, &pnull);
+
+		is_child_insert = is_insert && !pnull;
 
 		/* re-pointing a child to another parent needs edit reach through grants to where it was */
 		if (oldtup != NULL && found)
@@ -279,5 +282,29 @@ crm_stamp(PG_FUNCTION_ARGS)
 
 	if (n > 0)
 		newtup = heap_modify_tuple_by_cols(newtup, desc, n, cols, vals, nulls);
+
+	/*
+	 * A new record (other than a child, which follows its parent) goes only to an owner within
+	 * one's create scope, and to that owner's unit or a unit within one's create scope.
+	 */
+	if (is_insert && found && !is_child_insert)
+	{
+		bool		n1, n2;
+		int64		owner = DatumGetInt64(GETCOL(newtup, COL_OWNER, &n1));
+		int64		unit = DatumGetInt64(GETCOL(newtup, COL_UNIT, &n2));
+
+		if (!n1 && !n2)
+		{
+			int64		owner_home = crm_principal_unit(owner);
+
+			if (!crm_acl_reaches(principal, relname, "create", owner, owner_home) ||
+				!(unit == owner_home || crm_acl_reaches(principal, relname, "create", -1, unit)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to create a record of %s for owner %lld in org unit %lld",
+								relname, (long long) owner, (long long) unit),
+						 errdetail("The owner, and the org unit if it is not the owner's own, must be within your create scope.")));
+		}
+	}
 	return PointerGetDatum(newtup);
 }

@@ -59,7 +59,7 @@ BEGIN
 END $$;
 CREATE FUNCTION pg_temp.v(k text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM p WHERE p.k = $1 $$;
 
-SELECT plan(72 + 63);
+SELECT plan(72 + 65);
 
 -- The matrix: 6 personas x 4 privileges x 3 objects, on rm1's records.
 -- rm1 owns them; tl leads rm1 (team); bm manages rm1's branch (org_unit); rm2 is rm1's peer;
@@ -210,6 +210,14 @@ SELECT is(pg_temp.try('acc_rm2', format('UPDATE crm_data.holding SET customer_id
           'a sharee cannot move holdings between two customers shared with it');
 SELECT crm.unshare('customer', pg_temp.v('c_rm1'), 'acc_rm2'),
        crm.unshare('customer', (SELECT id FROM crm_data.customer WHERE name = 'second of rm1'), 'acc_rm2');
+
+-- a record whose org unit is not its owner's home unit (an admin changed only the owner) stays workable
+UPDATE crm_data.customer SET owner_id = pg_temp.v('rm3') WHERE id = pg_temp.v('c_rm2');
+SELECT is(pg_temp.try('acc_rm3', format('INSERT INTO crm_data.interaction (customer_id, channel, occurred_at) VALUES (%s, ''phone'', now())', pg_temp.v('c_rm2'))), 1::bigint,
+          'the new owner can add a child record to it');
+SELECT is(pg_temp.try('acc_rm3', format('UPDATE crm_data.customer SET segment = ''mass'' WHERE id = %s', pg_temp.v('c_rm2'))), 1::bigint,
+          'and edit it');
+UPDATE crm_data.customer SET owner_id = pg_temp.v('rm2') WHERE id = pg_temp.v('c_rm2');
 
 -- an ethical wall: rm1's customer becomes an investment-banking client; the team lead is walled off
 UPDATE crm_data.customer SET segment = 'corporate' WHERE id = pg_temp.v('c_rm1');

@@ -53,7 +53,7 @@ CREATE FUNCTION mk_attack.f_plpgsql() RETURNS text LANGUAGE plpgsql AS 'DECLARE 
 CREATE FUNCTION mk_attack.f_definer() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT id_number FROM crm_data.customer';
 RESET ROLE;
 
-SELECT plan(55);
+SELECT plan(57);
 
 -- every query shape, as the team lead (masked on a report's customer)
 SELECT is(pg_temp.as1('mk_tl', q), want, 'team lead: ' || what)
@@ -182,6 +182,27 @@ SELECT is(pg_temp.err('mk_tl', $q$INSERT INTO crm_data.customer (owner_id, name)
           'ok', 'INSERT ... ON CONFLICT works for a masked principal');
 SELECT is(pg_temp.as1('mk_tl', 'SELECT count(*)::text FROM crm_data.customer a JOIN crm_data.customer b USING (id)'), '1',
           'a self-join USING (id) works for a masked principal');
+
+-- open cursors, however hidden, stop act_as
+SET ROLE mk_app;
+SELECT crm.act_as((SELECT id FROM p WHERE k = 'comp'));
+SAVEPOINT a;
+DECLARE sp_cur CURSOR FOR SELECT id_number FROM crm_data.customer;
+FETCH sp_cur;
+RELEASE a;
+SAVEPOINT b;
+ROLLBACK TO b;
+SELECT throws_ok(format('SELECT crm.act_as(%s)', (SELECT id FROM p WHERE k = 'tl')), '55000', NULL,
+                 'a cursor opened in a released savepoint still stops act_as');
+CLOSE sp_cur;
+CREATE FUNCTION pg_temp.all_ids() RETURNS TABLE (v text) LANGUAGE plpgsql AS
+  'BEGIN RETURN QUERY SELECT id_number FROM crm_data.customer; END';
+DECLARE fn_cur CURSOR FOR SELECT * FROM pg_temp.all_ids();
+FETCH fn_cur;
+SELECT throws_ok(format('SELECT crm.act_as(%s)', (SELECT id FROM p WHERE k = 'tl')), '55000', NULL,
+                 'a cursor over a function reading crm_data stops act_as');
+CLOSE fn_cur;
+RESET ROLE;
 
 -- a changed field policy takes effect on cached plans too
 SELECT crm.set_field_access('customer', 'id_number', 'team_lead', 'read');
