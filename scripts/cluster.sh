@@ -67,7 +67,16 @@ synchronous_commit = off
 max_connections = 100
 shared_buffers = 256MB
 log_min_messages = warning
+crm.keyring = '$dir/keys/master.keys'
 CONF
+  fi
+  # the master key file lives outside the data directory, readable by the server only
+  if [ ! -f "$dir/keys/master.keys" ]; then
+    mkdir -p "$dir/keys"
+    { echo "# crm master keys: <id> <64 hex digits>; the last line is the current key"
+      echo "k1 $(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"; } >"$dir/keys/master.keys"
+    chmod 700 "$dir/keys"; chmod 600 "$dir/keys/master.keys"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir/keys"
   fi
   if as_pg $PGBIN/pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
     export PGPORT=$(sed -n 's/^port = \([0-9]*\).*/\1/p' "$PGDATA/postgresql.auto.conf" 2>/dev/null | tail -1)

@@ -79,7 +79,7 @@ SELECT crm.add_field('wealth_plan', 'x', 'text', '{"values": ["a"]}');
 SELECT crm.add_field('wealth_plan', 'x', 'text', '{"required": "yes"}');
 SELECT crm.add_field('wealth_plan', 'x', 'text', '{"sensitivity": "secret"}');
 SELECT crm.add_field('wealth_plan', 'x', 'text', '{"mask": "stars"}');
-SELECT crm.add_field('wealth_plan', 'x', 'text', '{"encrypted": true}');
+SELECT crm.add_field('wealth_plan', 'x', 'integer', '{"encrypted": true}');
 SELECT crm.add_field('wealth_plan', 'x', 'text', '"text"');
 SELECT crm.add_field('wealth_plan', 'x', 'picklist', '{}');
 SELECT crm.add_field('wealth_plan', 'x', 'picklist', '{"values": []}');

@@ -43,6 +43,9 @@ _PG_init(void)
 	/* Identity state (act_as) lives in every backend that loads us, preloaded or not. */
 	crm_identity_init();
 
+	/* settings (defined before the prefix is reserved) */
+	crm_crypt_init();
+
 	/*
 	 * Nobody may invent crm.* settings: identity and policy never come from a setting, and a
 	 * reserved prefix keeps "SET crm.anything" from even looking like it works.
@@ -59,7 +62,7 @@ _PG_init(void)
  */
 static const char *const watched_names[] = {
 	"principal", "principal_role", "role", "org_unit", "object", "object_grant", "record_share", "wall",
-	"field", "field_access"
+	"field", "field_access", "data_key"
 };
 #define NWATCHED lengthof(watched_names)
 static Oid	watched[NWATCHED];
@@ -79,6 +82,7 @@ crm_reset_caches(void)
 	crm_identity_reset();
 	crm_acl_reset();
 	crm_guard_reset();
+	crm_crypt_reset();
 	crm_masking_reset();
 }
 
@@ -115,6 +119,7 @@ crm_caches_xact_callback(XactEvent event, void *arg)
 		crm_identity_reset();
 		crm_acl_reset();
 		crm_guard_reset();
+		crm_crypt_reset();
 		crm_masking_reset();
 	}
 }

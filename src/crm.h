@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "fmgr.h"
+#include "access/htup.h"
 #include "utils/relcache.h"
 
 /* crm.c: module state */
@@ -45,15 +46,27 @@ typedef struct CrmFieldLevel
 	int			own_rank;		/* on the principal's own records */
 	char	   *mask;			/* mask name for 'masked' */
 	char	   *default_text;	/* NULL: no default */
+	int			kind;			/* CRM_FIELD_PLAIN, _ENCRYPTED, or _BLIND_INDEX (its field's levels) */
 } CrmFieldLevel;
+#define CRM_FIELD_PLAIN 0
+#define CRM_FIELD_ENCRYPTED 1
+#define CRM_FIELD_BLIND_INDEX 2
 typedef struct CrmFieldLevels
 {
 	int			nfields;		/* fields below 'write' somewhere */
 	CrmFieldLevel *fields;
-	bool		any_unreadable; /* some field is masked or hidden somewhere */
+	bool		any_unreadable; /* some field is masked or hidden somewhere, or encrypted */
 } CrmFieldLevels;
 extern CrmFieldLevels *crm_field_levels(int64 principal, Relation rel);
 extern void crm_guard_reset(void);
+extern uint64 crm_levels_generation;	/* bumped whenever field levels may have changed */
+
+/* crypt.c: encryption at rest */
+extern char *crm_keyring;
+extern void crm_crypt_init(void);
+extern void crm_crypt_reset(void);
+extern HeapTuple crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principal,
+							   struct Bitmapset **changed);
 
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);
@@ -74,5 +87,6 @@ extern const char *crm_uscc_problem(const char *s, size_t len);
 extern const char *crm_bank_card_problem(const char *s, size_t len);
 extern const char *crm_cn_mobile_problem(const char *s, size_t len);
 extern const char *crm_email_problem(const char *s, size_t len);
+extern void crm_check_document_value(const char *obj, const char *fld, const char *dtype, const char *s, size_t len);
 
 #endif							/* CRM_H */

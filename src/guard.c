@@ -13,6 +13,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/bitmapset.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
@@ -35,10 +36,12 @@ typedef struct GuardEntry
 
 static HTAB *guard_cache = NULL;
 static MemoryContext guard_cxt = NULL;
+uint64		crm_levels_generation = 1;
 
 void
 crm_guard_reset(void)
 {
+	crm_levels_generation++;
 	guard_cache = NULL;
 	if (guard_cxt != NULL)
 		MemoryContextReset(guard_cxt);
@@ -107,23 +110,26 @@ guard_lookup(int64 principal, Relation rel)
 
 		SPI_connect();
 		if (SPI_execute_with_args(
-				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}', l.mask"
+				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}', l.mask, f.encrypted,"
+				"       COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false)"
 				"  FROM crm._field_levels($1, $2) l JOIN crm.field f ON f.object OPERATOR(pg_catalog.=) $2 AND f.name OPERATOR(pg_catalog.=) l.field"
-				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write'",
+				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write' OR f.encrypted",
 				2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "crm field level query failed");
-		tmp.levels.nfields = (int) SPI_processed;
-		if (tmp.levels.nfields > 0)
+		if (SPI_processed > 0)
 		{
 			MemoryContext old = MemoryContextSwitchTo(guard_cxt);
+			int			n = 0;
 
-			tmp.levels.fields = palloc0(sizeof(CrmFieldLevel) * tmp.levels.nfields);
-			for (int i = 0; i < tmp.levels.nfields; i++)
+			/* room for a blind-index column per field */
+			tmp.levels.fields = palloc0(sizeof(CrmFieldLevel) * SPI_processed * 2);
+			for (uint64 i = 0; i < SPI_processed; i++)
 			{
 				HeapTuple	t = SPI_tuptable->vals[i];
 				TupleDesc	d = SPI_tuptable->tupdesc;
 				char	   *def = SPI_getvalue(t, d, 4);
-				CrmFieldLevel *f = &tmp.levels.fields[i];
+				CrmFieldLevel *f = &tmp.levels.fields[n++];
+				bool		isnull;
 
 				f->name = pstrdup(SPI_getvalue(t, d, 1));
 				f->attnum = SPI_fnumber(RelationGetDescr(rel), f->name);
@@ -131,9 +137,23 @@ guard_lookup(int64 principal, Relation rel)
 				f->own_rank = rank_of(SPI_getvalue(t, d, 3));
 				f->default_text = def ? pstrdup(def) : NULL;
 				f->mask = pstrdup(SPI_getvalue(t, d, 5));
-				if (f->rank < 2 || f->own_rank < 2)
+				f->kind = DatumGetBool(SPI_getbinval(t, d, 6, &isnull)) ? CRM_FIELD_ENCRYPTED : CRM_FIELD_PLAIN;
+				if (f->rank < 2 || f->own_rank < 2 || f->kind == CRM_FIELD_ENCRYPTED)
 					tmp.levels.any_unreadable = true;
+				if (f->kind == CRM_FIELD_ENCRYPTED && DatumGetBool(SPI_getbinval(t, d, 7, &isnull)))
+				{
+					/* the blind index reveals equality: it is as readable as its field */
+					CrmFieldLevel *b = &tmp.levels.fields[n++];
+
+					*b = *f;
+					b->name = psprintf("crm_bidx_%s", f->name);
+					b->attnum = SPI_fnumber(RelationGetDescr(rel), b->name);
+					b->kind = CRM_FIELD_BLIND_INDEX;
+					b->default_text = NULL;
+					b->mask = pstrdup("full");
+				}
 			}
+			tmp.levels.nfields = n;
 			MemoryContextSwitchTo(old);
 		}
 		SPI_finish();
@@ -185,6 +205,7 @@ crm_guard(PG_FUNCTION_ARGS)
 	int			owner_att;
 	bool		isnull;
 	bool		own;
+	Bitmapset  *enc_changed = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -206,8 +227,12 @@ crm_guard(PG_FUNCTION_ARGS)
 	else
 		newtup = td->tg_trigtuple;
 
-	/* without a principal, row security decides (nobody writes; the maintenance role may) */
 	principal = crm_current_principal(&found);
+
+	/* encrypted fields: whoever writes, only ciphertext is stored (crypt.c) */
+	newtup = crm_crypt_row(rel, newtup, oldtup, found, &enc_changed);
+
+	/* without a principal, row security decides (nobody writes; the maintenance role may) */
 	if (!found)
 		return PointerGetDatum(newtup);
 
@@ -290,13 +315,15 @@ crm_guard(PG_FUNCTION_ARGS)
 		bool		nnull;
 		bool		changed;
 
-		if (rank >= 3)
-			continue;
+		if (rank >= 3 || f->kind == CRM_FIELD_BLIND_INDEX)
+			continue;			/* blind indexes are recomputed from their field whatever is written */
 		att = f->attnum;
 		if (att <= 0)
 			continue;
 		nv = heap_getattr(newtup, att, desc, &nnull);
-		if (oldtup != NULL)
+		if (f->kind == CRM_FIELD_ENCRYPTED)
+			changed = bms_is_member(att, enc_changed);	/* compared as plaintext */
+		else if (oldtup != NULL)
 		{
 			bool		onull;
 			Datum		ov = heap_getattr(oldtup, att, desc, &onull);

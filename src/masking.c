@@ -76,6 +76,7 @@ typedef struct MaskState
 	Oid			mask_fn;
 	Oid			current_principal_fn;
 	Oid			write_denied_fn;
+	Oid			decrypt_fn;
 } MaskState;
 static MaskState *mask_state = NULL;
 
@@ -90,6 +91,7 @@ static bool crm_installed(void);
 static Oid	cached_mask_fn = InvalidOid;
 static Oid	cached_current_principal_fn = InvalidOid;
 static Oid	cached_write_denied_fn = InvalidOid;
+static Oid	cached_decrypt_fn = InvalidOid;
 
 void
 crm_masking_reset(void)
@@ -102,6 +104,7 @@ crm_masking_reset(void)
 	cached_mask_fn = InvalidOid;
 	cached_current_principal_fn = InvalidOid;
 	cached_write_denied_fn = InvalidOid;
+	cached_decrypt_fn = InvalidOid;
 	/* field levels may have changed: no plan made under the old ones may run again */
 	ResetPlanCache();
 	planned_sig_valid = false;
@@ -237,6 +240,21 @@ field_expr(RteMask *rm, Var *var)
 			f = &rm->levels->fields[i];
 			break;
 		}
+	if (f != NULL && f->kind == CRM_FIELD_ENCRYPTED)
+	{
+		/* crm._decrypt(field, object, name, owner_id) applies the level itself, row by row */
+		if (f->rank == 0 && f->own_rank == 0)
+			return (Node *) makeNullConst(var->vartype, var->vartypmod, var->varcollid);
+		return (Node *) makeFuncExpr(rm->st->decrypt_fn, TEXTOID,
+									 list_make4(copyObject(var),
+												makeConst(TEXTOID, -1, InvalidOid, -1,
+														  CStringGetTextDatum(RelationGetRelationName(rm->rel)), false, false),
+												makeConst(TEXTOID, -1, InvalidOid, -1,
+														  CStringGetTextDatum(f->name), false, false),
+												makeVar(var->varno, rm->owner_attno, INT8OID, -1, InvalidOid, var->varlevelsup)),
+									 DEFAULT_COLLATION_OID, DEFAULT_COLLATION_OID,
+									 COERCE_IMPLICIT_CAST);	/* marks it as the hook's (crypt.c) */
+	}
 	if (f == NULL || (f->rank >= 2 && f->own_rank >= 2))
 		return (Node *) copyObject(var);
 	if (f->rank == f->own_rank)
@@ -473,10 +491,13 @@ masking_possible(MaskState *st)
 	if (sig == SIG_MAINTENANCE)
 		return false;
 	if (!OidIsValid(cached_mask_fn) || !OidIsValid(cached_current_principal_fn) ||
-		!OidIsValid(cached_write_denied_fn))
+		!OidIsValid(cached_write_denied_fn) || !OidIsValid(cached_decrypt_fn))
 	{
 		Oid			args[2] = {TEXTOID, TEXTOID};
 		Oid			dargs[3] = {ANYELEMENTOID, TEXTOID, TEXTOID};
+		Oid			cargs[4] = {TEXTOID, TEXTOID, TEXTOID, INT8OID};
+
+		cached_decrypt_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_decrypt")), 4, cargs, true);
 
 		cached_mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
 		cached_current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
@@ -487,7 +508,15 @@ masking_possible(MaskState *st)
 	st->mask_fn = cached_mask_fn;
 	st->current_principal_fn = cached_current_principal_fn;
 	st->write_denied_fn = cached_write_denied_fn;
-	return OidIsValid(st->mask_fn) && OidIsValid(st->current_principal_fn) && OidIsValid(st->write_denied_fn);
+	st->decrypt_fn = cached_decrypt_fn;
+	if (!OidIsValid(st->mask_fn) || !OidIsValid(st->current_principal_fn) || !OidIsValid(st->write_denied_fn) ||
+		!OidIsValid(st->decrypt_fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("crm's masking functions are missing from schema crm"),
+				 errhint("Reinstall the extension (ALTER EXTENSION crm UPDATE, or DROP and CREATE).")));
+	return OidIsValid(st->mask_fn) && OidIsValid(st->current_principal_fn) && OidIsValid(st->write_denied_fn) &&
+		OidIsValid(st->decrypt_fn);
 }
 
 /* Does a query (or anything inside it) read a table in crm_data? A cheap walk before rewriting. */

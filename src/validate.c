@@ -361,29 +361,16 @@ crm_check_picklist(PG_FUNCTION_ARGS)
  * SQL function: crm.check_document(object text, field text, document_type text, value text) returns boolean
  * An identity document checked by its type: id_card as cn_id_number, uscc as uscc, others by shape.
  */
-PG_FUNCTION_INFO_V1(crm_check_document);
-Datum
-crm_check_document(PG_FUNCTION_ARGS)
+void
+crm_check_document_value(const char *obj, const char *fld, const char *dtype, const char *s, size_t len)
 {
-	char	   *obj, *fld, *dtype;
-	text	   *v;
 	const char *p = NULL;
-	const char *s;
-	size_t		len;
 
-	if (PG_ARGISNULL(3))
-		PG_RETURN_BOOL(true);
-	obj = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	fld = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	v = PG_GETARG_TEXT_PP(3);
-	s = VARDATA_ANY(v);
-	len = VARSIZE_ANY_EXHDR(v);
-	if (PG_ARGISNULL(2))
+	if (dtype == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("field %s.%s has a value but its document type is missing", obj, fld),
 				 errhint("Set the document type (for customers: id_type) together with the number.")));
-	dtype = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (strcmp(dtype, "id_card") == 0)
 	{
 		if ((p = crm_cn_id_number_problem(s, len)) != NULL)
@@ -404,6 +391,20 @@ crm_check_document(PG_FUNCTION_ARGS)
 		if (p != NULL)
 			refuse(obj, fld, dtype, p);
 	}
+}
+
+PG_FUNCTION_INFO_V1(crm_check_document);
+Datum
+crm_check_document(PG_FUNCTION_ARGS)
+{
+	text	   *v;
+
+	if (PG_ARGISNULL(3))
+		PG_RETURN_BOOL(true);
+	v = PG_GETARG_TEXT_PP(3);
+	crm_check_document_value(text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							 PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+							 VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 	PG_RETURN_BOOL(true);
 }
 

@@ -147,7 +147,10 @@ DECLARE
   t text;
   coltype text;
   k text;
-  allowed text[] := ARRAY['label', 'required', 'unique', 'default', 'sensitivity', 'mask', 'encrypted', 'description'];
+  allowed text[] := ARRAY['label', 'required', 'unique', 'default', 'sensitivity', 'mask', 'encrypted', 'searchable', 'description'];
+  enc boolean;
+  searchable boolean;
+  ks record;
   required boolean;
   uniq boolean;
   sens text;
@@ -188,7 +191,7 @@ BEGIN
         HINT = 'Options for this type are: ' || array_to_string(allowed, ', ') || '.';
     END IF;
   END LOOP;
-  FOREACH k IN ARRAY ARRAY['required', 'unique', 'encrypted', 'inherit_access', 'grants_read'] LOOP
+  FOREACH k IN ARRAY ARRAY['required', 'unique', 'encrypted', 'searchable', 'inherit_access', 'grants_read'] LOOP
     IF opts ? k AND jsonb_typeof(opts -> k) <> 'boolean' THEN
       RAISE EXCEPTION 'option "%" of field %.% must be true or false', k, o, n USING ERRCODE = '22023';
     END IF;
@@ -200,9 +203,29 @@ BEGIN
   END LOOP;
   required := COALESCE((opts ->> 'required')::boolean, false);
   uniq := COALESCE((opts ->> 'unique')::boolean, false);
-  IF COALESCE((opts ->> 'encrypted')::boolean, false) THEN
-    RAISE EXCEPTION 'encrypted fields are not available yet (field %.%)', o, n USING ERRCODE = '0A000',
-      DETAIL = 'This version of crm has no keyring; it will not store a value marked encrypted in plaintext.';
+  enc := COALESCE((opts ->> 'encrypted')::boolean, false);
+  searchable := COALESCE((opts ->> 'searchable')::boolean, false);
+  IF searchable AND NOT enc THEN
+    RAISE EXCEPTION 'option "searchable" of field %.% applies only to encrypted fields', o, n USING ERRCODE = '22023',
+      HINT = 'Plain fields are searched with WHERE; an index makes that fast.';
+  END IF;
+  IF enc THEN
+    IF add_field.type NOT IN ('text', 'email', 'cn_mobile', 'cn_id_number', 'uscc', 'bank_card') THEN
+      RAISE EXCEPTION 'field %.% of type % cannot be encrypted', o, n, add_field.type USING ERRCODE = '0A000',
+        HINT = 'Encrypted fields are text, email, cn_mobile, cn_id_number, uscc or bank_card.';
+    END IF;
+    IF opts ? 'default' AND jsonb_typeof(opts -> 'default') <> 'null' THEN
+      RAISE EXCEPTION 'encrypted field %.% cannot have a default', o, n USING ERRCODE = '0A000',
+        DETAIL = 'The default would be kept in plaintext in the table definition.';
+    END IF;
+    SELECT * INTO ks FROM crm.keyring_status();
+    IF NOT ks.ok THEN
+      RAISE EXCEPTION 'cannot add encrypted field %.%: the keyring is not usable', o, n USING ERRCODE = '55000',
+        DETAIL = ks.problem,
+        HINT = 'Set crm.keyring to a key file (see README, "Encryption at rest") and reload; crm.keyring_status() shows what is wrong.';
+    END IF;
+    -- uniqueness of a ciphertext means nothing: a unique field is unique by its blind index
+    IF uniq THEN searchable := true; END IF;
   END IF;
   lbl := COALESCE(NULLIF(btrim(opts ->> 'label'), ''), initcap(replace(n, '_', ' ')));
   sens := COALESCE(opts ->> 'sensitivity', 'internal');
@@ -232,6 +255,9 @@ BEGIN
       RAISE EXCEPTION 'picklist field %.% lists a value twice', o, n USING ERRCODE = '22023';
     END IF;
     col_def := col_def || format(' CONSTRAINT %I CHECK (crm.check_picklist(%L, %L, %I, %L::text[]))', 'crm_chk_' || n, o, n, n, vals);
+  ELSIF enc THEN
+    -- values are validated (as plaintext) and encrypted by the write trigger; only ciphertext is stored
+    col_def := col_def || format(' CONSTRAINT %I CHECK (crm.check_encrypted(%L, %L, %I))', 'crm_chk_' || n, o, n, n);
   ELSIF add_field.type IN ('email', 'cn_mobile', 'cn_id_number', 'uscc', 'bank_card') THEN
     col_def := col_def || format(' CONSTRAINT %I CHECK (crm.check_field(%L, %L, %L, %I))', 'crm_chk_' || n, o, n, add_field.type, n);
   ELSIF add_field.type = 'reference' THEN
@@ -275,7 +301,9 @@ BEGIN
       RAISE EXCEPTION 'document_type_field "%" of field %.% is not a text or picklist field of "%"', doc_field, o, n, o
         USING ERRCODE = '42703';
     END IF;
-    col_def := col_def || format(' CONSTRAINT %I CHECK (crm.check_document(%L, %L, %I, %I))', 'crm_chk_' || n, o, n, doc_field, n);
+    IF NOT enc THEN
+      col_def := col_def || format(' CONSTRAINT %I CHECK (crm.check_document(%L, %L, %I, %I))', 'crm_chk_' || n, o, n, doc_field, n);
+    END IF;
   END IF;
 
   IF opts ? 'default' THEN
@@ -315,7 +343,12 @@ BEGIN
     RAISE EXCEPTION 'cannot add required field %.% without a default: the object already has records', o, n
       USING ERRCODE = '23502', HINT = 'Give a default, or add the field as optional, fill it, then make it required.';
   END;
-  IF uniq THEN
+  IF searchable THEN
+    EXECUTE format('ALTER TABLE %s ADD COLUMN %I bytea', t, 'crm_bidx_' || n);
+    EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', t, 'crm_bidx_' || n, 'blind index of ' || n || ' (keyed HMAC-SHA256; maintained by crm)');
+    EXECUTE format(CASE WHEN uniq THEN 'CREATE UNIQUE INDEX %I ON %s (%I)' ELSE 'CREATE INDEX %I ON %s (%I)' END,
+                   left(o || '_' || n, 50) || '_bidx_' || left(md5(o || '.' || n), 4), t, 'crm_bidx_' || n);
+  ELSIF uniq THEN
     EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%I)', left(o || '_' || n, 54) || '_key_' || left(md5(o || '.' || n), 4), t, n);
   ELSIF add_field.type = 'reference' THEN
     EXECUTE format('CREATE INDEX ON %s (%I)', t, n);
@@ -325,8 +358,9 @@ BEGIN
                          sensitivity, mask, encrypted, options)
     VALUES (o, n, lbl, add_field.type,
             (SELECT COALESCE(max(f.position), 0) + 1 FROM crm.field f WHERE f.object = o),
-            required, uniq, CASE WHEN def_sql IS NOT NULL THEN def END, sens, msk, false,
-            opts - ARRAY['label', 'required', 'unique', 'default', 'sensitivity', 'mask', 'encrypted']);
+            required, uniq, CASE WHEN def_sql IS NOT NULL THEN def END, sens, msk, enc,
+            (opts - ARRAY['label', 'required', 'unique', 'default', 'sensitivity', 'mask', 'encrypted', 'searchable'])
+              || CASE WHEN searchable THEN '{"searchable": true}'::jsonb ELSE '{}' END);
   IF COALESCE((opts ->> 'inherit_access')::boolean, false) THEN
     -- existing records take their parent's owner and unit now; new ones through the stamp trigger
     PERFORM crm._stamp_trigger(o);
@@ -399,6 +433,9 @@ BEGIN
     PERFORM crm._apply_policies(f.object);
   END IF;
   EXECUTE format('ALTER TABLE crm_data.%I DROP COLUMN %I', f.object, f.name);
+  IF (f.options ->> 'searchable')::boolean THEN
+    EXECUTE format('ALTER TABLE crm_data.%I DROP COLUMN IF EXISTS %I', f.object, 'crm_bidx_' || f.name);
+  END IF;
 END $$;
 
 CREATE FUNCTION crm.drop_object(name text)

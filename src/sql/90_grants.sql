@@ -56,3 +56,20 @@ GRANT EXECUTE ON FUNCTION crm.set_field_access(text, text, text, text, text), cr
   TO crm_admin;
 GRANT EXECUTE ON FUNCTION crm.guard(), crm._write_denied(anyelement, text, text) TO PUBLIC;
 GRANT SELECT ON crm.field_access TO crm_user, crm_auditor;
+
+-- encryption at rest
+GRANT EXECUTE ON FUNCTION crm._decrypt(text, text, text, bigint), crm.check_encrypted(text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION crm.find(text, text, text), crm._blind_index(text, text, text) TO crm_user, crm_admin, crm_auditor;
+GRANT SELECT ON crm.fields_searchable TO crm_user, crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.forget_subject(bigint, text) TO crm_user, crm_admin;
+GRANT EXECUTE ON FUNCTION crm.rotate_master_key(), crm.keyring_status() TO crm_admin;
+
+-- crm_data belongs to the database, not to the extension: the privileges granted on it while
+-- CREATE EXTENSION ran must not count as the extension's initial privileges, or pg_dump would
+-- leave them out and a restored database would lock every principal out of crm_data.
+DELETE FROM pg_catalog.pg_init_privs ip
+ WHERE (ip.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+        AND ip.objoid = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = 'crm_data'))
+    OR (ip.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND ip.objoid IN (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                           WHERE n.nspname = 'crm_data'));
