@@ -67,9 +67,9 @@ synchronous_commit = off
 max_connections = 100
 shared_buffers = 256MB
 log_min_messages = warning
-crm.keyring = '$dir/keys/master.keys'
 CONF
   fi
+  grep -q "^crm.keyring" "$PGDATA/postgresql.conf" || echo "crm.keyring = '$dir/keys/master.keys'" >>"$PGDATA/postgresql.conf"
   # the master key file lives outside the data directory, readable by the server only
   if [ ! -f "$dir/keys/master.keys" ]; then
     mkdir -p "$dir/keys"
@@ -78,6 +78,7 @@ CONF
     chmod 700 "$dir/keys"; chmod 600 "$dir/keys/master.keys"
     [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir/keys"
   fi
+  [ -d "$dir/keys" ] && chmod 700 "$dir/keys"
   if as_pg $PGBIN/pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
     export PGPORT=$(sed -n 's/^port = \([0-9]*\).*/\1/p' "$PGDATA/postgresql.auto.conf" 2>/dev/null | tail -1)
     [ -n "$PGPORT" ] || export PGPORT=$(sed -n '4p' "$PGDATA/postmaster.pid")

@@ -51,6 +51,12 @@ tour "field-level access: the team lead sees its reports' customers' ID numbers 
   -c "RESET ROLE"
 tour "why can a team lead see this customer?" \
   -c "SELECT privilege, allowed, because FROM crm.explain_access((SELECT id FROM crm.principal WHERE login = 'demo_tl_0001'), 'customer', (SELECT min(c.id) FROM crm_data.customer c JOIN crm.principal p ON p.id = c.owner_id WHERE p.manager_id = (SELECT id FROM crm.principal WHERE login = 'demo_tl_0001'))) WHERE privilege = 'read'"
+tour "encryption at rest: the RM writes and reads plaintext; the table holds AES-256 ciphertext" \
+  -c "SELECT crm.add_field('customer', 'passport_no', 'text', '{\"encrypted\": true, \"searchable\": true, \"sensitivity\": \"sensitive\"}')" \
+  -c "SET ROLE demo_rm_00001" \
+  -c "UPDATE crm_data.customer SET passport_no = 'E' || lpad(id::text, 8, '0') WHERE id = (SELECT min(id) FROM crm_data.customer) RETURNING id, name, passport_no" \
+  -c "SELECT id, record->>'name' AS name FROM crm.find('customer', 'passport_no', (SELECT 'E' || lpad(min(id)::text, 8, '0') FROM crm_data.customer))" \
+  -c "RESET ROLE" -c "SELECT id, left(passport_no, 40) || '…' AS stored_as_superuser_sees_it FROM crm_data.customer WHERE passport_no IS NOT NULL"
 tour "an RM's own login cannot act as anyone" -U demo_rm_00002 -c "SELECT crm.act_as('demo_rm_00001')" || true
 
 cat <<MSG
