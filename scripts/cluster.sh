@@ -20,6 +20,8 @@ crm_ensure_packages() {
   [ -d /usr/share/postgresql/$PGVER/extension ] && ls /usr/share/postgresql/$PGVER/extension/pgtap*.control >/dev/null 2>&1 || need+=(postgresql-$PGVER-pgtap)
   command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
   [ -x $PGBIN/pgbench ] || need+=(postgresql-$PGVER)
+  # libpq/libpq-be.h (the client authentication hook) includes gssapi/gssapi.h
+  [ -f /usr/include/gssapi/gssapi.h ] || need+=(libkrb5-dev)
   command -v gcc >/dev/null || need+=(gcc)
   command -v make >/dev/null || need+=(make)
   if [ ${#need[@]} -gt 0 ]; then

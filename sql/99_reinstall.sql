@@ -7,11 +7,13 @@ DROP EXTENSION crm;
 SET client_min_messages = warning;
 DROP EXTENSION crm CASCADE;
 RESET client_min_messages;
--- the schema crm stays (CREATE EXTENSION made it for the extension, it is not a member) but is empty
-SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'crm'::regnamespace)
+-- the schema crm stays (CREATE EXTENSION made it for the extension, it is not a member); all that
+-- is left in it is the audit log and its chain, which belong to the database like crm_data
+SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'crm'::regnamespace AND relname !~ '^audit_(log|block)')
      + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'crm'::regnamespace)
-     + (SELECT count(*) FROM pg_type WHERE typnamespace = 'crm'::regnamespace) AS left_in_crm,
-       to_regnamespace('crm_data') IS NOT NULL AS crm_data_kept;
+     + (SELECT count(*) FROM pg_type WHERE typnamespace = 'crm'::regnamespace AND typname !~ '^_?audit_(log|block)') AS left_in_crm,
+       to_regnamespace('crm_data') IS NOT NULL AS crm_data_kept,
+       (SELECT count(*) > 0 FROM crm.audit_log) AS audit_log_kept;
 SELECT count(*) = :customers_before AS rows_kept FROM crm_data.customer;
 -- what is left is locked: RLS stays forced with no policy, so only the owner and superusers see rows
 SELECT relrowsecurity, relforcerowsecurity, (SELECT count(*) FROM pg_policy WHERE polrelid = c.oid) AS policies,
@@ -27,3 +29,5 @@ RESET client_min_messages;
 SELECT crm.init();
 SELECT count(*) AS managed_objects FROM crm.object;
 SELECT crm.init();
+-- the log kept across the reinstall still verifies, and takes new entries
+SELECT ok, problem FROM crm.audit_verify();

@@ -43,8 +43,10 @@ _PG_init(void)
 	/* Identity state (act_as) lives in every backend that loads us, preloaded or not. */
 	crm_identity_init();
 
-	/* settings (defined before the prefix is reserved) */
+	/* settings (defined before the prefix is reserved); the audit queue and worker when preloaded */
 	crm_crypt_init();
+	if (!IsBinaryUpgrade)
+		crm_auditq_init();
 
 	/*
 	 * Nobody may invent crm.* settings: identity and policy never come from a setting, and a
@@ -83,6 +85,7 @@ crm_reset_caches(void)
 	crm_acl_reset();
 	crm_guard_reset();
 	crm_crypt_reset();
+	crm_audit_rel_reset();
 	crm_masking_reset();
 }
 
@@ -120,6 +123,7 @@ crm_caches_xact_callback(XactEvent event, void *arg)
 		crm_acl_reset();
 		crm_guard_reset();
 		crm_crypt_reset();
+		crm_audit_rel_reset();
 		crm_masking_reset();
 	}
 }

@@ -47,6 +47,7 @@ typedef struct CrmFieldLevel
 	char	   *mask;			/* mask name for 'masked' */
 	char	   *default_text;	/* NULL: no default */
 	int			kind;			/* CRM_FIELD_PLAIN, _ENCRYPTED, or _BLIND_INDEX (its field's levels) */
+	bool		sensitive;		/* sensitivity 'sensitive': unmasked reads are audited */
 } CrmFieldLevel;
 #define CRM_FIELD_PLAIN 0
 #define CRM_FIELD_ENCRYPTED 1
@@ -65,6 +66,7 @@ extern uint64 crm_levels_generation;	/* bumped whenever field levels may have ch
 extern char *crm_keyring;
 extern void crm_crypt_init(void);
 extern void crm_crypt_reset(void);
+extern char *crm_crypt_plaintext(Relation rel, const char *field, struct varlena *stored);
 extern HeapTuple crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principal,
 							   struct Bitmapset **changed);
 
@@ -80,6 +82,34 @@ extern void crm_masking_actor_changed(void);
 extern int64 crm_current_principal(bool *found);
 extern void crm_identity_init(void);
 extern void crm_identity_reset(void);
+extern int64 crm_last_principal;
+
+/* audit.c: the audit log */
+extern bool crm_audit_internal_ddl;
+extern void crm_audit_reset(void);
+extern void crm_audit_rel_reset(void);
+extern void crm_audit_flush_pending(void);
+extern void crm_audit_event(const char *action, const char *object, int64 record_id, const char *detail);
+extern int64 crm_audit_seal_internal(void);
+extern void crm_audit_check_utility(Node *stmt);
+extern void crm_audit_after_utility(Node *stmt, const char *query, bool toplevel);
+
+/* auditread.c: READ_SENSITIVE and EXPORT */
+struct QueryDesc;
+extern void crm_auditread_start(void);
+extern void crm_auditread_end(struct QueryDesc *qd);
+extern void crm_auditread_abort(void);
+
+/* auditq.c: events that outlive their transaction; the audit worker */
+extern int	crm_audit_max_ids;
+extern int	crm_export_threshold;
+extern void crm_auditq_init(void);
+extern void crm_auditq_mark_dirty(void);
+extern bool crm_auditq_push(const char *db, const char *action, const char *object, int64 record_id, int64 principal,
+							const char *session_user, const char *current_user, const char *client_addr,
+							const char *app, const char *detail);
+extern void crm_auditq_session_event(const char *action, const char *object, int64 record_id, int64 principal,
+									 const char *detail);
 
 /* validate.c: validators return NULL when the value is good, else the reason */
 extern const char *crm_cn_id_number_problem(const char *s, size_t len);

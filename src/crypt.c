@@ -1374,6 +1374,16 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 	return heap_modify_tuple_by_cols(newtup, desc, ncols, cols, vals, nulls);
 }
 
+/* The plaintext of a stored value (for the audit log's keyed hash); "[erased]" once shredded. */
+char *
+crm_crypt_plaintext(Relation rel, const char *field, struct varlena *stored)
+{
+	bool		erased;
+	text	   *p = decrypt_value((text *) pg_detoast_datum_packed(stored), RelationGetRelationName(rel), field, &erased);
+
+	return erased ? pstrdup(ERASED_MARKER) : text_to_cstring(p);
+}
+
 /* --- SQL functions ---------------------------------------------------------------------------------- */
 
 /*

@@ -111,9 +111,11 @@ guard_lookup(int64 principal, Relation rel)
 		SPI_connect();
 		if (SPI_execute_with_args(
 				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}', l.mask, f.encrypted,"
-				"       COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false)"
+				"       COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false),"
+				"       f.sensitivity OPERATOR(pg_catalog.=) 'sensitive'"
 				"  FROM crm._field_levels($1, $2) l JOIN crm.field f ON f.object OPERATOR(pg_catalog.=) $2 AND f.name OPERATOR(pg_catalog.=) l.field"
-				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write' OR f.encrypted",
+				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write' OR f.encrypted"
+				"    OR f.sensitivity OPERATOR(pg_catalog.=) 'sensitive'",
 				2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "crm field level query failed");
 		if (SPI_processed > 0)
@@ -138,7 +140,9 @@ guard_lookup(int64 principal, Relation rel)
 				f->default_text = def ? pstrdup(def) : NULL;
 				f->mask = pstrdup(SPI_getvalue(t, d, 5));
 				f->kind = DatumGetBool(SPI_getbinval(t, d, 6, &isnull)) ? CRM_FIELD_ENCRYPTED : CRM_FIELD_PLAIN;
-				if (f->rank < 2 || f->own_rank < 2 || f->kind == CRM_FIELD_ENCRYPTED)
+				f->sensitive = DatumGetBool(SPI_getbinval(t, d, 8, &isnull));
+				/* the masking hook rewrites queries with any of these (sensitive: to audit reads) */
+				if (f->rank < 2 || f->own_rank < 2 || f->kind == CRM_FIELD_ENCRYPTED || f->sensitive)
 					tmp.levels.any_unreadable = true;
 				if (f->kind == CRM_FIELD_ENCRYPTED && DatumGetBool(SPI_getbinval(t, d, 7, &isnull)))
 				{
@@ -150,6 +154,7 @@ guard_lookup(int64 principal, Relation rel)
 					b->attnum = SPI_fnumber(RelationGetDescr(rel), b->name);
 					b->kind = CRM_FIELD_BLIND_INDEX;
 					b->default_text = NULL;
+					b->sensitive = false;
 					b->mask = pstrdup("full");
 				}
 			}

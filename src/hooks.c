@@ -45,6 +45,7 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
 
 	crm_masking_check_utility(pstmt->utilityStmt);
+	crm_audit_check_utility(pstmt->utilityStmt);
 
 	if (guard)
 		explain_analyze_depth++;
@@ -61,6 +62,8 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 			explain_analyze_depth--;
 	}
 	PG_END_TRY();
+
+	crm_audit_after_utility(pstmt->utilityStmt, queryString, context == PROCESS_UTILITY_TOPLEVEL);
 
 	/* SET ROLE / SET SESSION AUTHORIZATION change who is acting */
 	if (IsA(pstmt->utilityStmt, VariableSetStmt))

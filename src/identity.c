@@ -105,6 +105,9 @@ lookup_login_principal(Oid roleid, int64 *principal)
 	return lookup_principal(true, CStringGetTextDatum(rolname), principal, &active) && active;
 }
 
+/* the principal last resolved in this backend (for DENIED events, written where no lookup may run) */
+int64		crm_last_principal = 0;
+
 int64
 crm_current_principal(bool *found)
 {
@@ -114,6 +117,7 @@ crm_current_principal(bool *found)
 	if (act_as_top != NULL && act_as_top->set_by == outer)
 	{
 		*found = true;
+		crm_last_principal = act_as_top->principal;
 		return act_as_top->principal;
 	}
 	if (!IsTransactionState())
@@ -132,6 +136,7 @@ crm_current_principal(bool *found)
 		login_cache_valid = true;
 	}
 	*found = login_cache_found;
+	crm_last_principal = login_cache_found ? login_cache_principal : 0;
 	return login_cache_principal;
 }
 
@@ -246,6 +251,9 @@ act_as_common(bool by_login, Datum key, const char *shown)
 	act_as_top = f;
 	/* plans made for the previous actor's field levels must not serve this one */
 	crm_masking_actor_changed();
+	/* audited whether or not the transaction commits: what it read, it read as this principal */
+	crm_auditq_session_event("ACT_AS", "principal", principal, principal,
+							 psprintf("{\"app_login\": \"%s\"}", GetUserNameFromId(outer, false)));
 	return principal;
 }
 

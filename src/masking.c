@@ -77,6 +77,7 @@ typedef struct MaskState
 	Oid			current_principal_fn;
 	Oid			write_denied_fn;
 	Oid			decrypt_fn;
+	Oid			saw_fn;
 } MaskState;
 static MaskState *mask_state = NULL;
 
@@ -92,6 +93,7 @@ static Oid	cached_mask_fn = InvalidOid;
 static Oid	cached_current_principal_fn = InvalidOid;
 static Oid	cached_write_denied_fn = InvalidOid;
 static Oid	cached_decrypt_fn = InvalidOid;
+static Oid	cached_saw_fn = InvalidOid;
 
 void
 crm_masking_reset(void)
@@ -105,6 +107,7 @@ crm_masking_reset(void)
 	cached_current_principal_fn = InvalidOid;
 	cached_write_denied_fn = InvalidOid;
 	cached_decrypt_fn = InvalidOid;
+	cached_saw_fn = InvalidOid;
 	/* field levels may have changed: no plan made under the old ones may run again */
 	ResetPlanCache();
 	planned_sig_valid = false;
@@ -372,6 +375,78 @@ guard_assignments(RteMask *rm, List *targetList, int rti, const char *object)
 	}
 }
 
+/*
+ * Reads of sensitive fields the actor may read unmasked, in what a query returns (select list,
+ * RETURNING), are wrapped in crm._saw(), which notes the record for the READ_SENSITIVE event.
+ */
+typedef struct SawCtx
+{
+	RteMask    *rm;
+	int			rti;
+	int			id_attno;
+} SawCtx;
+
+static Node *
+saw_mutator(Node *node, SawCtx *c)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Query))
+		return node;			/* sub-queries are rewritten at their own level */
+	if (IsA(node, Var))
+	{
+		Var		   *v = (Var *) node;
+		CrmFieldLevel *f = NULL;
+
+		if (v->varno != c->rti || v->varlevelsup != 0 || v->varattno <= 0)
+			return node;
+		for (int i = 0; i < c->rm->levels->nfields; i++)
+			if (c->rm->levels->fields[i].attnum == v->varattno && c->rm->levels->fields[i].kind != CRM_FIELD_BLIND_INDEX)
+				f = &c->rm->levels->fields[i];
+		if (f == NULL || !f->sensitive || (f->rank < 2 && f->own_rank < 2))
+			return node;
+		return (Node *) makeFuncExpr(c->rm->st->saw_fn, v->vartype,
+									 lappend(list_make5(v,
+												makeConst(TEXTOID, -1, InvalidOid, -1,
+														  CStringGetTextDatum(RelationGetRelationName(c->rm->rel)), false, false),
+												makeConst(TEXTOID, -1, InvalidOid, -1, CStringGetTextDatum(f->name), false, false),
+												makeVar(v->varno, c->id_attno, INT8OID, -1, InvalidOid, 0),
+												makeVar(v->varno, c->rm->owner_attno, INT8OID, -1, InvalidOid, 0)),
+											 makeBoolConst(f->rank < 2, false)),
+									 v->varcollid, v->varcollid, COERCE_EXPLICIT_CALL);
+	}
+	return expression_tree_mutator(node, saw_mutator, (void *) c);
+}
+
+static void
+wrap_reads(RteMask *rm, Query *q, int rti)
+{
+	SawCtx		c;
+	ListCell   *lc;
+
+	if (rm->st->principal == 0)
+		return;
+	c.rm = rm;
+	c.rti = rti;
+	c.id_attno = SPI_fnumber(RelationGetDescr(rm->rel), "id");
+	if (c.id_attno <= 0)
+		return;
+	if (q->commandType == CMD_SELECT)
+		foreach(lc, q->targetList)
+		{
+			TargetEntry *te = lfirst(lc);
+
+			if (!te->resjunk)
+				te->expr = (Expr *) saw_mutator((Node *) te->expr, &c);
+		}
+	foreach(lc, q->returningList)
+	{
+		TargetEntry *te = lfirst(lc);
+
+		te->expr = (Expr *) saw_mutator((Node *) te->expr, &c);
+	}
+}
+
 /* Rewrite one query level (its sub-queries first). */
 static Query *mask_query(Query *q, MaskState *st);
 
@@ -463,6 +538,7 @@ mask_query(Query *q, MaskState *st)
 			guard_assignments(&rm, q->targetList, rti, RelationGetRelationName(rm.rel));
 		if (rti == q->resultRelation && q->onConflict && q->onConflict->action == ONCONFLICT_UPDATE)
 			guard_assignments(&rm, q->onConflict->onConflictSet, rti, RelationGetRelationName(rm.rel));
+		wrap_reads(&rm, q, rti);
 		table_close(rm.rel, NoLock);
 	}
 	return q;
@@ -491,13 +567,16 @@ masking_possible(MaskState *st)
 	if (sig == SIG_MAINTENANCE)
 		return false;
 	if (!OidIsValid(cached_mask_fn) || !OidIsValid(cached_current_principal_fn) ||
-		!OidIsValid(cached_write_denied_fn) || !OidIsValid(cached_decrypt_fn))
+		!OidIsValid(cached_write_denied_fn) || !OidIsValid(cached_decrypt_fn) || !OidIsValid(cached_saw_fn))
 	{
 		Oid			args[2] = {TEXTOID, TEXTOID};
 		Oid			dargs[3] = {ANYELEMENTOID, TEXTOID, TEXTOID};
 		Oid			cargs[4] = {TEXTOID, TEXTOID, TEXTOID, INT8OID};
 
+		Oid			sargs[6] = {ANYELEMENTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, BOOLOID};
+
 		cached_decrypt_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_decrypt")), 4, cargs, true);
+		cached_saw_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_saw")), 6, sargs, true);
 
 		cached_mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
 		cached_current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
@@ -509,8 +588,9 @@ masking_possible(MaskState *st)
 	st->current_principal_fn = cached_current_principal_fn;
 	st->write_denied_fn = cached_write_denied_fn;
 	st->decrypt_fn = cached_decrypt_fn;
+	st->saw_fn = cached_saw_fn;
 	if (!OidIsValid(st->mask_fn) || !OidIsValid(st->current_principal_fn) || !OidIsValid(st->write_denied_fn) ||
-		!OidIsValid(st->decrypt_fn))
+		!OidIsValid(st->decrypt_fn) || !OidIsValid(st->saw_fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("crm's masking functions are missing from schema crm"),
@@ -672,6 +752,7 @@ crm_masking_ExecutorStart(QueryDesc *queryDesc, int eflags)
 		oq->nest_level = GetCurrentTransactionNestLevel();
 		open_data_queries = lappend(open_data_queries, oq);
 		MemoryContextSwitchTo(old);
+		crm_auditread_start();
 	}
 }
 
@@ -697,6 +778,14 @@ forget_open_queries(QueryDesc *qd, int from_level)
 static void
 crm_masking_ExecutorEnd(QueryDesc *queryDesc)
 {
+	ListCell   *lc;
+
+	foreach(lc, open_data_queries)
+		if (((OpenQuery *) lfirst(lc))->qd == queryDesc)
+		{
+			crm_auditread_end(queryDesc);
+			break;
+		}
 	forget_open_queries(queryDesc, 0);
 	if (prev_ExecutorEnd)
 		prev_ExecutorEnd(queryDesc);
@@ -713,6 +802,8 @@ crm_masking_xact_callback(XactEvent event, void *arg)
 		/* portals that failed are dropped without ExecutorEnd */
 		list_free_deep(open_data_queries);
 		open_data_queries = NIL;
+		/* what they read before failing was read all the same */
+		crm_auditread_abort();
 	}
 }
 

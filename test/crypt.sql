@@ -40,7 +40,7 @@ BEGIN
   END;
 END $$;
 
-SELECT plan(52);
+SELECT plan(53);
 
 -- defining encrypted fields
 SELECT is((SELECT ok FROM crm.keyring_status()), true, 'the test cluster has a usable keyring');
@@ -163,7 +163,11 @@ INSERT INTO crm_data.customer (owner_id, org_unit_id, name, cr_passport)
 RESET session_replication_role;
 SELECT ok((SELECT cr_passport LIKE 'crm1$%' FROM crm_data.customer WHERE name = 'replica'),
           'session_replication_role = replica: still encrypted (the trigger fires ALWAYS)');
-ALTER TABLE crm_data.customer DISABLE TRIGGER crm_write_guard;
+SELECT is(pg_temp.err(NULL, 'ALTER TABLE crm_data.customer DISABLE TRIGGER crm_write_guard'),
+          '42501 disabling trigger crm_write_guard is not allowed', 'the write trigger cannot be disabled');
+-- a superuser switching it off in the catalog (past every guard) still cannot store plaintext
+UPDATE pg_trigger SET tgenabled = 'D' WHERE tgname = 'crm_write_guard' AND tgrelid = 'crm_data.customer'::regclass;
+ALTER TABLE crm_data.customer SET (fillfactor = 100);  -- (makes the change seen)
 SELECT is(pg_temp.err(NULL, $q$INSERT INTO crm_data.customer (owner_id, org_unit_id, name, cr_passport) SELECT owner_id, org_unit_id, 'raw', 'P1234567' FROM crm_data.customer WHERE name = 'by superuser'$q$),
           '23514 field customer.cr_passport is encrypted: it stores only ciphertext', 'with the trigger disabled, the CHECK refuses plaintext');
 ALTER TABLE crm_data.customer ENABLE ALWAYS TRIGGER crm_write_guard;

@@ -63,5 +63,9 @@ ok "$(q $dst "INSERT INTO crm_data.loan_application (owner_id, amount, borrower_
    "ERROR:  invalid cn_id_number in field loan_application.borrower_id: the check character does not match" "validation works after restore"
 ok "$(q $dst "SELECT crm.init()")" "{}" "crm.init() finds every core object present"
 ok "$(grep -c 'ERROR' "$tmp/restore.err")" "0" "no errors in pg_restore's output"
+ok "$(q $dst "SELECT count(*) > 0 FROM crm.audit_log WHERE action = 'INSERT' AND object = 'customer'")" "t" "the audit log came back"
+q $dst "SELECT crm.audit_seal()" >/dev/null
+ok "$(q $dst "SELECT ok, problem IS NULL FROM crm.audit_verify()")" "t|t" "the restored chain verifies (old entries sealed as their own era)"
+ok "$(q $dst "SELECT count(DISTINCT era) FROM crm.audit_block")" "2" "entries written after the restore start a new era"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $src" -c "DROP DATABASE IF EXISTS $dst" >/dev/null 2>&1
 finish

@@ -35,6 +35,11 @@ BEGIN
     EXECUTE format('CREATE TRIGGER crm_write_guard BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.guard()', t);
   END IF;
   EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_write_guard', t);
+  -- the audit trail: each row (after the change), written once per statement
+  EXECUTE format('CREATE OR REPLACE TRIGGER crm_audit AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION crm._audit_row()', t);
+  EXECUTE format('CREATE OR REPLACE TRIGGER crm_audit_flush AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION crm._audit_flush()', t);
+  EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_audit', t);
+  EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_audit_flush', t);
   PERFORM crm._apply_policies(object);
   EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', t);
   EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO crm_user', t);
@@ -47,10 +52,7 @@ RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE t text := format('crm_data.%I', object); par record;
 BEGIN
   SELECT * INTO par FROM crm._parent_of(object);
-  IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t::regclass AND tgname = 'crm_stamp') THEN
-    EXECUTE format('DROP TRIGGER crm_stamp ON %s', t);
-  END IF;
-  EXECUTE format('CREATE TRIGGER crm_stamp BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.stamp(%s)', t,
+  EXECUTE format('CREATE OR REPLACE TRIGGER crm_stamp BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION crm.stamp(%s)', t,
                  CASE WHEN par.field IS NULL THEN '' ELSE format('%L, %L', par.field, par.parent) END);
   -- ALWAYS: session_replication_role = replica does not switch crm's triggers off
   EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER crm_stamp', t);

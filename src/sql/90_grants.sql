@@ -29,6 +29,7 @@ GRANT EXECUTE ON FUNCTION crm.add_org_unit(text, bigint, text), crm.move_org_uni
   crm.drop_object(text), crm.init()
   TO crm_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA crm TO crm_admin;
+REVOKE ALL ON crm.audit_key FROM crm_admin;
 GRANT crm_user TO crm_admin;
 -- pooled apps act for principals (crm.act_as) and need what principals have; RLS decides the rows
 GRANT crm_user TO crm_app;
@@ -64,6 +65,14 @@ GRANT SELECT ON crm.fields_searchable TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.forget_subject(bigint, text) TO crm_user, crm_admin;
 GRANT EXECUTE ON FUNCTION crm.rotate_master_key(), crm.keyring_status() TO crm_admin;
 
+-- audit: triggers and events for everyone (they write as crm's owner); the log for auditors
+GRANT EXECUTE ON FUNCTION crm._audit_row(), crm._audit_flush(), crm._audit_era(), crm._audit_append_only(),
+  crm._saw(anyelement, text, text, bigint, bigint, boolean) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION crm.audit_verify(timestamptz, timestamptz), crm.audit_verify(jsonb), crm.audit_digest(),
+  crm.audit_trail(text, bigint), crm.who_saw(bigint), crm.audit_hash(text, text, text), crm.audit_seal()
+  TO crm_auditor, crm_admin;
+GRANT EXECUTE ON FUNCTION crm.audit_retention(interval) TO crm_admin;
+
 -- crm_data belongs to the database, not to the extension: the privileges granted on it while
 -- CREATE EXTENSION ran must not count as the extension's initial privileges, or pg_dump would
 -- leave them out and a restored database would lock every principal out of crm_data.
@@ -72,4 +81,21 @@ DELETE FROM pg_catalog.pg_init_privs ip
         AND ip.objoid = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = 'crm_data'))
     OR (ip.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
         AND ip.objoid IN (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                           WHERE n.nspname = 'crm_data'));
+                           WHERE n.nspname = 'crm_data'
+                              OR (n.nspname = 'crm' AND (c.relname = 'audit_block' OR c.relname LIKE 'audit\_log%'))));
+
+-- Changes to crm's catalogs are audit events, whichever way they are made (API or direct DML).
+DO $aud$
+DECLARE t text[];
+BEGIN
+  FOREACH t SLICE 1 IN ARRAY ARRAY[['object_grant', 'GRANT'], ['principal_role', 'GRANT'], ['principal', 'GRANT'],
+                                   ['role', 'GRANT'], ['org_unit', 'GRANT'], ['record_share', 'SHARE'],
+                                   ['wall', 'POLICY'], ['field_access', 'POLICY'], ['object', 'DDL'], ['field', 'DDL'],
+                                   ['data_key', 'MAINTENANCE']] LOOP
+    EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH ROW EXECUTE FUNCTION crm._audit_row(%L)', t[1], t[2]);
+    EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit_flush AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH STATEMENT EXECUTE FUNCTION crm._audit_flush()', t[1]);
+    EXECUTE pg_catalog.format('ALTER TABLE crm.%I ENABLE ALWAYS TRIGGER crm_audit', t[1]);
+    EXECUTE pg_catalog.format('ALTER TABLE crm.%I ENABLE ALWAYS TRIGGER crm_audit_flush', t[1]);
+  END LOOP;
+END
+$aud$;

@@ -1,0 +1,1694 @@
+/*
+ * audit.c: the audit log. Owns the row audit triggers on managed tables, transactional events,
+ * the append-only guard, the keyed hashes of protected values, and the hash chain: sealing,
+ * verification and digests.
+ *
+ * Writing. crm._audit_row() (AFTER ROW) turns each change into an entry — INSERT with the values,
+ * UPDATE with only the fields that changed, DELETE — and keeps it in a per-transaction buffer;
+ * crm._audit_flush() (AFTER STATEMENT) writes the statement's entries with one INSERT. Values of
+ * personal, sensitive and encrypted fields are written as keyed hashes (HMAC-SHA256 under the
+ * database's audit key). Entries commit or roll back with the change; writers take no shared lock.
+ *
+ * Chaining. An entry belongs to the transaction that wrote it (xid) in an "era" (this cluster and
+ * database). crm.audit_seal() takes the entries of the current era whose xid lies below the xmin of
+ * its snapshot — their transactions have ended, so that set can no longer change — orders them by
+ * id, and appends a block: ids, running chain hashes h_i = SHA-256(h_{i-1} || SHA-256(entry_i)),
+ * and a block hash linking it to the previous block. Verification recomputes every hash from the
+ * rows and names the first entry (or block) that does not match.
+ */
+#include "crm.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "common/cryptohash.h"
+#include "common/hashfn.h"
+#include "common/hmac.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "nodes/makefuncs.h"
+#include "nodes/parsenodes.h"
+
+bool		crm_audit_internal_ddl = false;
+
+/* --- small helpers ------------------------------------------------------------------------------- */
+
+static void
+sha256(const void *data, size_t len, uint8 *out)
+{
+	pg_cryptohash_ctx *c = pg_cryptohash_create(PG_SHA256);
+
+	if (c == NULL || pg_cryptohash_init(c) < 0 || pg_cryptohash_update(c, data, len) < 0 ||
+		pg_cryptohash_final(c, out, PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "SHA-256 failed");
+	pg_cryptohash_free(c);
+}
+
+static void
+hex(const uint8 *b, size_t n, StringInfo out)
+{
+	static const char d[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++)
+	{
+		appendStringInfoChar(out, d[b[i] >> 4]);
+		appendStringInfoChar(out, d[b[i] & 15]);
+	}
+}
+
+static void
+put64(StringInfo s, uint64 v)
+{
+	uint8		b[8];
+
+	for (int i = 7; i >= 0; i--)
+	{
+		b[i] = (uint8) (v & 0xff);
+		v >>= 8;
+	}
+	appendBinaryStringInfo(s, (char *) b, 8);
+}
+
+/* SQL function: crm._audit_era() returns bigint (this cluster and database) */
+PG_FUNCTION_INFO_V1(crm_audit_era);
+Datum
+crm_audit_era(PG_FUNCTION_ARGS)
+{
+	uint64		k[2] = {GetSystemIdentifier(), (uint64) MyDatabaseId};
+
+	PG_RETURN_INT64((int64) (hash_bytes_extended((const unsigned char *) k, sizeof(k), 0x63726d) & INT64CONST(0x7fffffffffffffff)));
+}
+
+/* --- the audit key --------------------------------------------------------------------------------- */
+
+static uint8 audit_key[32];
+static bool audit_key_loaded = false;
+
+void
+crm_audit_reset(void)
+{
+	audit_key_loaded = false;
+	explicit_bzero(audit_key, sizeof(audit_key));
+}
+
+static const uint8 *
+get_audit_key(void)
+{
+	Datum		out[1];
+	bool		nulls[1];
+
+	if (audit_key_loaded)
+		return audit_key;
+	crm_watch_catalogs();
+	if (!crm_query_row_as_owner("SELECT k.key FROM crm.audit_key k", 0, NULL, NULL, out, nulls, 1) || nulls[0] ||
+		VARSIZE_ANY_EXHDR(DatumGetByteaPP(out[0])) < 16)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("crm's audit key is missing"),
+				 errhint("crm.audit_key must hold one row; it is dumped and restored with the database.")));
+	memset(audit_key, 0, sizeof(audit_key));
+	memcpy(audit_key, VARDATA_ANY(DatumGetByteaPP(out[0])), Min(32, VARSIZE_ANY_EXHDR(DatumGetByteaPP(out[0]))));
+	audit_key_loaded = true;
+	return audit_key;
+}
+
+static void
+keyed_hash(const char *object, const char *field, const char *value, size_t len, StringInfo out)
+{
+	pg_hmac_ctx *c = pg_hmac_create(PG_SHA256);
+	uint8		h[32];
+
+	if (c == NULL || pg_hmac_init(c, get_audit_key(), 32) < 0 ||
+		pg_hmac_update(c, (const uint8 *) object, strlen(object) + 1) < 0 ||
+		pg_hmac_update(c, (const uint8 *) field, strlen(field) + 1) < 0 ||
+		pg_hmac_update(c, (const uint8 *) value, len) < 0 || pg_hmac_final(c, h, 32) < 0)
+		elog(ERROR, "HMAC-SHA256 failed");
+	pg_hmac_free(c);
+	hex(h, 16, out);
+}
+
+/* SQL function: crm.audit_hash(object text, field text, value text) returns text */
+PG_FUNCTION_INFO_V1(crm_audit_hash);
+Datum
+crm_audit_hash(PG_FUNCTION_ARGS)
+{
+	StringInfoData s;
+	text	   *v;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	v = PG_GETARG_TEXT_PP(2);
+	initStringInfo(&s);
+	keyed_hash(text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+			   VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &s);
+	PG_RETURN_TEXT_P(cstring_to_text(s.data));
+}
+
+/* --- per-table metadata ------------------------------------------------------------------------------ */
+
+#define AF_SKIP		0			/* not recorded (updated_at/by, blind indexes, id) */
+#define AF_PLAIN	1
+#define AF_HASHED	2			/* personal / sensitive: keyed hash */
+#define AF_ENCRYPTED 3			/* encrypted: keyed hash of the plaintext */
+
+typedef struct AuditRel
+{
+	Oid			relid;
+	char	   *object;
+	int			natts;
+	int		   *kind;			/* by attnum - 1 */
+	bool		has_encrypted;
+} AuditRel;
+
+static HTAB *audit_rels = NULL;
+static MemoryContext audit_cxt = NULL;
+
+void
+crm_audit_rel_reset(void)
+{
+	audit_rels = NULL;
+	if (audit_cxt != NULL)
+		MemoryContextReset(audit_cxt);
+}
+
+static AuditRel *
+audit_rel(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	AuditRel   *e;
+	bool		found;
+	AuditRel	tmp;
+	CrmUserSwitch sw;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (audit_cxt == NULL)
+		audit_cxt = AllocSetContextCreate(CacheMemoryContext, "crm audit metadata", ALLOCSET_SMALL_SIZES);
+	if (audit_rels == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(AuditRel);
+		ctl.hcxt = audit_cxt;
+		audit_rels = hash_create("crm audit metadata", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(audit_rels, &relid, HASH_FIND, &found);
+	if (found && e->natts == desc->natts)
+		return e;
+	crm_watch_catalogs();
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.relid = relid;
+	tmp.natts = desc->natts;
+	tmp.object = MemoryContextStrdup(audit_cxt, RelationGetRelationName(rel));
+	tmp.kind = MemoryContextAllocZero(audit_cxt, sizeof(int) * Max(desc->natts, 1));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+		const char *n = NameStr(a->attname);
+
+		if (a->attisdropped || strcmp(n, "id") == 0 || strcmp(n, "updated_at") == 0 ||
+			strcmp(n, "updated_by") == 0 || strncmp(n, "crm_bidx_", 9) == 0 ||
+			(strcmp(n, "wrapped") == 0 && a->atttypid == BYTEAOID))	/* crm.data_key: no key material */
+			tmp.kind[i] = AF_SKIP;
+		else
+			tmp.kind[i] = AF_PLAIN;
+	}
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		vals[1] = {CStringGetTextDatum(RelationGetRelationName(rel))};
+
+		SPI_connect();
+		if (SPI_execute_with_args("SELECT f.name, f.encrypted, f.sensitivity IN ('personal', 'sensitive')"
+								  " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1",
+								  1, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "crm audit metadata query failed");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			bool		isnull;
+			int			att = SPI_fnumber(desc, SPI_getvalue(t, SPI_tuptable->tupdesc, 1));
+
+			if (att <= 0)
+				continue;
+			if (DatumGetBool(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull)))
+			{
+				tmp.kind[att - 1] = AF_ENCRYPTED;
+				tmp.has_encrypted = true;
+			}
+			else if (DatumGetBool(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull)))
+				tmp.kind[att - 1] = AF_HASHED;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	if (audit_rels == NULL)
+		return audit_rel(rel);
+	e = hash_search(audit_rels, &relid, HASH_ENTER, &found);
+	*e = tmp;
+	return e;
+}
+
+/* --- the buffer of entries written at the end of each statement ------------------------------------ */
+
+typedef struct PendingEntry
+{
+	TimestampTz at;
+	int64		principal;		/* 0: none */
+	char	   *current_user_name;
+	char	   *action;
+	char	   *object;
+	int64		record_id;
+	char	   *detail;			/* JSON text */
+	int			nest_level;
+} PendingEntry;
+
+static List *pending = NIL;		/* of PendingEntry *, in TopTransactionContext */
+static bool xact_cb_registered = false;
+
+static void
+audit_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PREPARE)
+		pending = NIL;			/* its memory goes with TopTransactionContext */
+	else if ((event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PRE_PREPARE) && pending != NIL)
+		elog(ERROR, "crm: audit entries were left unwritten at commit");
+}
+
+static void
+audit_subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && pending != NIL)
+	{
+		int			level = GetCurrentTransactionNestLevel();
+		List	   *keep = NIL;
+		ListCell   *lc;
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		foreach(lc, pending)
+		{
+			PendingEntry *p = lfirst(lc);
+
+			if (p->nest_level < level)
+				keep = lappend(keep, p);
+		}
+		pending = keep;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+static void
+register_callbacks(void)
+{
+	if (!xact_cb_registered)
+	{
+		RegisterXactCallback(audit_xact_callback, NULL);
+		RegisterSubXactCallback(audit_subxact_callback, NULL);
+		xact_cb_registered = true;
+	}
+}
+
+static void
+add_pending(const char *action, const char *object, int64 record_id, const char *detail)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	PendingEntry *p = palloc(sizeof(PendingEntry));
+	bool		found;
+	int64		principal = crm_current_principal(&found);
+
+	register_callbacks();
+	p->at = GetCurrentTimestamp();
+	p->principal = found ? principal : 0;
+	p->current_user_name = GetUserNameFromId(GetUserId(), false);
+	p->action = pstrdup(action);
+	p->object = object ? pstrdup(object) : NULL;
+	p->record_id = record_id;
+	p->detail = detail ? pstrdup(detail) : NULL;
+	p->nest_level = GetCurrentTransactionNestLevel();
+	pending = lappend(pending, p);
+	MemoryContextSwitchTo(old);
+}
+
+static SPIPlanPtr flush_plan = NULL;
+
+/*
+ * Is the log complete? While a restore is loading it (tables first, rows, then triggers), crm's
+ * catalogs are being restored too: their rows already have their history in the restored log.
+ */
+static bool
+audit_log_ready(void)
+{
+	Oid			nsp = get_namespace_oid("crm", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("audit_log", nsp) : InvalidOid;
+	Relation	rel;
+	bool		ready = false;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	if (rel->trigdesc)
+		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
+			if (strcmp(rel->trigdesc->triggers[i].tgname, "crm_append_only") == 0)
+				ready = true;
+	table_close(rel, AccessShareLock);
+	return ready;
+}
+
+void
+crm_audit_flush_pending(void)
+{
+	int			n = list_length(pending);
+	Datum	   *at, *pr, *cu, *ac, *ob, *ri, *de;
+	bool	   *nn_pr, *nn_ob, *nn_ri, *nn_de;
+	CrmUserSwitch sw;
+	ListCell   *lc;
+	int			i = 0;
+	List	   *todo = pending;
+
+	if (n == 0)
+		return;
+	if (!audit_log_ready())
+	{
+		pending = NIL;
+		return;
+	}
+	at = palloc(sizeof(Datum) * n);
+	pr = palloc(sizeof(Datum) * n);
+	cu = palloc(sizeof(Datum) * n);
+	ac = palloc(sizeof(Datum) * n);
+	ob = palloc(sizeof(Datum) * n);
+	ri = palloc(sizeof(Datum) * n);
+	de = palloc(sizeof(Datum) * n);
+	nn_pr = palloc(sizeof(bool) * n);
+	nn_ob = palloc(sizeof(bool) * n);
+	nn_ri = palloc(sizeof(bool) * n);
+	nn_de = palloc(sizeof(bool) * n);
+	foreach(lc, todo)
+	{
+		PendingEntry *p = lfirst(lc);
+
+		at[i] = TimestampTzGetDatum(p->at);
+		pr[i] = Int64GetDatum(p->principal);
+		nn_pr[i] = p->principal == 0;
+		cu[i] = CStringGetTextDatum(p->current_user_name);
+		ac[i] = CStringGetTextDatum(p->action);
+		ob[i] = p->object ? CStringGetTextDatum(p->object) : (Datum) 0;
+		nn_ob[i] = p->object == NULL;
+		ri[i] = Int64GetDatum(p->record_id);
+		nn_ri[i] = p->record_id == 0;
+		de[i] = p->detail ? CStringGetTextDatum(p->detail) : (Datum) 0;
+		nn_de[i] = p->detail == NULL;
+		i++;
+	}
+	pending = NIL;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+		Datum		args[7];
+		Oid			types[7] = {TIMESTAMPTZARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID};
+
+		SPI_connect();
+		if (flush_plan == NULL)
+		{
+			SPIPlanPtr	p = SPI_prepare("INSERT INTO crm.audit_log (logged_at, principal_id, current_user_name, action, object, record_id, detail)"
+										" SELECT u.a, u.p, u.c, u.x, u.o, u.r, u.d::pg_catalog.jsonb"
+										" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4),"
+										" pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) AS u(a, p, c, x, o, r, d)",
+										7, types);
+
+			if (p == NULL)
+				elog(ERROR, "crm audit insert could not be prepared: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			flush_plan = p;
+		}
+		args[0] = PointerGetDatum(construct_md_array(at, NULL, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[1] = PointerGetDatum(construct_md_array(pr, nn_pr, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[2] = PointerGetDatum(construct_md_array(cu, NULL, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_md_array(ac, NULL, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		args[4] = PointerGetDatum(construct_md_array(ob, nn_ob, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		args[5] = PointerGetDatum(construct_md_array(ri, nn_ri, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[6] = PointerGetDatum(construct_md_array(de, nn_de, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		if (SPI_execute_plan(flush_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "crm audit insert failed");
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	crm_auditq_mark_dirty();
+}
+
+/* --- the row trigger ------------------------------------------------------------------------------------ */
+
+static void
+append_value(StringInfo js, AuditRel *ar, TupleDesc desc, int att, Datum v, bool isnull, const char *key, Relation rel)
+{
+	Form_pg_attribute a = TupleDescAttr(desc, att - 1);
+	int			kind = ar->kind[att - 1];
+
+	if (isnull)
+	{
+		appendStringInfo(js, "\"%s\": null", key);
+		return;
+	}
+	if (kind == AF_PLAIN)
+	{
+		Oid			out;
+		bool		varlena;
+		char	   *s;
+
+		getTypeOutputInfo(a->atttypid, &out, &varlena);
+		s = OidOutputFunctionCall(out, v);
+		appendStringInfo(js, "\"%s\": ", key);
+		escape_json(js, s);
+	}
+	else
+	{
+		StringInfoData h;
+		char	   *s;
+
+		if (kind == AF_ENCRYPTED)
+			s = crm_crypt_plaintext(rel, NameStr(a->attname), DatumGetTextPP(v));
+		else
+		{
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(a->atttypid, &out, &varlena);
+			s = OidOutputFunctionCall(out, v);
+		}
+		initStringInfo(&h);
+		keyed_hash(ar->object, NameStr(a->attname), s, strlen(s), &h);
+		appendStringInfo(js, "\"%s_hash\": \"%s\"", key, h.data);
+	}
+}
+
+/* equality of two stored values (binary: what is stored is what counts) */
+static bool
+same_value(TupleDesc desc, int att, Datum a, bool an, Datum b, bool bn)
+{
+	Form_pg_attribute at = TupleDescAttr(desc, att - 1);
+
+	if (an || bn)
+		return an == bn;
+	return datumIsEqual(a, b, at->attbyval, at->attlen);
+}
+
+/* SQL function: crm._audit_row() returns trigger (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW) */
+PG_FUNCTION_INFO_V1(crm_audit_row);
+Datum
+crm_audit_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	AuditRel   *ar;
+	StringInfoData js;
+	HeapTuple	row;
+	const char *action;
+	bool		any = false;
+	bool		isnull;
+	int64		id;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("crm._audit_row() must be an AFTER ROW trigger")));
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	ar = audit_rel(rel);
+	initStringInfo(&js);
+	/* on crm's catalogs the trigger names the event (GRANT, SHARE, POLICY, DDL ...) */
+	if (td->tg_trigger->tgnargs > 0)
+		appendStringInfo(&js, "{\"operation\": \"%s\", \"fields\": {",
+						 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" : "DELETE");
+	else
+		appendStringInfoString(&js, "{\"fields\": {");
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		HeapTuple	o = td->tg_trigtuple, n = td->tg_newtuple;
+
+		action = "UPDATE";
+		row = n;
+		for (int att = 1; att <= desc->natts; att++)
+		{
+			bool		on, nn;
+			Datum		ov, nv;
+
+			if (ar->kind[att - 1] == AF_SKIP)
+				continue;
+			ov = heap_getattr(o, att, desc, &on);
+			nv = heap_getattr(n, att, desc, &nn);
+			if (same_value(desc, att, ov, on, nv, nn))
+				continue;
+			if (any)
+				appendStringInfoString(&js, ", ");
+			appendStringInfo(&js, "\"%s\": {", NameStr(TupleDescAttr(desc, att - 1)->attname));
+			append_value(&js, ar, desc, att, ov, on, "old", rel);
+			appendStringInfoString(&js, ", ");
+			append_value(&js, ar, desc, att, nv, nn, "new", rel);
+			appendStringInfoChar(&js, '}');
+			any = true;
+		}
+		if (!any)
+			return PointerGetDatum(NULL);	/* an UPDATE that changes nothing writes nothing */
+	}
+	else
+	{
+		bool		ins = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+
+		action = ins ? "INSERT" : "DELETE";
+		row = td->tg_trigtuple;
+		for (int att = 1; att <= desc->natts; att++)
+		{
+			Datum		v;
+			bool		vn;
+
+			if (ar->kind[att - 1] == AF_SKIP)
+				continue;
+			v = heap_getattr(row, att, desc, &vn);
+			if (vn)
+				continue;
+			if (any)
+				appendStringInfoString(&js, ", ");
+			appendStringInfo(&js, "\"%s\": {", NameStr(TupleDescAttr(desc, att - 1)->attname));
+			append_value(&js, ar, desc, att, v, false, ins ? "new" : "old", rel);
+			appendStringInfoChar(&js, '}');
+			any = true;
+		}
+	}
+	appendStringInfoString(&js, "}}");
+	{
+		int			idatt = SPI_fnumber(desc, "id");
+
+		if (idatt > 0 && TupleDescAttr(desc, idatt - 1)->atttypid == INT8OID)
+			id = DatumGetInt64(heap_getattr(row, idatt, desc, &isnull));
+		else
+			isnull = true;
+	}
+	if (td->tg_trigger->tgnargs > 0)
+		action = td->tg_trigger->tgargs[0];
+	add_pending(action, ar->object, isnull ? 0 : id, js.data);
+	return PointerGetDatum(NULL);
+}
+
+/* SQL function: crm._audit_flush() returns trigger (AFTER ... FOR EACH STATEMENT, and TRUNCATE) */
+PG_FUNCTION_INFO_V1(crm_audit_flush);
+Datum
+crm_audit_flush(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("crm._audit_flush() must be a statement trigger")));
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+		add_pending("TRUNCATE", RelationGetRelationName(td->tg_relation), 0, NULL);
+	crm_audit_flush_pending();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * Write one event now, in the caller's transaction (GRANT, SHARE, POLICY, ACT_AS, DDL ...).
+ */
+void
+crm_audit_event(const char *action, const char *object, int64 record_id, const char *detail)
+{
+	add_pending(action, object, record_id, detail);
+	/* the session's user, not a SECURITY DEFINER function's owner */
+	((PendingEntry *) llast(pending))->current_user_name =
+		MemoryContextStrdup(TopTransactionContext, GetUserNameFromId(GetOuterUserId(), false));
+	crm_audit_flush_pending();
+}
+
+/* SQL function: crm._audit_event(action text, object text, record_id bigint, detail jsonb) returns void */
+PG_FUNCTION_INFO_V1(crm_audit_event_sql);
+Datum
+crm_audit_event_sql(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("audit action must not be NULL")));
+	crm_audit_event(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
+					PG_ARGISNULL(3) ? NULL : TextDatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3))));
+	PG_RETURN_VOID();
+}
+
+/* SQL function: crm._audit_append_only() returns trigger */
+PG_FUNCTION_INFO_V1(crm_audit_append_only);
+Datum
+crm_audit_append_only(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s is append-only", CALLED_AS_TRIGGER(fcinfo) ? RelationGetRelationName(td->tg_relation) : "the audit log"),
+			 errdetail("Audit entries and blocks are never updated, deleted or truncated, by anyone."),
+			 errhint("Old months leave through crm.audit_retention().")));
+	PG_RETURN_NULL();
+}
+
+/*
+ * SQL function: crm._audit_detach(partition text) returns void
+ * Retention's DDL: detach and drop one monthly partition that ended more than a month ago. The
+ * only DDL the utility guard lets through on the log (crm.audit_retention() audits it first).
+ */
+PG_FUNCTION_INFO_V1(crm_audit_detach);
+Datum
+crm_audit_detach(PG_FUNCTION_ARGS)
+{
+	char	   *part = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			y, m;
+	char		tail;
+
+	if (sscanf(part, "audit_log_y%4dm%2d%c", &y, &m, &tail) != 2 || strlen(part) != 18)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not a monthly audit partition", part)));
+	PG_TRY();
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		vals[1] = {CStringGetTextDatum(part)};
+
+		SPI_connect();
+		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid"
+								  " WHERE i.inhparent OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass AND c.relname OPERATOR(pg_catalog.=) $1"
+								  " AND pg_catalog.to_date(pg_catalog.substr($1, 12, 4) OPERATOR(pg_catalog.||) pg_catalog.substr($1, 17, 2), 'YYYYMM')"
+								  "     OPERATOR(pg_catalog.+) pg_catalog.make_interval(months => 2) OPERATOR(pg_catalog.<=) pg_catalog.now()",
+								  1, types, vals, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "crm audit partition lookup failed");
+		if (SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("audit partition %s is not a partition that ended more than a month ago", part)));
+		crm_audit_internal_ddl = true;
+		SPI_execute(psprintf("ALTER TABLE crm.audit_log DETACH PARTITION crm.%s", quote_identifier(part)), false, 0);
+		SPI_execute(psprintf("DROP TABLE crm.%s", quote_identifier(part)), false, 0);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_audit_internal_ddl = false;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
+}
+
+/* --- canonical entries, sealing, verification ------------------------------------------------------- */
+
+#define ENTRY_COLS "l.id, l.logged_at, l.xid::text, l.era, l.principal_id, l.session_user_name, l.current_user_name," \
+	" l.client_addr::text, l.application_name, l.action, l.object, l.record_id, l.detail::text"
+
+/* SHA-256 of an entry's canonical bytes, from a row of ENTRY_COLS */
+static void
+entry_hash(HeapTuple t, TupleDesc d, uint8 *out, int64 *id)
+{
+	StringInfoData s;
+
+	initStringInfo(&s);
+	for (int c = 1; c <= 13; c++)
+	{
+		bool		isnull;
+		Datum		v = SPI_getbinval(t, d, c, &isnull);
+		Oid			typ = SPI_gettypeid(d, c);
+
+		appendStringInfoChar(&s, isnull ? 'n' : 'v');
+		if (isnull)
+			continue;
+		if (typ == INT8OID || typ == TIMESTAMPTZOID)
+			put64(&s, (uint64) DatumGetInt64(v));
+		else
+		{
+			text	   *x = DatumGetTextPP(v);
+			uint32		len = VARSIZE_ANY_EXHDR(x);
+
+			put64(&s, len);
+			appendBinaryStringInfo(&s, VARDATA_ANY(x), len);
+		}
+	}
+	sha256(s.data, s.len, out);
+	pfree(s.data);
+	{
+		bool		isnull;
+
+		*id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+	}
+}
+
+static void
+chain_step(const uint8 *prev, const uint8 *e, uint8 *out)
+{
+	uint8		buf[64];
+
+	memcpy(buf, prev, 32);
+	memcpy(buf + 32, e, 32);
+	sha256(buf, 64, out);
+}
+
+static void
+block_hash(const uint8 *prev, int64 block_no, int64 era, const char *lo, const char *hi, int32 n,
+		   const uint8 *last, uint8 *out)
+{
+	StringInfoData s;
+
+	initStringInfo(&s);
+	appendBinaryStringInfo(&s, (const char *) prev, 32);
+	put64(&s, block_no);
+	put64(&s, era);
+	appendStringInfo(&s, "%s|%s|%d|", lo, hi, n);
+	appendBinaryStringInfo(&s, (const char *) last, 32);
+	sha256(s.data, s.len, out);
+	pfree(s.data);
+}
+
+/*
+ * Walk the entries of (era, [lo, hi)) in id order, feeding each (id, entry hash) to cb. Streams
+ * through a cursor, so a block of any size fits.
+ */
+typedef bool (*entry_cb) (void *arg, int64 id, const uint8 *e);
+
+static void
+walk_entries(int64 era, const char *lo, const char *hi, entry_cb cb, void *arg, bool fresh)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		vals[3] = {Int64GetDatum(era), CStringGetTextDatum(lo), CStringGetTextDatum(hi)};
+	SPIPlanPtr	plan;
+	Portal		portal;
+	bool		go = true;
+
+	plan = SPI_prepare("SELECT " ENTRY_COLS " FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) $1"
+					   " AND l.xid OPERATOR(pg_catalog.>=) $2::pg_catalog.xid8 AND l.xid OPERATOR(pg_catalog.<) $3::pg_catalog.xid8"
+					   " ORDER BY l.id", 3, types);
+	if (plan == NULL)
+		elog(ERROR, "crm audit scan could not be prepared");
+	/* sealing reads with a snapshot taken after its horizon: every entry below it is visible */
+	portal = SPI_cursor_open(NULL, plan, vals, NULL, !fresh);
+	while (go)
+	{
+		SPI_cursor_fetch(portal, true, 2000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed && go; i++)
+		{
+			uint8		e[32];
+			int64		id;
+
+			entry_hash(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, e, &id);
+			go = cb(arg, id, e);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+}
+
+typedef struct SealState
+{
+	uint8		h[32];
+	StringInfoData chain;
+	List	   *ids;			/* of int64 in a palloc'd array, grown */
+	int64	   *idv;
+	int			n;
+	int			cap;
+} SealState;
+
+static bool
+seal_cb(void *arg, int64 id, const uint8 *e)
+{
+	SealState  *s = arg;
+
+	chain_step(s->h, e, s->h);
+	appendBinaryStringInfo(&s->chain, (const char *) s->h, 32);
+	if (s->n == s->cap)
+	{
+		s->cap *= 2;
+		s->idv = repalloc(s->idv, sizeof(int64) * s->cap);
+	}
+	s->idv[s->n++] = id;
+	return true;
+}
+
+/* Seal one era's entries in [lo, hi) into a new block; returns the number sealed. */
+static int64
+seal_range(int64 era, const char *lo, const char *hi)
+{
+	SealState	s;
+	uint8		prev[32];
+	int64		block_no = 1;
+	uint8		bh[32];
+	Datum		out[2];
+	bool		nulls[2];
+
+	memset(&s, 0, sizeof(s));
+	memset(prev, 0, 32);
+	if (SPI_execute("SELECT b.block_no, b.block_hash FROM crm.audit_block b ORDER BY b.block_no DESC LIMIT 1", false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "crm audit block lookup failed");
+	if (SPI_processed == 1)
+	{
+		out[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &nulls[0]);
+		out[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &nulls[1]);
+		block_no = DatumGetInt64(out[0]) + 1;
+		memcpy(prev, VARDATA_ANY(DatumGetByteaPP(out[1])), 32);
+	}
+	memcpy(s.h, prev, 32);
+	initStringInfo(&s.chain);
+	s.cap = 1024;
+	s.idv = palloc(sizeof(int64) * s.cap);
+	walk_entries(era, lo, hi, seal_cb, &s, true);
+	if (s.n == 0)
+		return 0;
+	block_hash(prev, block_no, era, lo, hi, s.n, s.h, bh);
+	{
+		Oid			types[10] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID, INT8ARRAYOID, BYTEAOID, BYTEAOID, BYTEAOID, INT4OID};
+		Datum		v[10];
+		Datum	   *idd = palloc(sizeof(Datum) * s.n);
+
+		for (int i = 0; i < s.n; i++)
+			idd[i] = Int64GetDatum(s.idv[i]);
+		v[0] = Int64GetDatum(block_no);
+		v[1] = Int64GetDatum(era);
+		v[2] = CStringGetTextDatum(lo);
+		v[3] = CStringGetTextDatum(hi);
+		v[4] = Int32GetDatum(s.n);
+		v[5] = PointerGetDatum(construct_array(idd, s.n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		{
+			bytea	   *c = palloc(VARHDRSZ + s.chain.len);
+			bytea	   *p = palloc(VARHDRSZ + 32);
+			bytea	   *b = palloc(VARHDRSZ + 32);
+
+			SET_VARSIZE(c, VARHDRSZ + s.chain.len);
+			memcpy(VARDATA(c), s.chain.data, s.chain.len);
+			SET_VARSIZE(p, VARHDRSZ + 32);
+			memcpy(VARDATA(p), prev, 32);
+			SET_VARSIZE(b, VARHDRSZ + 32);
+			memcpy(VARDATA(b), bh, 32);
+			v[6] = PointerGetDatum(c);
+			v[7] = PointerGetDatum(p);
+			v[8] = PointerGetDatum(b);
+		}
+		v[9] = Int32GetDatum(0);
+		if (SPI_execute_with_args("INSERT INTO crm.audit_block (block_no, era, lo_xid, hi_xid, entries, first_id, last_id, ids, chain, prev_hash, block_hash)"
+								  " VALUES ($1, $2, $3::pg_catalog.xid8, $4::pg_catalog.xid8, $5, $6[1], $6[$5], $6, $7, $8, $9)",
+								  9, types, v, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "crm audit block insert failed");
+	}
+	return s.n;
+}
+
+/* Seal everything sealable; runs as crm's owner. */
+int64
+crm_audit_seal_internal(void)
+{
+	CrmUserSwitch sw;
+	volatile int64 n = 0;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		int64		era;
+		bool		isnull;
+		char	   *hi, *lo;
+
+		SPI_connect();
+		/* one sealer at a time; writers are not blocked (they never lock audit_block) */
+		if (SPI_execute("LOCK TABLE crm.audit_block IN EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "crm audit lock failed");
+		if (SPI_execute("SELECT crm._audit_era(), pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text",
+						false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "crm audit horizon failed");
+		era = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		hi = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		/*
+		 * Entries of another era (a restore, an upgrade) that were never sealed: that era is over,
+		 * so every one of its transactions has ended. Checked while this era has no block yet.
+		 */
+		{
+			Oid			t1[1] = {INT8OID};
+			Datum		v1[1] = {Int64GetDatum(era)};
+
+			if (SPI_execute_with_args("SELECT 1 FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) $1 LIMIT 1",
+									  1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "crm audit block lookup failed");
+			if (SPI_processed == 0)
+			{
+				SPITupleTable *tt;
+				uint64		rows;
+
+				if (SPI_execute_with_args("SELECT e.era, COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) e.era), '0'::pg_catalog.xid8)::text"
+										  " FROM (SELECT DISTINCT l.era FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.<>) $1) e ORDER BY 1",
+										  1, t1, v1, NULL, false, 0) != SPI_OK_SELECT)
+					elog(ERROR, "crm audit era lookup failed");
+				tt = SPI_tuptable;
+				rows = SPI_processed;
+				for (uint64 i = 0; i < rows; i++)
+				{
+					int64		old_era = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+
+					n += seal_range(old_era, SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "18446744073709551615");
+				}
+			}
+		}
+		{
+			Oid			t1[1] = {INT8OID};
+			Datum		v1[1] = {Int64GetDatum(era)};
+
+			if (SPI_execute_with_args("SELECT COALESCE(max(b.hi_xid), '0'::pg_catalog.xid8)::text FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) $1",
+									  1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "crm audit block lookup failed");
+			lo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		}
+		n += seal_range(era, lo, hi);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/* SQL function: crm.audit_seal() returns bigint */
+PG_FUNCTION_INFO_V1(crm_audit_seal);
+Datum
+crm_audit_seal(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(crm_audit_seal_internal());
+}
+
+typedef struct VerifyState
+{
+	uint8		h[32];
+	ArrayType  *ids;
+	int64	   *idv;
+	int			nids;
+	const uint8 *chain;
+	int			pos;
+	int64		block_no;
+	bool		broken;
+	int64		broken_id;
+	char	   *problem;
+	int64		entries;
+} VerifyState;
+
+static bool
+verify_cb(void *arg, int64 id, const uint8 *e)
+{
+	VerifyState *v = arg;
+
+	v->entries++;
+	if (v->pos >= v->nids)
+	{
+		v->broken = true;
+		v->broken_id = id;
+		v->problem = psprintf("entry %lld was inserted: block %lld does not hold it", (long long) id, (long long) v->block_no);
+		return false;
+	}
+	if (v->idv[v->pos] != id)
+	{
+		v->broken = true;
+		if (v->idv[v->pos] < id)
+		{
+			v->broken_id = v->idv[v->pos];
+			v->problem = psprintf("entry %lld of block %lld is missing (deleted or moved out of the block)",
+								  (long long) v->idv[v->pos], (long long) v->block_no);
+		}
+		else
+		{
+			v->broken_id = id;
+			v->problem = psprintf("entry %lld was inserted: block %lld does not hold it", (long long) id, (long long) v->block_no);
+		}
+		return false;
+	}
+	chain_step(v->h, e, v->h);
+	if (memcmp(v->h, v->chain + 32 * v->pos, 32) != 0)
+	{
+		v->broken = true;
+		v->broken_id = id;
+		v->problem = psprintf("entry %lld (block %lld) was altered: its hash does not match the chain",
+							  (long long) id, (long long) v->block_no);
+		return false;
+	}
+	v->pos++;
+	return true;
+}
+
+/*
+ * Verify the blocks with block_no in [first, last] (0: from the first; -1: to the last), or those
+ * sealed in [from, to). Fills the result row.
+ */
+static void
+verify_blocks(const char *where, int nargs, Oid *types, Datum *vals, bool *ok, int64 *blocks, int64 *entries,
+			  int64 *first_broken, char **problem, int64 *upto_block, uint8 *upto_hash)
+{
+	SPIPlanPtr	plan;
+	Portal		portal;
+	uint8		prev[32];
+	bool		have_prev = false;
+	int64		prev_no = 0;
+
+	*ok = true;
+	*blocks = 0;
+	*entries = 0;
+	*first_broken = 0;
+	*problem = NULL;
+	plan = SPI_prepare(psprintf("SELECT b.block_no, b.era, b.lo_xid::text, b.hi_xid::text, b.entries, b.ids, b.chain, b.prev_hash, b.block_hash"
+								" FROM crm.audit_block b %s ORDER BY b.block_no", where), nargs, types);
+	if (plan == NULL)
+		elog(ERROR, "crm audit verify could not be prepared");
+	portal = SPI_cursor_open(NULL, plan, vals, NULL, true);
+	for (;;)
+	{
+		SPITupleTable *tt;
+
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			break;
+		tt = SPI_tuptable;
+		{
+			HeapTuple	t = tt->vals[0];
+			TupleDesc	d = tt->tupdesc;
+			bool		isnull;
+			int64		no = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+			int64		era = DatumGetInt64(SPI_getbinval(t, d, 2, &isnull));
+			char	   *lo = SPI_getvalue(t, d, 3);
+			char	   *hi = SPI_getvalue(t, d, 4);
+			int32		n = DatumGetInt32(SPI_getbinval(t, d, 5, &isnull));
+			ArrayType  *ids = DatumGetArrayTypePCopy(SPI_getbinval(t, d, 6, &isnull));
+			bytea	   *chain = DatumGetByteaPCopy(SPI_getbinval(t, d, 7, &isnull));
+			bytea	   *ph = DatumGetByteaPCopy(SPI_getbinval(t, d, 8, &isnull));
+			bytea	   *bh = DatumGetByteaPCopy(SPI_getbinval(t, d, 9, &isnull));
+			uint8		calc[32];
+			VerifyState vs;
+			Datum	   *idd;
+			int			nidd;
+
+			(*blocks)++;
+			if (have_prev && (no != prev_no + 1 || memcmp(VARDATA(ph), prev, 32) != 0))
+			{
+				*ok = false;
+				*problem = no != prev_no + 1 ? psprintf("block %lld is missing", (long long) (prev_no + 1))
+					: psprintf("block %lld does not link to block %lld", (long long) no, (long long) prev_no);
+				break;
+			}
+			if (VARSIZE_ANY_EXHDR(chain) != 32 * (Size) n || ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) != n || n <= 0 ||
+				VARSIZE_ANY_EXHDR(ph) != 32 || VARSIZE_ANY_EXHDR(bh) != 32)
+			{
+				*ok = false;
+				*problem = psprintf("block %lld is malformed", (long long) no);
+				break;
+			}
+			block_hash((uint8 *) VARDATA(ph), no, era, lo, hi, n, (uint8 *) VARDATA(chain) + 32 * (n - 1), calc);
+			if (memcmp(calc, VARDATA(bh), 32) != 0)
+			{
+				*ok = false;
+				*problem = psprintf("block %lld was altered: its hash does not match its contents", (long long) no);
+				break;
+			}
+			deconstruct_array(ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &idd, NULL, &nidd);
+			memset(&vs, 0, sizeof(vs));
+			memcpy(vs.h, VARDATA(ph), 32);
+			vs.idv = palloc(sizeof(int64) * Max(nidd, 1));
+			for (int i = 0; i < nidd; i++)
+				vs.idv[i] = DatumGetInt64(idd[i]);
+			vs.nids = nidd;
+			vs.chain = (uint8 *) VARDATA(chain);
+			vs.block_no = no;
+			walk_entries(era, lo, hi, verify_cb, &vs, false);
+			*entries += vs.entries;
+			if (!vs.broken && vs.pos < vs.nids)
+			{
+				vs.broken = true;
+				vs.broken_id = vs.idv[vs.pos];
+				vs.problem = psprintf("entry %lld of block %lld is missing (deleted or moved out of the block)",
+									  (long long) vs.idv[vs.pos], (long long) no);
+			}
+			if (vs.broken)
+			{
+				*ok = false;
+				*first_broken = vs.broken_id;
+				*problem = vs.problem;
+				break;
+			}
+			memcpy(prev, VARDATA(bh), 32);
+			have_prev = true;
+			prev_no = no;
+			if (upto_block)
+			{
+				*upto_block = no;
+				memcpy(upto_hash, VARDATA(bh), 32);
+			}
+		}
+		SPI_freetuptable(tt);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+}
+
+static int64
+count_unsealed(void)
+{
+	bool		isnull;
+
+	if (SPI_execute("SELECT count(*) FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) crm._audit_era()"
+					" AND l.xid OPERATOR(pg_catalog.>=) COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b"
+					" WHERE b.era OPERATOR(pg_catalog.=) crm._audit_era()), '0'::pg_catalog.xid8)", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "crm audit count failed");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* entries that no block covers although their range was sealed (inserted outside any block) */
+static int64
+orphan_entry(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute("SELECT min(l.id) FROM crm.audit_log l WHERE NOT EXISTS (SELECT 1 FROM crm.audit_block b"
+					" WHERE b.era OPERATOR(pg_catalog.=) l.era AND l.xid OPERATOR(pg_catalog.>=) b.lo_xid AND l.xid OPERATOR(pg_catalog.<) b.hi_xid)"
+					" AND (l.era OPERATOR(pg_catalog.<>) crm._audit_era() OR l.xid OPERATOR(pg_catalog.<) COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b"
+					" WHERE b.era OPERATOR(pg_catalog.=) l.era), '0'::pg_catalog.xid8))"
+					" AND EXISTS (SELECT 1 FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) l.era)", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "crm audit orphan check failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static Datum
+verify_result(FunctionCallInfo fcinfo, bool ok, int64 blocks, int64 entries, int64 unsealed, int64 broken, const char *problem)
+{
+	TupleDesc	desc;
+	Datum		v[6];
+	bool		n[6] = {false, false, false, false, broken == 0, problem == NULL};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	v[0] = BoolGetDatum(ok);
+	v[1] = Int64GetDatum(blocks);
+	v[2] = Int64GetDatum(entries);
+	v[3] = Int64GetDatum(unsealed);
+	v[4] = Int64GetDatum(broken);
+	v[5] = problem ? CStringGetTextDatum(problem) : (Datum) 0;
+	return HeapTupleGetDatum(heap_form_tuple(desc, v, n));
+}
+
+typedef struct VerifyOut
+{
+	bool		ok;
+	int64		blocks;
+	int64		entries;
+	int64		broken;
+	int64		unsealed;
+	char	   *problem;
+	int64		upto;
+	uint8		upto_hash[32];
+} VerifyOut;
+
+/* SQL function: crm.audit_verify(from timestamptz, to timestamptz) */
+PG_FUNCTION_INFO_V1(crm_audit_verify);
+Datum
+crm_audit_verify(PG_FUNCTION_ARGS)
+{
+	CrmUserSwitch sw;
+	VerifyOut  *vo = palloc0(sizeof(VerifyOut));
+	MemoryContext cxt = CurrentMemoryContext;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+		Datum		vals[2] = {PG_ARGISNULL(0) ? TimestampTzGetDatum(DT_NOBEGIN) : PG_GETARG_DATUM(0),
+		PG_ARGISNULL(1) ? TimestampTzGetDatum(DT_NOEND) : PG_GETARG_DATUM(1)};
+
+		SPI_connect();
+		verify_blocks("WHERE b.sealed_at OPERATOR(pg_catalog.>=) $1 AND b.sealed_at OPERATOR(pg_catalog.<) $2",
+					  2, types, vals, &vo->ok, &vo->blocks, &vo->entries, &vo->broken, &vo->problem, NULL, NULL);
+		if (vo->ok && PG_ARGISNULL(0) && PG_ARGISNULL(1))
+		{
+			int64		orphan = orphan_entry();
+
+			if (orphan != 0)
+			{
+				vo->ok = false;
+				vo->broken = orphan;
+				vo->problem = psprintf("entry %lld was inserted into a sealed range: no block holds it", (long long) orphan);
+			}
+		}
+		vo->unsealed = count_unsealed();
+		if (vo->problem)
+			vo->problem = MemoryContextStrdup(cxt, vo->problem);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(verify_result(fcinfo, vo->ok, vo->blocks, vo->entries, vo->unsealed, vo->broken, vo->problem));
+}
+
+static void
+digest_signature(int64 block, const char *hash_hex, const char *sealed_at, StringInfo out)
+{
+	char	   *msg = psprintf("crm-audit-digest|%lld|%s|%s", (long long) block, hash_hex, sealed_at);
+
+	keyed_hash("digest", "v1", msg, strlen(msg), out);
+}
+
+/* SQL function: crm.audit_digest() returns jsonb */
+PG_FUNCTION_INFO_V1(crm_audit_digest);
+Datum
+crm_audit_digest(PG_FUNCTION_ARGS)
+{
+	CrmUserSwitch sw;
+	StringInfoData js;
+
+	(void) crm_audit_seal_internal();
+	initStringInfo(&js);
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		SPI_connect();
+		if (SPI_execute("SELECT b.block_no, b.block_hash, pg_catalog.to_char(b.sealed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+						" b.last_id, (SELECT sum(x.entries) FROM crm.audit_block x)"
+						" FROM crm.audit_block b ORDER BY b.block_no DESC LIMIT 1", true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "crm audit digest failed");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("the audit log has no sealed block yet")));
+		{
+			HeapTuple	t = SPI_tuptable->vals[0];
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int64		no = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+			bytea	   *bh = DatumGetByteaPP(SPI_getbinval(t, d, 2, &isnull));
+			char	   *at = SPI_getvalue(t, d, 3);
+			StringInfoData h, sig;
+
+			initStringInfo(&h);
+			hex((uint8 *) VARDATA_ANY(bh), 32, &h);
+			initStringInfo(&sig);
+			digest_signature(no, h.data, at, &sig);
+			appendStringInfo(&js, "{\"block\": %lld, \"hash\": \"%s\", \"sealed_at\": \"%s\", \"last_id\": %s, \"entries\": %s, \"signature\": \"%s\"}",
+							 (long long) no, h.data, at, SPI_getvalue(t, d, 4), SPI_getvalue(t, d, 5), sig.data);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(js.data)));
+}
+
+/* SQL function: crm.audit_verify(digest jsonb) */
+PG_FUNCTION_INFO_V1(crm_audit_verify_digest);
+Datum
+crm_audit_verify_digest(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *dg = PG_GETARG_JSONB_P(0);
+	CrmUserSwitch sw;
+	VerifyOut  *vo = palloc0(sizeof(VerifyOut));
+	MemoryContext cxt = CurrentMemoryContext;
+	int64		want_block;
+	char	   *want_hash, *at, *sig;
+	Datum		d = PointerGetDatum(dg);
+	Datum		parts[4];
+	const char *keys[4] = {"block", "hash", "sealed_at", "signature"};
+
+	for (int i = 0; i < 4; i++)
+	{
+		LOCAL_FCINFO(f, 2);
+
+		InitFunctionCallInfoData(*f, NULL, 2, InvalidOid, NULL, NULL);
+		f->args[0].value = d;
+		f->args[0].isnull = false;
+		f->args[1].value = CStringGetTextDatum(keys[i]);
+		f->args[1].isnull = false;
+		parts[i] = jsonb_object_field_text(f);
+		if (f->isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a digest needs \"%s\"", keys[i]),
+					 errhint("Pass what crm.audit_digest() returned.")));
+	}
+	want_block = pg_strtoint64(TextDatumGetCString(parts[0]));
+	want_hash = TextDatumGetCString(parts[1]);
+	at = TextDatumGetCString(parts[2]);
+	sig = TextDatumGetCString(parts[3]);
+	{
+		StringInfoData expect;
+
+		initStringInfo(&expect);
+		digest_signature(want_block, want_hash, at, &expect);
+		if (strcmp(expect.data, sig) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the digest's signature does not match"),
+					 errdetail("It was not made by crm.audit_digest() in this database, or it was edited.")));
+	}
+	crm_switch_to_owner(&sw);
+	PG_TRY();
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		vals[1] = {Int64GetDatum(want_block)};
+
+		SPI_connect();
+		verify_blocks("WHERE b.block_no OPERATOR(pg_catalog.<=) $1", 1, types, vals, &vo->ok, &vo->blocks, &vo->entries,
+					  &vo->broken, &vo->problem, &vo->upto, vo->upto_hash);
+		if (vo->ok)
+		{
+			StringInfoData h;
+
+			initStringInfo(&h);
+			if (vo->upto == want_block)
+				hex(vo->upto_hash, 32, &h);
+			if (vo->upto != want_block || strcmp(h.data, want_hash) != 0)
+			{
+				vo->ok = false;
+				vo->problem = vo->upto != want_block
+					? psprintf("block %lld of the digest is not in the log", (long long) want_block)
+					: psprintf("the log no longer extends the digest: block %lld's hash differs (the log was rewritten)",
+							   (long long) want_block);
+			}
+		}
+		vo->unsealed = count_unsealed();
+		if (vo->problem)
+			vo->problem = MemoryContextStrdup(cxt, vo->problem);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(verify_result(fcinfo, vo->ok, vo->blocks, vo->entries, vo->unsealed, vo->broken, vo->problem));
+}
+
+/* --- the utility guard: the log stays append-only, crm's triggers stay on ------------------------- */
+
+static bool
+is_audit_rel(Oid relid)
+{
+	Oid			nsp = get_namespace_oid("crm", true);
+	const char *name;
+
+	if (!OidIsValid(relid) || !OidIsValid(nsp) || get_rel_namespace(relid) != nsp)
+		return false;
+	name = get_rel_name(relid);
+	return name != NULL && (strcmp(name, "audit_block") == 0 || strncmp(name, "audit_log", 9) == 0) &&
+		get_rel_relkind(relid) != RELKIND_SEQUENCE && get_rel_relkind(relid) != RELKIND_INDEX &&
+		get_rel_relkind(relid) != RELKIND_PARTITIONED_INDEX;
+}
+
+static bool
+is_managed_rel(Oid relid)
+{
+	Oid			nsp = get_namespace_oid("crm_data", true);
+
+	return OidIsValid(relid) && OidIsValid(nsp) && get_rel_namespace(relid) == nsp &&
+		get_rel_relkind(relid) == RELKIND_RELATION;
+}
+
+static Oid
+rv_relid(RangeVar *rv)
+{
+	return rv ? RangeVarGetRelid(rv, NoLock, true) : InvalidOid;
+}
+
+static void
+refuse(const char *what, const char *rel, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s %s is not allowed", what, rel),
+			 errdetail("crm keeps its audit trail complete: the log is append-only and crm's triggers stay enabled, for table owners and superusers too."),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* An empty log (being installed or restored) has nothing to hide. */
+static bool
+audit_log_empty(void)
+{
+	Datum		out[1];
+	bool		nulls[1];
+	Oid			nsp = get_namespace_oid("crm", true);
+
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("audit_log", nsp)))
+		return true;
+	return !crm_query_row_as_owner("SELECT 1 FROM crm.audit_log LIMIT 1", 0, NULL, NULL, out, nulls, 1);
+}
+
+/* the function each of crm's triggers must call */
+static const char *
+crm_trigger_function(const char *trigger)
+{
+	static const char *const map[][2] = {
+		{"crm_stamp", "stamp"}, {"crm_write_guard", "guard"}, {"crm_cascade", "_cascade_owner"},
+		{"crm_audit", "_audit_row"}, {"crm_audit_flush", "_audit_flush"}, {"crm_append_only", "_audit_append_only"},
+		{"crm_append_only_truncate", "_audit_append_only"}, {"crm_acl_changed", "_acl_changed"}
+	};
+
+	for (int i = 0; i < (int) lengthof(map); i++)
+		if (strcmp(map[i][0], trigger) == 0)
+			return map[i][1];
+	return NULL;
+}
+
+/* Refuse what would weaken the audit trail; called by the ProcessUtility hook before running it. */
+void
+crm_audit_check_utility(Node *stmt)
+{
+	if (creating_extension || crm_audit_internal_ddl)
+		return;
+	switch (nodeTag(stmt))
+	{
+		case T_AlterTableStmt:
+			{
+				AlterTableStmt *a = (AlterTableStmt *) stmt;
+				Oid			relid = rv_relid(a->relation);
+				ListCell   *lc;
+
+				if (is_audit_rel(relid) && !audit_log_empty())
+				{
+					foreach(lc, a->cmds)
+					{
+						AlterTableCmd *c = lfirst(lc);
+
+						/* what installing and restoring do; none of it can hide an entry */
+						if (c->subtype != AT_EnableAlwaysTrig && c->subtype != AT_ColumnDefault &&
+							c->subtype != AT_ChangeOwner && c->subtype != AT_AddConstraint &&
+							c->subtype != AT_AddIndex && c->subtype != AT_AddIndexConstraint)
+							refuse("ALTER TABLE of", get_rel_name(relid), "Old months leave through crm.audit_retention().");
+					}
+				}
+				else if (is_managed_rel(relid))
+					foreach(lc, a->cmds)
+					{
+						AlterTableCmd *c = lfirst(lc);
+
+						switch (c->subtype)
+						{
+							case AT_DisableTrig:
+							case AT_EnableTrig:
+							case AT_EnableReplicaTrig:
+								if (c->name && strncmp(c->name, "crm_", 4) == 0)
+									refuse(c->subtype == AT_DisableTrig ? "disabling trigger" : "changing when this trigger fires:",
+										   c->name, "crm's triggers fire ALWAYS, whatever session_replication_role says.");
+								break;
+							case AT_DisableTrigAll:
+							case AT_DisableTrigUser:
+							case AT_EnableTrigAll:
+							case AT_EnableTrigUser:
+								refuse("ALTER TABLE ... ENABLE/DISABLE TRIGGER ALL/USER on", get_rel_name(relid),
+									   "Name the trigger; crm's own triggers (crm_*) cannot be disabled.");
+								break;
+							case AT_DisableRowSecurity:
+							case AT_NoForceRowSecurity:
+								refuse("turning row security off for", get_rel_name(relid), NULL);
+								break;
+							default:
+								break;
+						}
+					}
+				break;
+			}
+		case T_DropStmt:
+			{
+				DropStmt   *d = (DropStmt *) stmt;
+				ListCell   *lc;
+
+				if (d->removeType == OBJECT_TABLE)
+					foreach(lc, d->objects)
+					{
+						Oid			relid = rv_relid(makeRangeVarFromNameList((List *) lfirst(lc)));
+
+						if (is_audit_rel(relid))
+							refuse("DROP TABLE", get_rel_name(relid), "Old months leave through crm.audit_retention().");
+					}
+				else if (d->removeType == OBJECT_TRIGGER)
+					foreach(lc, d->objects)
+					{
+						List	   *names = (List *) lfirst(lc);
+						char	   *trig = strVal(llast(names));
+						Oid			relid = rv_relid(makeRangeVarFromNameList(list_truncate(list_copy(names), list_length(names) - 1)));
+
+						if (strncmp(trig, "crm_", 4) == 0 && (is_managed_rel(relid) || is_audit_rel(relid)))
+							refuse("DROP TRIGGER", trig, NULL);
+					}
+				else if (d->removeType == OBJECT_SCHEMA)
+					foreach(lc, d->objects)
+					{
+						Oid			nsp = get_namespace_oid("crm", true);
+
+						if (OidIsValid(nsp) && strcmp(strVal(lfirst(lc)), "crm") == 0 &&
+							OidIsValid(get_relname_relid("audit_log", nsp)))
+							refuse("DROP SCHEMA", "crm", "It holds the audit log.");
+					}
+				break;
+			}
+		case T_TruncateStmt:
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((TruncateStmt *) stmt)->relations)
+				{
+					Oid			relid = rv_relid((RangeVar *) lfirst(lc));
+
+					if (is_audit_rel(relid))
+						refuse("TRUNCATE", get_rel_name(relid), NULL);
+				}
+				break;
+			}
+		case T_CreateTrigStmt:
+			{
+				CreateTrigStmt *t = (CreateTrigStmt *) stmt;
+				Oid			relid = rv_relid(t->relation);
+				const char *want = crm_trigger_function(t->trigname);
+
+				if (t->replace && strncmp(t->trigname, "crm_", 4) == 0 && (is_managed_rel(relid) || is_audit_rel(relid)) &&
+					(want == NULL || strcmp(strVal(llast(t->funcname)), want) != 0))
+					refuse("replacing trigger", t->trigname, NULL);
+				break;
+			}
+		case T_RenameStmt:
+			{
+				RenameStmt *r = (RenameStmt *) stmt;
+				Oid			relid = rv_relid(r->relation);
+
+				if (is_audit_rel(relid) ||
+					(r->renameType == OBJECT_TRIGGER && r->subname && strncmp(r->subname, "crm_", 4) == 0 && is_managed_rel(relid)))
+					refuse("renaming", r->subname ? r->subname : get_rel_name(relid), NULL);
+				break;
+			}
+		default:
+			break;
+	}
+}
+
+/* After a utility statement ran: DDL on managed tables and changes of crm's settings are events. */
+void
+crm_audit_after_utility(Node *stmt, const char *query, bool toplevel)
+{
+	Oid			relid = InvalidOid;
+	const char *action = "DDL";
+
+	if (!IsTransactionState() || creating_extension || crm_internal_depth > 0)
+		return;
+	/* DDL run by crm's own functions is recorded as the catalog change that caused it */
+	if (!toplevel && !IsA(stmt, VariableSetStmt) && !IsA(stmt, AlterSystemStmt))
+		return;
+	switch (nodeTag(stmt))
+	{
+		case T_AlterTableStmt:
+			relid = rv_relid(((AlterTableStmt *) stmt)->relation);
+			break;
+		case T_CreateTrigStmt:
+			relid = rv_relid(((CreateTrigStmt *) stmt)->relation);
+			break;
+		case T_CreatePolicyStmt:
+			relid = rv_relid(((CreatePolicyStmt *) stmt)->table);
+			break;
+		case T_AlterPolicyStmt:
+			relid = rv_relid(((AlterPolicyStmt *) stmt)->table);
+			break;
+		case T_GrantStmt:
+			{
+				GrantStmt  *g = (GrantStmt *) stmt;
+
+				if (g->objtype == OBJECT_TABLE && g->targtype == ACL_TARGET_OBJECT && g->objects != NIL)
+					relid = rv_relid((RangeVar *) linitial(g->objects));
+				action = "GRANT";
+				break;
+			}
+		case T_VariableSetStmt:
+		case T_AlterSystemStmt:
+			{
+				VariableSetStmt *v = IsA(stmt, AlterSystemStmt) ? ((AlterSystemStmt *) stmt)->setstmt : (VariableSetStmt *) stmt;
+
+				if (v->name && strncmp(v->name, "crm.", 4) == 0)
+				{
+					StringInfoData d;
+
+					initStringInfo(&d);
+					appendStringInfoString(&d, "{\"operation\": \"setting\", \"statement\": ");
+					escape_json(&d, query ? pnstrdup(query, 1000) : "");
+					appendStringInfoChar(&d, '}');
+					crm_auditq_session_event("MAINTENANCE", NULL, 0, crm_last_principal, d.data);
+				}
+				return;
+			}
+		default:
+			return;
+	}
+	if (!is_managed_rel(relid))
+		return;
+	{
+		StringInfoData d;
+
+		initStringInfo(&d);
+		appendStringInfoString(&d, "{\"statement\": ");
+		escape_json(&d, query ? pnstrdup(query, 2000) : "");
+		appendStringInfoChar(&d, '}');
+		crm_audit_event(action, get_rel_name(relid), 0, d.data);
+	}
+}

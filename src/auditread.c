@@ -1,0 +1,242 @@
+/*
+ * auditread.c: auditing reads. The masking hook wraps each reference to a `sensitive` field that
+ * the acting principal may read unmasked, in the select lists and RETURNING lists of its queries,
+ * in crm._saw(value, object, field, record id, owner, own_only): it passes the value through and
+ * notes the record. When the outermost statement over managed tables ends (or its transaction
+ * aborts: a read that happened stays a read), one READ_SENSITIVE event per object goes to the audit
+ * queue with the field names, the row count and the record ids (or, beyond crm.audit_max_ids, their
+ * count and a digest). COPY ... TO and result sets over crm.export_threshold rows are EXPORT events.
+ */
+#include "crm.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "tcop/dest.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+typedef struct SeenObject
+{
+	char		object[NAMEDATALEN];
+	List	   *fields;			/* of char * */
+	int64	   *ids;
+	int			nids;
+	int			cap;
+} SeenObject;
+
+static List *seen = NIL;		/* of SeenObject *, in TopMemoryContext */
+static int	depth = 0;			/* executing statements over managed tables */
+static uint64 rows_out = 0;
+
+static SeenObject *
+seen_object(const char *object)
+{
+	ListCell   *lc;
+	SeenObject *s;
+	MemoryContext old;
+
+	foreach(lc, seen)
+	{
+		s = lfirst(lc);
+		if (strcmp(s->object, object) == 0)
+			return s;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	s = palloc0(sizeof(SeenObject));
+	strlcpy(s->object, object, NAMEDATALEN);
+	s->cap = 64;
+	s->ids = palloc(sizeof(int64) * s->cap);
+	seen = lappend(seen, s);
+	MemoryContextSwitchTo(old);
+	return s;
+}
+
+/* SQL function: crm._saw(value anyelement, object text, field text, id bigint, owner bigint, own_only boolean) */
+PG_FUNCTION_INFO_V1(crm_saw);
+Datum
+crm_saw(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1) && !PG_ARGISNULL(2) && !PG_ARGISNULL(3))
+	{
+		bool		found;
+		int64		me = crm_current_principal(&found);
+
+		if (!PG_GETARG_BOOL(5) || (found && !PG_ARGISNULL(4) && PG_GETARG_INT64(4) == me))
+		{
+			char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(1));
+			char	   *field = text_to_cstring(PG_GETARG_TEXT_PP(2));
+			SeenObject *s = seen_object(object);
+			int64		id = PG_GETARG_INT64(3);
+			ListCell   *lc;
+			bool		have = false;
+
+			foreach(lc, s->fields)
+				if (strcmp((char *) lfirst(lc), field) == 0)
+					have = true;
+			if (!have)
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				s->fields = lappend(s->fields, pstrdup(field));
+				MemoryContextSwitchTo(old);
+			}
+			if (s->nids == 0 || s->ids[s->nids - 1] != id)
+			{
+				if (s->nids == s->cap)
+				{
+					s->cap *= 2;
+					s->ids = repalloc(s->ids, sizeof(int64) * s->cap);
+				}
+				s->ids[s->nids++] = id;
+			}
+		}
+	}
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a, y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void
+emit(void)
+{
+	ListCell   *lc;
+	bool		found;
+	int64		principal;
+
+	if (seen == NIL)
+		return;
+	principal = IsTransactionState() ? crm_current_principal(&found) : crm_last_principal;
+	foreach(lc, seen)
+	{
+		SeenObject *s = lfirst(lc);
+		StringInfoData d;
+		ListCell   *f;
+		int			n = 0;
+
+		qsort(s->ids, s->nids, sizeof(int64), cmp_int64);
+		for (int i = 0; i < s->nids; i++)
+			if (i == 0 || s->ids[i] != s->ids[i - 1])
+				s->ids[n++] = s->ids[i];
+		initStringInfo(&d);
+		appendStringInfoString(&d, "{\"fields\": [");
+		foreach(f, s->fields)
+		{
+			if (f != list_head(s->fields))
+				appendStringInfoString(&d, ", ");
+			escape_json(&d, (char *) lfirst(f));
+		}
+		appendStringInfo(&d, "], \"rows\": %llu, \"records\": %d, ", (unsigned long long) rows_out, n);
+		if (n <= crm_audit_max_ids && n * 21 < 1500)
+		{
+			const char *key = strcmp(s->object, "customer") == 0 ? "customers" : "ids";
+
+			appendStringInfo(&d, "\"%s\": [", key);
+			for (int i = 0; i < n; i++)
+				appendStringInfo(&d, "%s%lld", i ? ", " : "", (long long) s->ids[i]);
+			appendStringInfoChar(&d, ']');
+		}
+		else
+		{
+			uint8		h[32];
+			pg_cryptohash_ctx *c = pg_cryptohash_create(PG_SHA256);
+			static const char hx[] = "0123456789abcdef";
+
+			if (c && pg_cryptohash_init(c) == 0 && pg_cryptohash_update(c, (uint8 *) s->ids, sizeof(int64) * n) == 0 &&
+				pg_cryptohash_final(c, h, 32) == 0)
+			{
+				appendStringInfo(&d, "\"%s\": \"", strcmp(s->object, "customer") == 0 ? "customers_digest" : "ids_digest");
+				for (int i = 0; i < 32; i++)
+				{
+					appendStringInfoChar(&d, hx[h[i] >> 4]);
+					appendStringInfoChar(&d, hx[h[i] & 15]);
+				}
+				appendStringInfoChar(&d, '"');
+			}
+			if (c)
+				pg_cryptohash_free(c);
+		}
+		appendStringInfoChar(&d, '}');
+		crm_auditq_session_event("READ_SENSITIVE", s->object, n == 1 ? s->ids[0] : 0, principal, d.data);
+		pfree(d.data);
+	}
+	foreach(lc, seen)
+	{
+		SeenObject *s = lfirst(lc);
+
+		list_free_deep(s->fields);
+		pfree(s->ids);
+	}
+	list_free_deep(seen);
+	seen = NIL;
+}
+
+/* A statement over managed tables starts (masking.c calls this for those only). */
+void
+crm_auditread_start(void)
+{
+	if (depth == 0)
+		rows_out = 0;
+	depth++;
+}
+
+/* ... and ends: READ_SENSITIVE for what it returned, EXPORT for copies and large results */
+void
+crm_auditread_end(QueryDesc *qd)
+{
+	bool		copy_out = qd->dest && qd->dest->mydest == DestCopyOut;
+
+	if (depth > 0)
+		depth--;
+	if (qd->estate && depth == 0)
+		rows_out = qd->estate->es_processed;
+	if (qd->operation == CMD_SELECT && qd->estate &&
+		(copy_out || (depth == 0 && qd->estate->es_processed > (uint64) crm_export_threshold)))
+	{
+		Oid			nsp = get_namespace_oid("crm_data", true);
+		StringInfoData d;
+		ListCell   *lc;
+		bool		found;
+		int64		principal = crm_current_principal(&found);
+		int			n = 0;
+
+		initStringInfo(&d);
+		appendStringInfo(&d, "{\"how\": \"%s\", \"rows\": %llu, \"objects\": [", copy_out ? "COPY TO" : "result set",
+						 (unsigned long long) qd->estate->es_processed);
+		foreach(lc, qd->plannedstmt->rtable)
+		{
+			RangeTblEntry *rte = lfirst(lc);
+
+			if (rte->rtekind == RTE_RELATION && get_rel_namespace(rte->relid) == nsp)
+			{
+				appendStringInfo(&d, "%s", n++ ? ", " : "");
+				escape_json(&d, get_rel_name(rte->relid));
+			}
+		}
+		appendStringInfoString(&d, "]}");
+		crm_auditq_session_event("EXPORT", NULL, 0, found ? principal : 0, d.data);
+	}
+	if (depth == 0)
+		emit();
+}
+
+/* The transaction ended without the statements ending (an error): what was read stays read. */
+void
+crm_auditread_abort(void)
+{
+	depth = 0;
+	emit();
+}

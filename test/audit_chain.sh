@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# TAP: the audit chain and the events that outlive their transaction. Sealing and verification;
+# tampering as superuser through a path that bypasses the guards (the triggers switched off in the
+# catalog), one kind at a time — edit, delete, insert, reorder, rewrite-and-rehash — each caught and
+# named; digests; READ_SENSITIVE, EXPORT, DENIED, ACT_AS, LOGIN and LOGIN_FAILED written by the
+# worker, also when their transaction rolls back; who_saw.
+set -u
+source "$(dirname "$0")/lib/tap.bash"
+db=crm_audit_chain
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
+psql -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null <<'SQL' || { echo "not ok 1 - set-up"; exit 1; }
+SET client_min_messages = warning;
+CREATE EXTENSION crm CASCADE;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ac_rm') THEN CREATE ROLE ac_rm LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ac_app') THEN CREATE ROLE ac_app LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ac_pw') THEN CREATE ROLE ac_pw LOGIN PASSWORD 'right-password'; END IF;
+END $$;
+GRANT crm_app TO ac_app;
+SELECT crm.add_org_unit('AC HQ') AS hq \gset
+SELECT crm.add_principal('ac_rm', 'RM', :hq, ARRAY['rm']) AS rm \gset
+SQL
+as() { local who=$1; shift; psql -X -qAt -U "$who" -d $db "$@" 2>&1; }
+su() { psql -X -qAt -d $db "$@" 2>&1; }
+for i in 1 2 3 4 5; do
+  as ac_rm -c "INSERT INTO crm_data.customer (name, id_type, id_number) VALUES ('C$i', 'id_card', crm.make_cn_id_number('110105', '1980-01-0$i', $i))" >/dev/null
+done
+as ac_rm -c "UPDATE crm_data.customer SET segment = 'affluent'" >/dev/null
+su -c "SELECT crm.audit_seal()" >/dev/null
+ok "$(su -c "SELECT ok, problem IS NULL FROM crm.audit_verify()")" "t|t" "the sealed log verifies"
+ok "$(su -c "SELECT blocks > 0 AND entries >= 10 FROM crm.audit_verify()")" "t" "blocks and entries were checked"
+digest=$(su -c "SELECT crm.audit_digest()")
+ok "$(su -c "SELECT ok FROM crm.audit_verify('$digest'::jsonb)")" "t" "the log extends its own digest"
+ok "$(su -c "SELECT crm.audit_verify(jsonb_set('$digest'::jsonb, '{hash}', '\"00\"'))" | grep -c 'signature does not match')" "1" "an edited digest is refused"
+
+# tampering: superuser switches the guards off in the catalog (bypassing the utility hook), then
+# changes the log; each in a transaction that is rolled back
+bypass="UPDATE pg_trigger SET tgenabled = 'D' WHERE tgname LIKE 'crm_append_only%';"
+tamper() { su -c "BEGIN; $bypass $1; SELECT coalesce(first_broken_id::text, '-') || '|' || coalesce(problem, '-') FROM crm.audit_verify(); ROLLBACK;" | tail -1; }
+target=$(su -c "SELECT min(id) + 3 FROM crm.audit_log WHERE action = 'INSERT' AND object = 'customer'")
+blk=$(su -c "SELECT block_no FROM crm.audit_block WHERE $target = ANY (ids)")
+ok "$(tamper "UPDATE crm.audit_log SET detail = '{}' WHERE id = $target")" "$target|entry $target (block $blk) was altered: its hash does not match the chain" "an edited entry is caught and named"
+ok "$(tamper "UPDATE crm.audit_log SET logged_at = logged_at + interval '1 second' WHERE id = $target")" "$target|entry $target (block $blk) was altered: its hash does not match the chain" "... even a changed time"
+ok "$(tamper "DELETE FROM crm.audit_log WHERE id = $target")" "$target|entry $target of block $blk is missing (deleted or moved out of the block)" "a deleted entry is caught and named"
+ok "$(tamper "INSERT INTO crm.audit_log (id, logged_at, xid, era, session_user_name, current_user_name, action) SELECT $target + 100000, logged_at, xid, era, 'x', 'x', 'UPDATE' FROM crm.audit_log WHERE id = $target")" \
+   "$((target + 100000))|entry $((target + 100000)) was inserted: block $blk does not hold it" "an inserted entry is caught and named"
+ok "$(tamper "UPDATE crm.audit_log SET id = CASE id WHEN $target THEN $target + 1 ELSE $target END WHERE id IN ($target, $target + 1)")" \
+   "$target|entry $target (block $blk) was altered: its hash does not match the chain" "two entries swapped (reordered) are caught"
+ok "$(tamper "UPDATE crm.audit_block SET block_hash = ('\\x' || repeat('00', 32))::bytea WHERE block_no = $blk")" \
+   "-|block $blk was altered: its hash does not match its contents" "an edited block is caught"
+# rewrite and rehash: edit an entry, throw the blocks away and seal again: the log is consistent
+# with itself, but no longer extends the digest kept outside
+ok "$(su -c "BEGIN; $bypass UPDATE crm.audit_log SET detail = '{}' WHERE id = $target; DELETE FROM crm.audit_block; UPDATE pg_trigger SET tgenabled = 'A' WHERE tgname LIKE 'crm_append_only%'; COMMIT;" >/dev/null; \
+      su -c "SELECT crm.audit_seal()" >/dev/null; su -c "SELECT ok FROM crm.audit_verify()")" "t" \
+   "(a superuser rewrote an entry and re-sealed everything: the chain agrees with itself)"
+ok "$(su -c "SELECT ok || '|' || problem FROM crm.audit_verify('$digest'::jsonb)" | grep -c '^false|.*\(no longer extends the digest\|of the digest is not in the log\)')" \
+   "1" "but the digest kept outside catches the rewrite"
+ok "$(su -c "SELECT tgenabled FROM pg_trigger WHERE tgname = 'crm_append_only' AND tgrelid = 'crm.audit_log'::regclass")" "A" \
+   "(the guards are back on)"
+
+# events that outlive their transaction, written by the worker
+wait_for() {  # wait_for SQL: poll until it returns t (at most ~8 s)
+  for i in $(seq 1 40); do [ "$(su -c "$1")" = t ] && return 0; sleep 0.2; done; return 1
+}
+c1=$(su -c "SELECT min(id) FROM crm_data.customer")
+start=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
+as ac_rm -c "BEGIN" -c "SELECT id_number FROM crm_data.customer WHERE id = $c1" -c "ROLLBACK" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE' AND detail -> 'customers' @> '$c1')"
+ok "$?" "0" "READ_SENSITIVE for a read whose transaction rolled back"
+ok "$(su -c "SELECT detail -> 'fields' FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE' ORDER BY id LIMIT 1")" '["id_number"]' "it names the field"
+ok "$(su -c "SELECT count(*) FROM crm.who_saw($c1) WHERE action = 'READ_SENSITIVE'")" "1" "who_saw lists it for that customer"
+as ac_rm -c "SELECT name, segment FROM crm_data.customer" >/dev/null
+sleep 1.5
+ok "$(su -c "SELECT count(*) FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE'")" "1" "a query without sensitive fields writes no READ_SENSITIVE"
+as ac_rm -c "COPY (SELECT id, name FROM crm_data.customer) TO STDOUT" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'EXPORT' AND detail ->> 'how' = 'COPY TO')"
+ok "$?" "0" "COPY ... TO of a managed table: EXPORT"
+as ac_rm -c "SELECT * FROM crm.audit_log" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'DENIED' AND detail ->> 'statement' LIKE '%crm.audit_log%')"
+ok "$?" "0" "a statement refused for want of privilege: DENIED, with the statement"
+as ac_app -c "BEGIN" -c "SELECT crm.act_as('ac_rm')" -c "ROLLBACK" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'ACT_AS' AND detail ->> 'app_login' = 'ac_app')"
+ok "$?" "0" "act_as: ACT_AS, also when rolled back"
+PGPASSWORD=wrong-password psql -X -qAt -h 127.0.0.1 -U ac_pw -d $db -c "SELECT 1" >/dev/null 2>&1
+PGPASSWORD=right-password psql -X -qAt -h 127.0.0.1 -U ac_pw -d $db -c "SELECT 1" >/dev/null 2>&1
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'LOGIN_FAILED' AND session_user_name = 'ac_pw' AND client_addr = '127.0.0.1')"
+ok "$?" "0" "a failed login (no transaction at all): LOGIN_FAILED with the address"
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'LOGIN' AND session_user_name = 'ac_pw')"
+ok "$?" "0" "a login: LOGIN"
+su -c "SELECT crm.audit_seal()" >/dev/null; sleep 1.2; su -c "SELECT crm.audit_seal()" >/dev/null
+ok "$(su -c "SELECT ok FROM crm.audit_verify()")" "t" "the worker's entries are chained too"
+ok "$(su -c "SELECT crm.audit_retention('2 months')")" "{}" "retention has nothing older than two months to detach"
+ok "$(su -c "SELECT crm._audit_detach('audit_log_y' || to_char(now() AT TIME ZONE 'UTC', 'YYYY\"m\"MM'))" | grep -c 'is not a partition that ended more than a month ago')" "1" \
+   "the current month cannot be detached, not even by hand"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+finish
