@@ -177,6 +177,7 @@ typedef struct AuditRel
 	char	   *object;
 	int			natts;
 	int		   *kind;			/* by attnum - 1 */
+	FmgrInfo   *out;			/* output functions, by attnum - 1 */
 	bool		has_encrypted;
 } AuditRel;
 
@@ -222,10 +223,20 @@ audit_rel(Relation rel)
 	tmp.natts = desc->natts;
 	tmp.object = MemoryContextStrdup(audit_cxt, RelationGetRelationName(rel));
 	tmp.kind = MemoryContextAllocZero(audit_cxt, sizeof(int) * Max(desc->natts, 1));
+	tmp.out = MemoryContextAllocZero(audit_cxt, sizeof(FmgrInfo) * Max(desc->natts, 1));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute a = TupleDescAttr(desc, i);
 		const char *n = NameStr(a->attname);
+
+		if (!a->attisdropped)
+		{
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(a->atttypid, &out, &varlena);
+			fmgr_info_cxt(out, &tmp.out[i], audit_cxt);
+		}
 
 		if (a->attisdropped || strcmp(n, "id") == 0 || strcmp(n, "updated_at") == 0 ||
 			strcmp(n, "updated_by") == 0 || strncmp(n, "crm_bidx_", 9) == 0 ||
@@ -346,7 +357,18 @@ add_pending(const char *action, const char *object, int64 record_id, const char 
 	register_callbacks();
 	p->at = GetCurrentTimestamp();
 	p->principal = found ? principal : 0;
-	p->current_user_name = GetUserNameFromId(GetUserId(), false);
+	{
+		static Oid	last_user = InvalidOid;
+		static NameData last_name;
+
+		/* one catalog lookup per user, not per row */
+		if (last_user != GetUserId())
+		{
+			namestrcpy(&last_name, GetUserNameFromId(GetUserId(), false));
+			last_user = GetUserId();
+		}
+		p->current_user_name = pstrdup(NameStr(last_name));
+	}
 	p->action = pstrdup(action);
 	p->object = object ? pstrdup(object) : NULL;
 	p->record_id = record_id;
@@ -486,12 +508,8 @@ append_value(StringInfo js, AuditRel *ar, TupleDesc desc, int att, Datum v, bool
 	}
 	if (kind == AF_PLAIN)
 	{
-		Oid			out;
-		bool		varlena;
-		char	   *s;
+		char	   *s = OutputFunctionCall(&ar->out[att - 1], v);
 
-		getTypeOutputInfo(a->atttypid, &out, &varlena);
-		s = OidOutputFunctionCall(out, v);
 		appendStringInfo(js, "\"%s\": ", key);
 		escape_json(js, s);
 	}
@@ -503,13 +521,7 @@ append_value(StringInfo js, AuditRel *ar, TupleDesc desc, int att, Datum v, bool
 		if (kind == AF_ENCRYPTED)
 			s = crm_crypt_plaintext(rel, NameStr(a->attname), DatumGetTextPP(v));
 		else
-		{
-			Oid			out;
-			bool		varlena;
-
-			getTypeOutputInfo(a->atttypid, &out, &varlena);
-			s = OidOutputFunctionCall(out, v);
-		}
+			s = OutputFunctionCall(&ar->out[att - 1], v);
 		initStringInfo(&h);
 		keyed_hash(ar->object, NameStr(a->attname), s, strlen(s), &h);
 		appendStringInfo(js, "\"%s_hash\": \"%s\"", key, h.data);
@@ -813,7 +825,7 @@ walk_entries(int64 era, const char *lo, const char *hi, entry_cb cb, void *arg, 
 	bool		go = true;
 
 	plan = SPI_prepare("SELECT " ENTRY_COLS " FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) $1"
-					   " AND l.xid OPERATOR(pg_catalog.>=) $2::pg_catalog.xid8 AND l.xid OPERATOR(pg_catalog.<) $3::pg_catalog.xid8"
+					   " AND l.xid OPERATOR(pg_catalog.>=) $2::pg_catalog.int8 AND l.xid OPERATOR(pg_catalog.<) $3::pg_catalog.int8"
 					   " ORDER BY l.id", 3, types);
 	if (plan == NULL)
 		elog(ERROR, "crm audit scan could not be prepared");
@@ -924,7 +936,7 @@ seal_range(int64 era, const char *lo, const char *hi)
 		}
 		v[9] = Int32GetDatum(0);
 		if (SPI_execute_with_args("INSERT INTO crm.audit_block (block_no, era, lo_xid, hi_xid, entries, first_id, last_id, ids, chain, prev_hash, block_hash)"
-								  " VALUES ($1, $2, $3::pg_catalog.xid8, $4::pg_catalog.xid8, $5, $6[1], $6[$5], $6, $7, $8, $9)",
+								  " VALUES ($1, $2, $3::pg_catalog.int8, $4::pg_catalog.int8, $5, $6[1], $6[$5], $6, $7, $8, $9)",
 								  9, types, v, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "crm audit block insert failed");
 	}
@@ -949,7 +961,7 @@ crm_audit_seal_internal(void)
 		/* one sealer at a time; writers are not blocked (they never lock audit_block) */
 		if (SPI_execute("LOCK TABLE crm.audit_block IN EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "crm audit lock failed");
-		if (SPI_execute("SELECT crm._audit_era(), pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text",
+		if (SPI_execute("SELECT crm._audit_era(), (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text)::pg_catalog.int8::text",
 						false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "crm audit horizon failed");
 		era = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -971,7 +983,7 @@ crm_audit_seal_internal(void)
 				SPITupleTable *tt;
 				uint64		rows;
 
-				if (SPI_execute_with_args("SELECT e.era, COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) e.era), '0'::pg_catalog.xid8)::text"
+				if (SPI_execute_with_args("SELECT e.era, COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) e.era), 0::pg_catalog.int8)::text"
 										  " FROM (SELECT DISTINCT l.era FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.<>) $1) e ORDER BY 1",
 										  1, t1, v1, NULL, false, 0) != SPI_OK_SELECT)
 					elog(ERROR, "crm audit era lookup failed");
@@ -981,7 +993,7 @@ crm_audit_seal_internal(void)
 				{
 					int64		old_era = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 
-					n += seal_range(old_era, SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "18446744073709551615");
+					n += seal_range(old_era, SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "9223372036854775807");
 				}
 			}
 		}
@@ -989,7 +1001,7 @@ crm_audit_seal_internal(void)
 			Oid			t1[1] = {INT8OID};
 			Datum		v1[1] = {Int64GetDatum(era)};
 
-			if (SPI_execute_with_args("SELECT COALESCE(max(b.hi_xid), '0'::pg_catalog.xid8)::text FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) $1",
+			if (SPI_execute_with_args("SELECT COALESCE(max(b.hi_xid), 0::pg_catalog.int8)::text FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) $1",
 									  1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "crm audit block lookup failed");
 			lo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -1189,23 +1201,26 @@ count_unsealed(void)
 
 	if (SPI_execute("SELECT count(*) FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) crm._audit_era()"
 					" AND l.xid OPERATOR(pg_catalog.>=) COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b"
-					" WHERE b.era OPERATOR(pg_catalog.=) crm._audit_era()), '0'::pg_catalog.xid8)", true, 1) != SPI_OK_SELECT)
+					" WHERE b.era OPERATOR(pg_catalog.=) crm._audit_era()), 0::pg_catalog.int8)", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "crm audit count failed");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* entries that no block covers although their range was sealed (inserted outside any block) */
+/*
+ * Entries no block can cover: of another era than this one, and beyond what the chain sealed of
+ * that era (or of an era the chain never knew). Entries inside sealed ranges are checked block by
+ * block; this era's newest entries are merely unsealed.
+ */
 static int64
 orphan_entry(void)
 {
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_execute("SELECT min(l.id) FROM crm.audit_log l WHERE NOT EXISTS (SELECT 1 FROM crm.audit_block b"
-					" WHERE b.era OPERATOR(pg_catalog.=) l.era AND l.xid OPERATOR(pg_catalog.>=) b.lo_xid AND l.xid OPERATOR(pg_catalog.<) b.hi_xid)"
-					" AND (l.era OPERATOR(pg_catalog.<>) crm._audit_era() OR l.xid OPERATOR(pg_catalog.<) COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b"
-					" WHERE b.era OPERATOR(pg_catalog.=) l.era), '0'::pg_catalog.xid8))"
-					" AND EXISTS (SELECT 1 FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) l.era)", true, 1) != SPI_OK_SELECT)
+	if (SPI_execute("WITH e AS (SELECT b.era, max(b.hi_xid) AS hi FROM crm.audit_block b GROUP BY b.era)"
+					" SELECT min(l.id) FROM crm.audit_log l LEFT JOIN e ON e.era OPERATOR(pg_catalog.=) l.era"
+					" WHERE l.era OPERATOR(pg_catalog.<>) crm._audit_era() AND (e.era IS NULL OR l.xid OPERATOR(pg_catalog.>=) e.hi)",
+					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "crm audit orphan check failed");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetInt64(d);
@@ -1268,7 +1283,7 @@ crm_audit_verify(PG_FUNCTION_ARGS)
 			{
 				vo->ok = false;
 				vo->broken = orphan;
-				vo->problem = psprintf("entry %lld was inserted into a sealed range: no block holds it", (long long) orphan);
+				vo->problem = psprintf("entry %lld was inserted: no block of its era can hold it", (long long) orphan);
 			}
 		}
 		vo->unsealed = count_unsealed();

@@ -158,15 +158,20 @@ void
 crm_auditq_mark_dirty(void)
 {
 	static LocalTransactionId marked = InvalidLocalTransactionId;
-	const char *db;
+	static char *db = NULL;
 	bool		have = false;
 
 	if (q == NULL || !OidIsValid(MyDatabaseId) || marked == MyProc->lxid)
 		return;
 	marked = MyProc->lxid;
-	db = get_database_name(MyDatabaseId);
 	if (db == NULL)
-		return;
+	{
+		char	   *n = get_database_name(MyDatabaseId);
+
+		if (n == NULL)
+			return;
+		db = MemoryContextStrdup(TopMemoryContext, n);
+	}
 	SpinLockAcquire(&q->lock);
 	for (int i = 0; i < q->ndirty; i++)
 		if (strcmp(q->dirty[i], db) == 0)

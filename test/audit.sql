@@ -49,7 +49,7 @@ INSERT INTO p (k, id) SELECT 'c', id FROM x;
 RESET ROLE;
 SELECT is(pg_temp.entries('INSERT', 'customer', (SELECT id FROM p WHERE k = 'c')), 1::bigint, 'an INSERT writes one entry');
 SELECT ok((SELECT principal_id = (SELECT id FROM p WHERE k = 'rm') AND current_user_name = 'au_rm' AND session_user_name = session_user
-                  AND xid = pg_current_xact_id() AND era = crm._audit_era()
+                  AND xid = pg_current_xact_id()::text::bigint AND era = crm._audit_era()
              FROM crm.audit_log WHERE action = 'INSERT' AND object = 'customer' AND record_id = (SELECT id FROM p WHERE k = 'c')),
           'with the acting principal, the current and session user, the transaction and the era');
 SELECT is(pg_temp.last_detail('INSERT', 'customer') #>> '{fields,segment,new}', 'mass', 'plain fields are written as they are');
