@@ -46,6 +46,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/datetime.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 
@@ -379,6 +380,43 @@ add_pending(const char *action, const char *object, int64 record_id, const char 
 }
 
 static SPIPlanPtr flush_plan = NULL;
+static SPIPlanPtr flush_one_plan = NULL;	/* the common case: one entry */
+static Oid	flush_target = InvalidOid;	/* the relation both plans insert into */
+
+/*
+ * Where a flush inserts: straight into the month's partition when every entry falls in it (it
+ * saves routing each statement's entries through the partitioned table), else the log itself.
+ */
+static Oid
+flush_relation(TimestampTz *at, int n, char **name)
+{
+	struct pg_tm tm, tm2;
+	fsec_t		fsec;
+	Oid			nsp = get_namespace_oid("crm", false);
+	Oid			relid;
+
+	if (timestamp2tm(at[0], NULL, &tm, &fsec, NULL, NULL) == 0)
+	{
+		bool		same = true;
+
+		for (int i = 1; i < n && same; i++)
+			same = timestamp2tm(at[i], NULL, &tm2, &fsec, NULL, NULL) == 0 &&
+				tm2.tm_year == tm.tm_year && tm2.tm_mon == tm.tm_mon;
+		if (same)
+		{
+			char	   *part = psprintf("audit_log_y%04dm%02d", tm.tm_year, tm.tm_mon);
+
+			relid = get_relname_relid(part, nsp);
+			if (OidIsValid(relid) && get_rel_relkind(relid) == RELKIND_RELATION)
+			{
+				*name = part;
+				return relid;
+			}
+		}
+	}
+	*name = "audit_log";
+	return get_relname_relid("audit_log", nsp);
+}
 
 /*
  * Is the log complete? While a restore is loading it (tables first, rows, then triggers), crm's
@@ -460,29 +498,68 @@ crm_audit_flush_pending(void)
 		Oid			types[7] = {TIMESTAMPTZARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		INT8ARRAYOID, TEXTARRAYOID};
 
+		TimestampTz *ts = palloc(sizeof(TimestampTz) * n);
+		char	   *target_name;
+		Oid			target;
+
+		for (int k = 0; k < n; k++)
+			ts[k] = DatumGetTimestampTz(at[k]);
+		target = flush_relation(ts, n, &target_name);
 		SPI_connect();
-		if (flush_plan == NULL)
+		if (target != flush_target)
 		{
-			SPIPlanPtr	p = SPI_prepare("INSERT INTO crm.audit_log (logged_at, principal_id, current_user_name, action, object, record_id, detail)"
-										" SELECT u.a, u.p, u.c, u.x, u.o, u.r, u.d::pg_catalog.jsonb"
-										" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4),"
-										" pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) AS u(a, p, c, x, o, r, d)",
+			if (flush_one_plan)
+				SPI_freeplan(flush_one_plan);
+			if (flush_plan)
+				SPI_freeplan(flush_plan);
+			flush_one_plan = flush_plan = NULL;
+			flush_target = target;
+		}
+		if (n == 1)
+		{
+			Oid			t1[7] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
+			Datum		v1[7] = {at[0], pr[0], cu[0], ac[0], ob[0], ri[0], de[0]};
+			char		n1[7] = {' ', nn_pr[0] ? 'n' : ' ', ' ', ' ', nn_ob[0] ? 'n' : ' ', nn_ri[0] ? 'n' : ' ', nn_de[0] ? 'n' : ' '};
+
+			if (flush_one_plan == NULL)
+			{
+				SPIPlanPtr	p = SPI_prepare(psprintf("INSERT INTO crm.%s (logged_at, principal_id, current_user_name, action, object, record_id, detail)"
+													 " VALUES ($1, $2, $3, $4, $5, $6, $7::pg_catalog.jsonb)", quote_identifier(target_name)), 7, t1);
+
+				if (p == NULL)
+					elog(ERROR, "crm audit insert could not be prepared: %s", SPI_result_code_string(SPI_result));
+				SPI_keepplan(p);
+				flush_one_plan = p;
+			}
+			if (SPI_execute_plan(flush_one_plan, v1, n1, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "crm audit insert failed");
+		}
+		else
+		{
+			if (flush_plan == NULL)
+			{
+				SPIPlanPtr	p = SPI_prepare(psprintf("INSERT INTO crm.%s (logged_at, principal_id, current_user_name, action, object, record_id, detail)"
+												 " SELECT u.a, u.p, u.c, u.x, u.o, u.r, u.d::pg_catalog.jsonb"
+												 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4),"
+												 " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) AS u(a, p, c, x, o, r, d)",
+												 quote_identifier(target_name)),
 										7, types);
 
-			if (p == NULL)
-				elog(ERROR, "crm audit insert could not be prepared: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(p);
-			flush_plan = p;
+				if (p == NULL)
+					elog(ERROR, "crm audit insert could not be prepared: %s", SPI_result_code_string(SPI_result));
+				SPI_keepplan(p);
+				flush_plan = p;
+			}
+			args[0] = PointerGetDatum(construct_md_array(at, NULL, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[1] = PointerGetDatum(construct_md_array(pr, nn_pr, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[2] = PointerGetDatum(construct_md_array(cu, NULL, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+			args[3] = PointerGetDatum(construct_md_array(ac, NULL, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+			args[4] = PointerGetDatum(construct_md_array(ob, nn_ob, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+			args[5] = PointerGetDatum(construct_md_array(ri, nn_ri, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[6] = PointerGetDatum(construct_md_array(de, nn_de, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+			if (SPI_execute_plan(flush_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "crm audit insert failed");
 		}
-		args[0] = PointerGetDatum(construct_md_array(at, NULL, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(construct_md_array(pr, nn_pr, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[2] = PointerGetDatum(construct_md_array(cu, NULL, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-		args[3] = PointerGetDatum(construct_md_array(ac, NULL, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-		args[4] = PointerGetDatum(construct_md_array(ob, nn_ob, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-		args[5] = PointerGetDatum(construct_md_array(ri, nn_ri, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[6] = PointerGetDatum(construct_md_array(de, nn_de, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-		if (SPI_execute_plan(flush_plan, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "crm audit insert failed");
 		SPI_finish();
 	}
 	PG_FINALLY();
