@@ -25,6 +25,10 @@
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_trigger.h"
+#include "parser/parse_func.h"
+#include "utils/syscache.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
@@ -616,6 +620,19 @@ same_value(TupleDesc desc, int att, Datum a, bool an, Datum b, bool bn)
 	return datumIsEqual(a, b, at->attbyval, at->attlen);
 }
 
+/* crm's audit triggers write entries only for crm's own tables (else anyone could forge them) */
+static void
+audit_trigger_table(Relation rel)
+{
+	Oid			nsp = RelationGetNamespace(rel);
+
+	if (nsp != get_namespace_oid("crm_data", true) && nsp != get_namespace_oid("crm", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("crm's audit triggers may only be used on crm's tables"),
+				 errdetail("Table %s is not in crm_data or crm.", RelationGetRelationName(rel))));
+}
+
 /* SQL function: crm._audit_row() returns trigger (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW) */
 PG_FUNCTION_INFO_V1(crm_audit_row);
 Datum
@@ -637,6 +654,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("crm._audit_row() must be an AFTER ROW trigger")));
 	rel = td->tg_relation;
+	audit_trigger_table(rel);
 	desc = RelationGetDescr(rel);
 	ar = audit_rel(rel);
 	initStringInfo(&js);
@@ -725,6 +743,7 @@ crm_audit_flush(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("crm._audit_flush() must be a statement trigger")));
+	audit_trigger_table(td->tg_relation);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		add_pending("TRUNCATE", RelationGetRelationName(td->tg_relation), 0, NULL);
 	crm_audit_flush_pending();
@@ -1586,6 +1605,82 @@ crm_trigger_function(const char *trigger)
 	return NULL;
 }
 
+/* Does a function reference name a function in schema crm? */
+static bool
+crm_function_object(Node *obj)
+{
+	Oid			nsp = get_namespace_oid("crm", true);
+	Oid			fn;
+
+	if (obj == NULL || !OidIsValid(nsp))
+		return false;
+	if (IsA(obj, ObjectWithArgs))
+	{
+		ObjectWithArgs *owa = (ObjectWithArgs *) obj;
+		char	   *schema, *name;
+
+		fn = LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);
+		if (OidIsValid(fn))
+			return get_func_namespace(fn) == nsp;
+		DeconstructQualifiedName(owa->objname, &schema, &name);
+		return schema != NULL && strcmp(schema, "crm") == 0;
+	}
+	return false;
+}
+
+static Oid
+audit_log_owner(Oid log)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(log));
+	Oid			owner = InvalidOid;
+
+	if (HeapTupleIsValid(tp))
+	{
+		owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+		ReleaseSysCache(tp);
+	}
+	return owner;
+}
+
+/* The shape each of crm's triggers on managed tables must keep when it is replaced. */
+static bool
+canonical_trigger(CreateTrigStmt *t)
+{
+	int			iud = TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE;
+
+	if (strcmp(t->trigname, "crm_cascade") == 0)
+		return t->row && t->timing == 0 && t->events == TRIGGER_TYPE_UPDATE;
+	if (t->columns != NIL || t->whenClause != NULL || t->transitionRels != NIL)
+		return false;
+	if (strcmp(t->trigname, "crm_audit") == 0)
+		return t->row && t->timing == 0 && t->events == iud;
+	if (strcmp(t->trigname, "crm_audit_flush") == 0)
+		return !t->row && t->timing == 0 && t->events == (iud | TRIGGER_TYPE_TRUNCATE);
+	if (strcmp(t->trigname, "crm_stamp") == 0 || strcmp(t->trigname, "crm_write_guard") == 0)
+		return t->row && t->timing == TRIGGER_TYPE_BEFORE && t->events == (TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE);
+	return false;
+}
+
+/* Dropping the log or its chain by any path (a cascade, DROP OWNED ...) */
+static object_access_hook_type prev_object_access = NULL;
+
+static void
+crm_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
+{
+	if (prev_object_access)
+		prev_object_access(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 && !creating_extension &&
+		!crm_audit_internal_ddl && IsTransactionState() && is_audit_rel(objectId))
+		refuse("dropping", get_rel_name(objectId), "Old months leave through crm.audit_retention().");
+}
+
+void
+crm_audit_hooks_init(void)
+{
+	prev_object_access = object_access_hook;
+	object_access_hook = crm_object_access;
+}
+
 /* Refuse what would weaken the audit trail; called by the ProcessUtility hook before running it. */
 void
 crm_audit_check_utility(Node *stmt)
@@ -1607,9 +1702,13 @@ crm_audit_check_utility(Node *stmt)
 						AlterTableCmd *c = lfirst(lc);
 
 						/* what installing and restoring do; none of it can hide an entry */
-						if (c->subtype != AT_EnableAlwaysTrig && c->subtype != AT_ColumnDefault &&
-							c->subtype != AT_ChangeOwner && c->subtype != AT_AddConstraint &&
-							c->subtype != AT_AddIndex && c->subtype != AT_AddIndexConstraint)
+						/* what a restore does after the rows are in; a CHECK could make entries fail */
+						bool		key = (c->subtype == AT_AddConstraint && c->def && IsA(c->def, Constraint) &&
+										   (((Constraint *) c->def)->contype == CONSTR_PRIMARY ||
+											((Constraint *) c->def)->contype == CONSTR_UNIQUE)) ||
+							c->subtype == AT_AddIndexConstraint;
+
+						if (c->subtype != AT_EnableAlwaysTrig && c->subtype != AT_AddIndex && !key)
 							refuse("ALTER TABLE of", get_rel_name(relid), "Old months leave through crm.audit_retention().");
 					}
 				}
@@ -1656,6 +1755,8 @@ crm_audit_check_utility(Node *stmt)
 
 						if (is_audit_rel(relid))
 							refuse("DROP TABLE", get_rel_name(relid), "Old months leave through crm.audit_retention().");
+						if (is_managed_rel(relid) && IsTransactionState() && !InLocalUserIdChange())
+							crm_audit_event("DDL", get_rel_name(relid), 0, "{\"statement\": \"DROP TABLE\"}");
 					}
 				else if (d->removeType == OBJECT_TRIGGER)
 					foreach(lc, d->objects)
@@ -1666,6 +1767,12 @@ crm_audit_check_utility(Node *stmt)
 
 						if (strncmp(trig, "crm_", 4) == 0 && (is_managed_rel(relid) || is_audit_rel(relid)))
 							refuse("DROP TRIGGER", trig, NULL);
+					}
+				else if (d->removeType == OBJECT_FUNCTION || d->removeType == OBJECT_PROCEDURE || d->removeType == OBJECT_ROUTINE)
+					foreach(lc, d->objects)
+					{
+						if (crm_function_object((Node *) lfirst(lc)))
+							refuse("DROP FUNCTION of", "a crm function", "crm's functions go only with DROP EXTENSION crm.");
 					}
 				else if (d->removeType == OBJECT_SCHEMA)
 					foreach(lc, d->objects)
@@ -1697,8 +1804,12 @@ crm_audit_check_utility(Node *stmt)
 				Oid			relid = rv_relid(t->relation);
 				const char *want = crm_trigger_function(t->trigname);
 
-				if (t->replace && strncmp(t->trigname, "crm_", 4) == 0 && (is_managed_rel(relid) || is_audit_rel(relid)) &&
-					(want == NULL || strcmp(strVal(llast(t->funcname)), want) != 0))
+				if (is_audit_rel(relid) && !audit_log_empty() &&
+					!(strncmp(t->trigname, "crm_append_only", 15) == 0 && want != NULL &&
+					  strcmp(strVal(llast(t->funcname)), want) == 0 && t->timing == TRIGGER_TYPE_BEFORE))
+					refuse("CREATE TRIGGER on", get_rel_name(relid), "A trigger on the log could drop or change entries.");
+				if (t->replace && strncmp(t->trigname, "crm_", 4) == 0 && is_managed_rel(relid) &&
+					(want == NULL || strcmp(strVal(llast(t->funcname)), want) != 0 || !canonical_trigger(t)))
 					refuse("replacing trigger", t->trigname, NULL);
 				break;
 			}
@@ -1710,6 +1821,71 @@ crm_audit_check_utility(Node *stmt)
 				if (is_audit_rel(relid) ||
 					(r->renameType == OBJECT_TRIGGER && r->subname && strncmp(r->subname, "crm_", 4) == 0 && is_managed_rel(relid)))
 					refuse("renaming", r->subname ? r->subname : get_rel_name(relid), NULL);
+				if (r->renameType == OBJECT_SCHEMA && r->subname &&
+					(strcmp(r->subname, "crm") == 0 || strcmp(r->subname, "crm_data") == 0))
+					refuse("renaming schema", r->subname, NULL);
+				if ((r->renameType == OBJECT_FUNCTION || r->renameType == OBJECT_PROCEDURE || r->renameType == OBJECT_ROUTINE) &&
+					crm_function_object(r->object))
+					refuse("renaming a function of", "crm", NULL);
+				break;
+			}
+		case T_RuleStmt:
+			{
+				Oid			relid = rv_relid(((RuleStmt *) stmt)->relation);
+
+				if (is_audit_rel(relid) || is_managed_rel(relid))
+					refuse("CREATE RULE on", get_rel_name(relid), "Rules would rewrite what crm audits and protects.");
+				break;
+			}
+		case T_CreateFunctionStmt:
+			{
+				CreateFunctionStmt *f = (CreateFunctionStmt *) stmt;
+				char	   *fname;
+
+				if (QualifiedNameGetCreationNamespace(f->funcname, &fname) == get_namespace_oid("crm", true))
+					refuse("creating or replacing function", psprintf("crm.%s", fname), "crm's functions change only with the extension (ALTER EXTENSION crm UPDATE).");
+				break;
+			}
+		case T_AlterFunctionStmt:
+			if (crm_function_object((Node *) ((AlterFunctionStmt *) stmt)->func))
+				refuse("ALTER FUNCTION of", "a crm function", NULL);
+			break;
+		case T_AlterExtensionContentsStmt:
+			if (strcmp(((AlterExtensionContentsStmt *) stmt)->extname, "crm") == 0)
+				refuse("changing the members of extension", "crm", NULL);
+			break;
+		case T_AlterObjectDependsStmt:
+			{
+				AlterObjectDependsStmt *d = (AlterObjectDependsStmt *) stmt;
+
+				if ((d->objectType == OBJECT_TRIGGER && d->object && IsA(d->object, List) &&
+					 strncmp(strVal(llast((List *) d->object)), "crm_", 4) == 0) ||
+					((d->objectType == OBJECT_FUNCTION || d->objectType == OBJECT_PROCEDURE) && crm_function_object(d->object)))
+					refuse("ALTER ... DEPENDS ON EXTENSION for", "crm's objects", NULL);
+				break;
+			}
+		case T_AlterObjectSchemaStmt:
+			{
+				AlterObjectSchemaStmt *a = (AlterObjectSchemaStmt *) stmt;
+
+				if (a->relation && is_audit_rel(rv_relid(a->relation)))
+					refuse("ALTER ... SET SCHEMA of", get_rel_name(rv_relid(a->relation)), NULL);
+				if ((a->objectType == OBJECT_FUNCTION || a->objectType == OBJECT_PROCEDURE) && crm_function_object(a->object))
+					refuse("ALTER ... SET SCHEMA of", "a crm function", NULL);
+				break;
+			}
+		case T_DropOwnedStmt:
+		case T_ReassignOwnedStmt:
+			{
+				List	   *roles = IsA(stmt, DropOwnedStmt) ? ((DropOwnedStmt *) stmt)->roles : ((ReassignOwnedStmt *) stmt)->roles;
+				Oid			nsp = get_namespace_oid("crm", true);
+				Oid			log = OidIsValid(nsp) ? get_relname_relid("audit_log", nsp) : InvalidOid;
+				ListCell   *lc;
+
+				if (OidIsValid(log))
+					foreach(lc, roles)
+						if (get_rolespec_oid((RoleSpec *) lfirst(lc), true) == audit_log_owner(log))
+							refuse(IsA(stmt, DropOwnedStmt) ? "DROP OWNED BY" : "REASSIGN OWNED BY", "the owner of the audit log", NULL);
 				break;
 			}
 		default:
@@ -1726,9 +1902,22 @@ crm_audit_after_utility(Node *stmt, const char *query, bool toplevel)
 
 	if (!IsTransactionState() || creating_extension || crm_internal_depth > 0)
 		return;
-	/* DDL run by crm's own functions is recorded as the catalog change that caused it */
-	if (!toplevel && !IsA(stmt, VariableSetStmt) && !IsA(stmt, AlterSystemStmt))
+	/* DDL run by crm's own (SECURITY DEFINER) functions is recorded as the catalog change behind it */
+	if (!toplevel && InLocalUserIdChange() && !IsA(stmt, VariableSetStmt) && !IsA(stmt, AlterSystemStmt))
 		return;
+	/* a replaced crm trigger fires ALWAYS again, whoever replaced it */
+	if (IsA(stmt, CreateTrigStmt) && ((CreateTrigStmt *) stmt)->replace &&
+		strncmp(((CreateTrigStmt *) stmt)->trigname, "crm_", 4) == 0 &&
+		is_managed_rel(rv_relid(((CreateTrigStmt *) stmt)->relation)))
+	{
+		CreateTrigStmt *t = (CreateTrigStmt *) stmt;
+		Oid			relid = rv_relid(t->relation);
+
+		SPI_connect();
+		SPI_execute(psprintf("ALTER TABLE crm_data.%s ENABLE ALWAYS TRIGGER %s",
+							 quote_identifier(get_rel_name(relid)), quote_identifier(t->trigname)), false, 0);
+		SPI_finish();
+	}
 	switch (nodeTag(stmt))
 	{
 		case T_AlterTableStmt:

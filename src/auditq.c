@@ -145,7 +145,11 @@ crm_auditq_push(const char *db, const char *action, const char *object, int64 re
 		copy_str(e->action, action, sizeof(e->action));
 		copy_str(e->object, object, NAMEDATALEN);
 		e->record_id = record_id;
-		copy_str(e->detail, detail, DETAIL_LEN);
+		/* never a cut-off JSON text (the writer must be able to store every event) */
+		if (detail != NULL && strlen(detail) >= DETAIL_LEN)
+			snprintf(e->detail, DETAIL_LEN, "{\"truncated\": true, \"bytes\": %zu}", strlen(detail));
+		else
+			copy_str(e->detail, detail, DETAIL_LEN);
 	}
 	SpinLockRelease(&q->lock);
 	if (q->worker_latch)

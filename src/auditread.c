@@ -9,17 +9,22 @@
  */
 #include "crm.h"
 
+#include "access/sysattr.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "nodes/primnodes.h"
 #include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 typedef struct SeenObject
 {
@@ -62,6 +67,13 @@ PG_FUNCTION_INFO_V1(crm_saw);
 Datum
 crm_saw(PG_FUNCTION_ARGS)
 {
+	Node	   *fe = fcinfo->flinfo ? fcinfo->flinfo->fn_expr : NULL;
+
+	/* only the masking hook's calls count (they carry a form no hand-written call can have) */
+	if (fe == NULL || !IsA(fe, FuncExpr) || ((FuncExpr *) fe)->funcformat != COERCE_IMPLICIT_CAST)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("crm._saw() is called only by crm's masking hook")));
 	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1) && !PG_ARGISNULL(2) && !PG_ARGISNULL(3))
 	{
 		bool		found;
@@ -140,7 +152,9 @@ emit(void)
 			escape_json(&d, (char *) lfirst(f));
 		}
 		appendStringInfo(&d, "], \"rows\": %llu, \"records\": %d, ", (unsigned long long) rows_out, n);
-		if (n <= crm_audit_max_ids && n * 21 < 1500)
+		if (n == 0)
+			appendStringInfoString(&d, "\"ids\": \"not recorded: the fields were used in a condition or an inner expression\"");
+		else if (n <= crm_audit_max_ids && n * 21 < 1500)
 		{
 			const char *key = strcmp(s->object, "customer") == 0 ? "customers" : "ids";
 
@@ -184,6 +198,77 @@ emit(void)
 	seen = NIL;
 }
 
+/*
+ * Sensitive fields a statement referenced anywhere (select list, WHERE, join, sub-query, outer
+ * reference) that the actor may read unmasked on some records: noted by object, without ids when
+ * crm._saw() saw none (a predicate can reveal a value as surely as a select list).
+ */
+static void
+note_referenced(QueryDesc *qd)
+{
+	Oid			nsp = get_namespace_oid("crm_data", true);
+	bool		found;
+	int64		principal;
+	ListCell   *lc;
+
+	bool		pushed = false;
+
+	if (!OidIsValid(nsp) || !IsTransactionState())
+		return;
+	/* a portal's ExecutorEnd may run after its snapshot was popped; lookups below need one */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
+	principal = crm_current_principal(&found);
+	if (!found)
+	{
+		if (pushed)
+			PopActiveSnapshot();
+		return;
+	}
+	foreach(lc, qd->plannedstmt->rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+		Relation	rel;
+		CrmFieldLevels *lv;
+		bool		whole;
+
+		if (rte->rtekind != RTE_RELATION || get_rel_namespace(rte->relid) != nsp || rte->selectedCols == NULL)
+			continue;
+		whole = bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, rte->selectedCols);
+		rel = table_open(rte->relid, NoLock);
+		lv = crm_field_levels(principal, rel);
+		for (int i = 0; i < lv->nfields; i++)
+		{
+			CrmFieldLevel *f = &lv->fields[i];
+
+			if (f->sensitive && f->kind != CRM_FIELD_BLIND_INDEX && (f->rank >= 2 || f->own_rank >= 2) &&
+				(whole || bms_is_member(f->attnum - FirstLowInvalidHeapAttributeNumber, rte->selectedCols)))
+			{
+				SeenObject *so = seen_object(RelationGetRelationName(rel));
+				ListCell   *fc;
+				bool		have = false;
+
+				foreach(fc, so->fields)
+					if (strcmp((char *) lfirst(fc), f->name) == 0)
+						have = true;
+				if (!have)
+				{
+					MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+					so->fields = lappend(so->fields, pstrdup(f->name));
+					MemoryContextSwitchTo(old);
+				}
+			}
+		}
+		table_close(rel, NoLock);
+	}
+	if (pushed)
+		PopActiveSnapshot();
+}
+
 /* A statement over managed tables starts (masking.c calls this for those only). */
 void
 crm_auditread_start(void)
@@ -203,6 +288,7 @@ crm_auditread_end(QueryDesc *qd)
 		depth--;
 	if (qd->estate && depth == 0)
 		rows_out = qd->estate->es_processed;
+	note_referenced(qd);
 	if (qd->operation == CMD_SELECT && qd->estate &&
 		(copy_out || (depth == 0 && qd->estate->es_processed > (uint64) crm_export_threshold)))
 	{

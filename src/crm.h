@@ -92,6 +92,7 @@ extern void crm_audit_flush_pending(void);
 extern void crm_audit_event(const char *action, const char *object, int64 record_id, const char *detail);
 extern int64 crm_audit_seal_internal(void);
 extern void crm_audit_check_utility(Node *stmt);
+extern void crm_audit_hooks_init(void);
 extern void crm_audit_after_utility(Node *stmt, const char *query, bool toplevel);
 
 /* auditread.c: READ_SENSITIVE and EXPORT */

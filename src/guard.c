@@ -232,6 +232,22 @@ crm_guard(PG_FUNCTION_ARGS)
 	else
 		newtup = td->tg_trigtuple;
 
+	/* a record's id never changes (the audit trail, shares and data keys hang on it) */
+	if (oldtup != NULL)
+	{
+		int			idatt = SPI_fnumber(desc, "id");
+		bool		n1, n2;
+		Datum		a = heap_getattr(oldtup, idatt, desc, &n1);
+		Datum		b = heap_getattr(newtup, idatt, desc, &n2);
+
+		if (idatt > 0 && (n1 != n2 || (!n1 && DatumGetInt64(a) != DatumGetInt64(b))))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("the id of record %lld of %s cannot change", (long long) DatumGetInt64(a),
+							RelationGetRelationName(rel))),
+					 errhint("Make a new record instead."));
+	}
+
 	principal = crm_current_principal(&found);
 
 	/* encrypted fields: whoever writes, only ciphertext is stored (crypt.c) */

@@ -111,4 +111,5 @@ crm_hooks_init(void)
 	ProcessUtility_hook = crm_ProcessUtility;
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = crm_ExecutorStart;
+	crm_audit_hooks_init();
 }

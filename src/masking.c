@@ -413,7 +413,8 @@ saw_mutator(Node *node, SawCtx *c)
 												makeVar(v->varno, c->id_attno, INT8OID, -1, InvalidOid, 0),
 												makeVar(v->varno, c->rm->owner_attno, INT8OID, -1, InvalidOid, 0)),
 											 makeBoolConst(f->rank < 2, false)),
-									 v->varcollid, v->varcollid, COERCE_EXPLICIT_CALL);
+									 v->varcollid, v->varcollid,
+									 COERCE_IMPLICIT_CAST);	/* marks it as the hook's (auditread.c) */
 	}
 	return expression_tree_mutator(node, saw_mutator, (void *) c);
 }

@@ -39,7 +39,7 @@ CREATE FUNCTION pg_temp.last_detail(act text, obj text) RETURNS jsonb LANGUAGE s
    WHERE l.id > (SELECT id FROM p WHERE k = 'start') AND l.action = act AND l.object = obj ORDER BY l.id DESC LIMIT 1
 $$;
 
-SELECT plan(41);
+SELECT plan(59);
 
 -- row changes
 SET LOCAL ROLE au_rm;
@@ -153,6 +153,44 @@ SELECT is(pg_temp.err(NULL, 'CREATE OR REPLACE TRIGGER crm_audit AFTER INSERT ON
           '42501 replacing trigger crm_audit is not allowed', 'replacing the audit trigger with another function: refused');
 SELECT is(pg_temp.err(NULL, 'ALTER TABLE crm_data.customer NO FORCE ROW LEVEL SECURITY'), '42501 turning row security off for customer is not allowed',
           'NO FORCE ROW LEVEL SECURITY: refused');
+
+-- forging and dodging (found by review)
+CREATE TEMP TABLE principal_role (id bigint, principal_id bigint, role text);
+CREATE TRIGGER forge AFTER INSERT ON principal_role FOR EACH ROW EXECUTE FUNCTION crm._audit_row('GRANT');
+SELECT is(pg_temp.err(NULL, 'INSERT INTO pg_temp.principal_role VALUES (99, 2, ''admin'')'),
+          '42501 crm''s audit triggers may only be used on crm''s tables', 'crm''s audit trigger on a look-alike table cannot forge entries');
+SELECT is(pg_temp.err('au_rm', $q$SELECT crm._saw(0, 'customer', 'id_number', 1::bigint, 1::bigint, false)$q$),
+          '42501 crm._saw() is called only by crm''s masking hook', 'READ_SENSITIVE events cannot be forged by calling crm._saw');
+SELECT is(pg_temp.err('au_rm', format('UPDATE crm_data.customer SET id = DEFAULT WHERE id = %s', (SELECT id FROM p WHERE k = 'c'))),
+          format('0A000 the id of record %s of customer cannot change', (SELECT id FROM p WHERE k = 'c')),
+          'a record''s id cannot change (it would cut it from its trail and its data key)');
+-- superusers cannot quietly switch the log off either
+SELECT is(pg_temp.err(NULL, 'CREATE RULE zz AS ON INSERT TO crm.audit_log DO INSTEAD NOTHING'), '42501 CREATE RULE on audit_log is not allowed', 'CREATE RULE on the log: refused');
+SELECT is(pg_temp.err(NULL, 'CREATE RULE zz AS ON UPDATE TO crm_data.customer DO INSTEAD NOTHING'), '42501 CREATE RULE on customer is not allowed', 'CREATE RULE on a managed table: refused');
+CREATE FUNCTION pg_temp.drop_it() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+SELECT is(pg_temp.err(NULL, 'CREATE TRIGGER zz BEFORE INSERT ON crm.audit_log FOR EACH ROW EXECUTE FUNCTION pg_temp.drop_it()'),
+          '42501 CREATE TRIGGER on audit_log is not allowed', 'a trigger on the log that drops entries: refused');
+SELECT is(pg_temp.err(NULL, $q$CREATE OR REPLACE FUNCTION crm._audit_row() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'$q$),
+          '42501 creating or replacing function crm._audit_row is not allowed', 'replacing crm''s trigger function: refused');
+SELECT is(pg_temp.err(NULL, 'ALTER EXTENSION crm DROP FUNCTION crm._audit_row()'), '42501 changing the members of extension crm is not allowed',
+          'taking a function out of the extension: refused');
+SELECT is(pg_temp.err(NULL, 'DROP FUNCTION crm._audit_row() CASCADE'), '42501 DROP FUNCTION of a crm function is not allowed', 'DROP FUNCTION ... CASCADE: refused');
+SELECT is(pg_temp.err(NULL, 'ALTER TRIGGER crm_audit ON crm_data.customer DEPENDS ON EXTENSION pgcrypto'),
+          '42501 ALTER ... DEPENDS ON EXTENSION for crm''s objects is not allowed', 'making crm''s trigger depend on another extension: refused');
+SELECT is(pg_temp.err(NULL, 'ALTER SCHEMA crm_data RENAME TO x'), '42501 renaming schema crm_data is not allowed', 'renaming crm_data (to slip past the guards): refused');
+SELECT is(pg_temp.err(NULL, 'ALTER SCHEMA crm RENAME TO x'), '42501 renaming schema crm is not allowed', 'renaming crm: refused');
+SELECT is(pg_temp.err(NULL, 'ALTER TABLE crm.audit_log SET SCHEMA public'), '42501 ALTER ... SET SCHEMA of audit_log is not allowed', 'moving the log out of crm: refused');
+SELECT is(pg_temp.err(NULL, $q$ALTER TABLE crm.audit_log ADD CONSTRAINT zz CHECK (action <> 'READ_SENSITIVE') NOT VALID$q$),
+          '42501 ALTER TABLE of audit_log is not allowed', 'a CHECK that would make entries fail: refused');
+SELECT is(pg_temp.err(NULL, 'ALTER TABLE crm.audit_log ALTER COLUMN era SET DEFAULT 42'), '42501 ALTER TABLE of audit_log is not allowed',
+          'a default that would keep entries from being sealed: refused');
+SELECT is(pg_temp.err(NULL, 'REASSIGN OWNED BY ' || quote_ident(current_user) || ' TO au_rm'), '42501 REASSIGN OWNED BY the owner of the audit log is not allowed',
+          'REASSIGN/DROP OWNED BY the log''s owner: refused');
+SELECT is(pg_temp.err(NULL, 'CREATE OR REPLACE TRIGGER crm_audit AFTER INSERT OR UPDATE OF owner_id OR DELETE ON crm_data.customer FOR EACH ROW EXECUTE FUNCTION crm._audit_row()'),
+          '42501 replacing trigger crm_audit is not allowed', 'replacing the audit trigger with a narrower one: refused');
+CREATE OR REPLACE TRIGGER crm_audit AFTER INSERT OR UPDATE OR DELETE ON crm_data.customer FOR EACH ROW EXECUTE FUNCTION crm._audit_row();
+SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'crm_data.customer'::regclass AND tgname = 'crm_audit'), 'A',
+          'replacing it with itself leaves it firing ALWAYS');
 
 SELECT * FROM finish();
 ROLLBACK;

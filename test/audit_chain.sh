@@ -72,6 +72,21 @@ ok "$(su -c "SELECT count(*) FROM crm.who_saw($c1) WHERE action = 'READ_SENSITIV
 as ac_rm -c "SELECT name, segment FROM crm_data.customer" >/dev/null
 sleep 1.5
 ok "$(su -c "SELECT count(*) FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE'")" "1" "a query without sensitive fields writes no READ_SENSITIVE"
+s2=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
+as ac_rm -c "SELECT (SELECT c.id_number) FROM crm_data.customer c WHERE c.id = $c1" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $s2 AND action = 'READ_SENSITIVE' AND detail -> 'fields' ? 'id_number')"
+ok "$?" "0" "a sensitive field read through an outer reference (sub-select) is a READ_SENSITIVE too"
+s3=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
+as ac_rm -c "SELECT count(*) FROM crm_data.customer WHERE id_number LIKE '1101%'" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $s3 AND action = 'READ_SENSITIVE' AND detail ->> 'ids' LIKE 'not recorded%')"
+ok "$?" "0" "so is a sensitive field used only in a condition (a predicate reveals values too)"
+s4=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
+big=$(for i in $(seq 1 140); do printf 'SELECT 1 FROM crm_data.opportunity UNION ALL '; done)
+as ac_rm -c "COPY ($big SELECT 1) TO STDOUT" >/dev/null
+as ac_rm -c "SELECT id_number FROM crm_data.customer WHERE id = $c1" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $s4 AND action = 'READ_SENSITIVE')"
+ok "$?" "0" "an event too big for the queue does not make the others be lost"
+ok "$(su -c "SELECT detail ->> 'truncated' FROM crm.audit_log WHERE id > $s4 AND action = 'EXPORT'")" "true" "(it is kept, marked truncated)"
 as ac_rm -c "COPY (SELECT id, name FROM crm_data.customer) TO STDOUT" >/dev/null
 wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'EXPORT' AND detail ->> 'how' = 'COPY TO')"
 ok "$?" "0" "COPY ... TO of a managed table: EXPORT"

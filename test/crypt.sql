@@ -40,7 +40,7 @@ BEGIN
   END;
 END $$;
 
-SELECT plan(53);
+SELECT plan(54);
 
 -- defining encrypted fields
 SELECT is((SELECT ok FROM crm.keyring_status()), true, 'the test cluster has a usable keyring');
@@ -184,6 +184,8 @@ SELECT crm.forget_subject((SELECT id FROM p WHERE k = 'c'), 'PIPL erasure reques
 RESET ROLE;
 SELECT is(pg_temp.as1('cr_rm', format('SELECT cr_passport || ''|'' || cr_idno || ''|'' || name FROM crm_data.customer WHERE id = %s', (SELECT id FROM p WHERE k = 'c'))),
           '[erased]|[erased]|李四', 'after forget_subject the encrypted fields read as [erased] (plain fields untouched)');
+SELECT is(pg_temp.as1('cr_rm', $q$SELECT count(*) FROM crm.find('customer', 'cr_passport', 'E22223333')$q$), '0',
+          'a forgotten value cannot be found through the blind index any more');
 SELECT is(pg_temp.as1('cr_rm', $q$SELECT string_agg(name || '=' || cr_passport, ',') FROM crm_data.customer WHERE name = '王五'$q$),
           '王五=G99887766', 'other customers are unaffected');
 SELECT is(pg_temp.err('cr_rm', format('UPDATE crm_data.customer SET cr_passport = ''E55556666'' WHERE id = %s', (SELECT id FROM p WHERE k = 'c'))),

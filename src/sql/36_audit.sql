@@ -66,7 +66,10 @@ BEGIN
     END IF;
   END IF;
   -- (re)applied on every install: DROP EXTENSION CASCADE takes what depends on crm's functions
-  ALTER TABLE crm.audit_log ALTER COLUMN era SET DEFAULT crm._audit_era();
+  IF NOT EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                  WHERE d.adrelid = 'crm.audit_log'::regclass AND a.attname = 'era') THEN
+    ALTER TABLE crm.audit_log ALTER COLUMN era SET DEFAULT crm._audit_era();
+  END IF;
   -- append-only: for everyone, table owners and superusers included (crm's own maintenance
   -- detaches old partitions through crm.audit_retention() -> crm._audit_detach())
   FOREACH t IN ARRAY ARRAY['audit_log', 'audit_block'] LOOP
@@ -198,11 +201,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     FROM crm.audit_log l
    WHERE l.action IN ('READ_SENSITIVE', 'EXPORT')
      AND (l.detail -> 'customers' @> to_jsonb($1)
-          OR (l.detail ? 'ids_digest' AND l.object = 'customer')
-          OR l.detail -> 'customers_digest' IS NOT NULL)
+          OR l.detail -> 'customers_digest' IS NOT NULL
+          OR (l.object = 'customer' AND jsonb_typeof(l.detail -> 'ids') = 'string'))
    ORDER BY l.id
 $$;
-COMMENT ON FUNCTION crm.who_saw(bigint) IS 'every READ_SENSITIVE or EXPORT event that included a customer (events over crm.audit_max_ids rows list only a digest and are included as possible)';
+COMMENT ON FUNCTION crm.who_saw(bigint) IS 'every READ_SENSITIVE or EXPORT event that included a customer (events that list only a digest of many ids, or no ids, are included as possible)';
 
 SELECT crm._audit_tables() WHERE pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.<>) 'off';
 

@@ -74,7 +74,7 @@ CREATE VIEW crm.fields_searchable AS
 -- and in every copy, read as "[erased]" from now on. For compliance principals and crm_admin.
 CREATE FUNCTION crm.forget_subject(customer_id bigint, reason text)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE me bigint := crm.current_principal(); hit integer;
+DECLARE me bigint := crm.current_principal(); hit integer; done boolean; f record; par record;
 BEGIN
   IF NOT (crm._caller_has_role('crm_admin')
           OR EXISTS (SELECT 1 FROM crm.principal_role pr WHERE pr.principal_id = me AND pr.role = 'compliance')) THEN
@@ -97,6 +97,18 @@ BEGIN
       RAISE EXCEPTION 'customer % does not exist', forget_subject.customer_id USING ERRCODE = '42704';
     END IF;
   END IF;
-  RETURN crm._shred_subject(forget_subject.customer_id, forget_subject.reason, me);
+  done := crm._shred_subject(forget_subject.customer_id, forget_subject.reason, me);
+  -- blind indexes would still match the forgotten values: the write trigger recomputes them (NULL)
+  FOR f IN SELECT fs.object, fs.name FROM crm.fields_searchable fs WHERE fs.searchable LOOP
+    SELECT * INTO par FROM crm._parent_of(f.object);
+    IF f.object = 'customer' THEN
+      EXECUTE format('UPDATE crm_data.customer SET %I = NULL WHERE id = $1 AND %I IS NOT NULL', 'crm_bidx_' || f.name, 'crm_bidx_' || f.name)
+        USING forget_subject.customer_id;
+    ELSIF par.parent = 'customer' THEN
+      EXECUTE format('UPDATE crm_data.%I SET %I = NULL WHERE %I = $1 AND %I IS NOT NULL', f.object, 'crm_bidx_' || f.name, par.field, 'crm_bidx_' || f.name)
+        USING forget_subject.customer_id;
+    END IF;
+  END LOOP;
+  RETURN done;
 END $$;
 COMMENT ON FUNCTION crm.forget_subject(bigint, text) IS 'crypto-shred a customer: destroy its data key, so its encrypted fields read as [erased] everywhere';
