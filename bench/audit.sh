@@ -112,7 +112,7 @@ cat <<MD
 ## Audit (\`bench/audit.sh\`, $N customers, ${T}s pgbench runs, $R interleaved rounds, medians)
 
 Single-row \`UPDATE crm_data.customer SET aum = aum + 1 WHERE id = :id\` (pgbench, prepared), on copies
-of one database: crm's audit (row trigger in C, one INSERT per statement, sealed by the worker every
+of one database: crm's audit (row trigger in C, entries written per statement straight into the partition, sealed every
 second), no audit, a PL/pgSQL trigger writing \`to_jsonb(OLD)\`/\`to_jsonb(NEW)\` with a SHA-256 chain
 through a one-row head table, and pgaudit (\`pgaudit.log = 'write'\`).
 
