@@ -57,6 +57,10 @@ tour "encryption at rest: the RM writes and reads plaintext; the table holds AES
   -c "UPDATE crm_data.customer SET passport_no = 'E' || lpad(id::text, 8, '0') WHERE id = (SELECT min(id) FROM crm_data.customer) RETURNING id, name, passport_no" \
   -c "SELECT id, record->>'name' AS name FROM crm.find('customer', 'passport_no', (SELECT 'E' || lpad(min(id)::text, 8, '0') FROM crm_data.customer))" \
   -c "RESET ROLE" -c "SELECT id, left(passport_no, 40) || '…' AS stored_as_superuser_sees_it FROM crm_data.customer WHERE passport_no IS NOT NULL"
+tour "the audit trail: every change field by field (protected values as keyed hashes), who read what, and a verified chain" \
+  -c "SELECT crm.audit_seal() AS sealed_now" \
+  -c "SELECT t.action, t.session_user_name, t.field, left(t.old_value, 24) AS old, left(t.new_value, 24) AS new FROM crm.audit_trail('customer', (SELECT min(c.id) FROM crm_data.customer c WHERE c.passport_no IS NOT NULL)) t ORDER BY t.id DESC, t.field LIMIT 6" \
+  -c "SELECT ok, blocks, entries, unsealed, problem FROM crm.audit_verify()"
 tour "an RM's own login cannot act as anyone" -U demo_rm_00002 -c "SELECT crm.act_as('demo_rm_00001')" || true
 
 cat <<MSG

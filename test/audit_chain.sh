@@ -69,9 +69,13 @@ wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND actio
 ok "$?" "0" "READ_SENSITIVE for a read whose transaction rolled back"
 ok "$(su -c "SELECT detail -> 'fields' FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE' ORDER BY id LIMIT 1")" '["id_number"]' "it names the field"
 ok "$(su -c "SELECT count(*) FROM crm.who_saw($c1) WHERE action = 'READ_SENSITIVE'")" "1" "who_saw lists it for that customer"
+as ac_rm -c "SELECT id, id_number FROM crm_data.customer" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE' AND record_id IS NULL AND detail -> 'customers' @> '$c1')"
+ok "$(su -c "SELECT count(*) > 0 FROM crm.audit_trail('customer', $c1) WHERE action = 'READ_SENSITIVE' AND field IS NULL")" "t" \
+   "audit_trail lists a read of many customers that included this one"
 as ac_rm -c "SELECT name, segment FROM crm_data.customer" >/dev/null
 sleep 1.5
-ok "$(su -c "SELECT count(*) FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE'")" "1" "a query without sensitive fields writes no READ_SENSITIVE"
+ok "$(su -c "SELECT count(*) FROM crm.audit_log WHERE id > $start AND action = 'READ_SENSITIVE'")" "2" "a query without sensitive fields writes no READ_SENSITIVE"
 s2=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
 as ac_rm -c "SELECT (SELECT c.id_number) FROM crm_data.customer c WHERE c.id = $c1" >/dev/null
 wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $s2 AND action = 'READ_SENSITIVE' AND detail -> 'fields' ? 'id_number')"

@@ -187,7 +187,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     FROM crm.audit_log l
     LEFT JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(l.detail -> 'fields') = 'object' THEN l.detail -> 'fields' END) f ON true
    WHERE l.object = $1 AND l.record_id = $2
-      OR (l.action IN ('READ_SENSITIVE', 'EXPORT') AND l.object = $1 AND l.detail -> 'ids' @> to_jsonb($2))
+      OR (l.action IN ('READ_SENSITIVE', 'EXPORT') AND l.object = $1
+          AND (l.detail -> 'ids' @> to_jsonb($2) OR l.detail -> 'customers' @> to_jsonb($2)))
    ORDER BY l.id, f.key
 $$;
 COMMENT ON FUNCTION crm.audit_trail(text, bigint) IS 'the history of one record, field by field (protected values as keyed hashes)';
