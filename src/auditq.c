@@ -190,15 +190,25 @@ void
 crm_auditq_session_event(const char *action, const char *object, int64 record_id, int64 principal, const char *detail)
 {
 	char		addr[64] = "";
-	const char *db;
+	static Oid	user = InvalidOid;
+	static NameData user_name;
 
+	/*
+	 * Also called while a transaction aborts or after it committed (reads that happened stay
+	 * read): no catalog lookup then — names come from the connection and from the last lookup.
+	 */
 	if (MyProcPort && MyProcPort->remote_host && MyProcPort->raddr.addr.ss_family != AF_UNIX)
 		strlcpy(addr, MyProcPort->remote_host, sizeof(addr));
-	db = OidIsValid(MyDatabaseId) ? get_database_name(MyDatabaseId) : NULL;
-	(void) crm_auditq_push(db, action, object, record_id, principal,
+	if (IsTransactionState() && OidIsValid(GetUserId()) && user != GetUserId())
+	{
+		char	   *n = GetUserNameFromId(GetUserId(), true);
+
+		namestrcpy(&user_name, n ? n : "");
+		user = GetUserId();
+	}
+	(void) crm_auditq_push(MyProcPort ? MyProcPort->database_name : NULL, action, object, record_id, principal,
 						   MyProcPort && MyProcPort->user_name ? MyProcPort->user_name : "",
-						   OidIsValid(GetUserId()) ? GetUserNameFromId(GetUserId(), true) : "",
-						   addr, application_name, detail);
+						   NameStr(user_name), addr, application_name, detail);
 }
 
 static void

@@ -85,6 +85,12 @@ s3=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
 as ac_rm -c "SELECT count(*) FROM crm_data.customer WHERE id_number LIKE '1101%'" >/dev/null
 wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $s3 AND action = 'READ_SENSITIVE' AND detail ->> 'ids' LIKE 'not recorded%')"
 ok "$?" "0" "so is a sensitive field used only in a condition (a predicate reveals values too)"
+s5=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
+cmax=$(su -c "SELECT max(id) FROM crm_data.customer")
+ok "$(as ac_rm -c "SELECT id_number, 1/(id - $cmax) FROM crm_data.customer" -c "SELECT 'alive'" | tail -1)" "alive" \
+   "a statement that fails after reading sensitive rows (the event is written while the transaction aborts)"
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $s5 AND action = 'READ_SENSITIVE' AND current_user_name = 'ac_rm' AND detail -> 'customers' @> '$cmax')"
+ok "$?" "0" "... is still a READ_SENSITIVE, with the rows it read"
 s4=$(su -c "SELECT coalesce(max(id), 0) FROM crm.audit_log")
 big=$(for i in $(seq 1 140); do printf 'SELECT 1 FROM crm_data.opportunity UNION ALL '; done)
 as ac_rm -c "COPY ($big SELECT 1) TO STDOUT" >/dev/null
