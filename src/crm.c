@@ -46,7 +46,10 @@ _PG_init(void)
 	/* settings (defined before the prefix is reserved); the audit queue and worker when preloaded */
 	crm_crypt_init();
 	if (!IsBinaryUpgrade)
+	{
 		crm_auditq_init();
+		crm_scheduler_init();
+	}
 
 	/*
 	 * Nobody may invent crm.* settings: identity and policy never come from a setting, and a
@@ -64,7 +67,7 @@ _PG_init(void)
  */
 static const char *const watched_names[] = {
 	"principal", "principal_role", "role", "org_unit", "object", "object_grant", "record_share", "wall",
-	"field", "field_access", "data_key"
+	"field", "field_access", "data_key", "rule"
 };
 #define NWATCHED lengthof(watched_names)
 static Oid	watched[NWATCHED];
@@ -87,6 +90,7 @@ crm_reset_caches(void)
 	crm_crypt_reset();
 	crm_audit_rel_reset();
 	crm_masking_reset();
+	crm_rules_reset();
 }
 
 static void
@@ -125,6 +129,7 @@ crm_caches_xact_callback(XactEvent event, void *arg)
 		crm_crypt_reset();
 		crm_audit_rel_reset();
 		crm_masking_reset();
+		crm_rules_reset();
 	}
 }
 

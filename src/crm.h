@@ -83,6 +83,13 @@ extern int64 crm_current_principal(bool *found);
 extern void crm_identity_init(void);
 extern void crm_identity_reset(void);
 extern int64 crm_last_principal;
+extern void crm_push_principal(int64 principal);
+extern void crm_pop_principal(void);
+
+/* rules.c: automation */
+extern int	crm_rule_max_depth;
+extern void crm_rules_reset(void);
+extern void crm_scheduler_init(void);
 
 /* audit.c: the audit log */
 extern bool crm_audit_internal_ddl;

@@ -292,3 +292,28 @@ crm_caller_has_role(PG_FUNCTION_ARGS)
 
 	PG_RETURN_BOOL(OidIsValid(role) && has_privs_of_role(GetOuterUserId(), role));
 }
+
+/*
+ * crm's own code acting for a principal (a rule's actions run as the rule's owner): push before,
+ * pop after, on error too. Binds the current outer user only, like act_as, and needs no crm_app.
+ */
+void
+crm_push_principal(int64 principal)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	ActAsFrame *f = palloc(sizeof(ActAsFrame));
+
+	MemoryContextSwitchTo(old);
+	f->principal = principal;
+	f->set_by = GetOuterUserId();
+	f->nest_level = GetCurrentTransactionNestLevel();
+	f->prev = act_as_top;
+	act_as_top = f;
+}
+
+void
+crm_pop_principal(void)
+{
+	if (act_as_top != NULL)
+		act_as_top = act_as_top->prev;
+}

@@ -5,7 +5,7 @@
 DO $roles$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['crm_user', 'crm_app', 'crm_auditor', 'crm_admin'] LOOP
+  FOREACH r IN ARRAY ARRAY['crm_user', 'crm_app', 'crm_auditor', 'crm_admin', 'crm_connector'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
       EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
     END IF;

@@ -91,7 +91,7 @@ BEGIN
   FOREACH t SLICE 1 IN ARRAY ARRAY[['object_grant', 'GRANT'], ['principal_role', 'GRANT'], ['principal', 'GRANT'],
                                    ['role', 'GRANT'], ['org_unit', 'GRANT'], ['record_share', 'SHARE'],
                                    ['wall', 'POLICY'], ['field_access', 'POLICY'], ['object', 'DDL'], ['field', 'DDL'],
-                                   ['data_key', 'MAINTENANCE']] LOOP
+                                   ['data_key', 'MAINTENANCE'], ['rule', 'POLICY']] LOOP
     EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH ROW EXECUTE FUNCTION crm._audit_row(%L)', t[1], t[2]);
     EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit_flush AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH STATEMENT EXECUTE FUNCTION crm._audit_flush()', t[1]);
     EXECUTE pg_catalog.format('ALTER TABLE crm.%I ENABLE ALWAYS TRIGGER crm_audit', t[1]);
@@ -99,3 +99,17 @@ BEGIN
   END LOOP;
 END
 $aud$;
+
+-- rules, outbox, consent
+GRANT EXECUTE ON FUNCTION crm.today(), crm.days_until(date), crm.days_until(date, date), crm.next_anniversary(date),
+  crm.next_anniversary(date, date), crm.days_until_anniversary(date), crm.days_until_anniversary(date, date),
+  crm.has_consent(bigint, text, text)
+  TO PUBLIC;
+GRANT EXECUTE ON FUNCTION crm.create_rule(text, text, text, text, jsonb, jsonb), crm.alter_rule(text, text, jsonb, jsonb),
+  crm.enable_rule(text), crm.disable_rule(text), crm.drop_rule(text), crm.run_rule(text), crm.run_due()
+  TO crm_admin;
+GRANT EXECUTE ON FUNCTION crm.explain_rule(text) TO crm_admin, crm_auditor;
+GRANT SELECT ON crm.rule, crm.rule_state, crm.rule_skip TO crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.outbox_claim(integer), crm.outbox_done(bigint), crm.outbox_failed(bigint, text)
+  TO crm_connector, crm_admin;
+GRANT SELECT ON crm.outbox TO crm_connector;
