@@ -286,10 +286,23 @@ check_raw(Node *node, CondCheck *c)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("the %s of rule \"%s\" cannot use parameters", c->what, c->rule)));
-	if (IsA(node, FuncCall) && ((FuncCall *) node)->over != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_WINDOWING_ERROR),
-				 errmsg("the %s of rule \"%s\" cannot use window functions", c->what, c->rule)));
+	if (IsA(node, FuncCall))
+	{
+		FuncCall   *fc = (FuncCall *) node;
+		FuncCandidateList cl;
+
+		if (fc->over != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_WINDOWING_ERROR),
+					 errmsg("the %s of rule \"%s\" cannot use window functions", c->what, c->rule)));
+		for (cl = FuncnameGetCandidates(fc->funcname, -1, NIL, false, false, false, true); cl; cl = cl->next)
+			if (get_func_prokind(cl->oid) == PROKIND_AGGREGATE)
+				ereport(ERROR,
+						(errcode(ERRCODE_GROUPING_ERROR),
+						 errmsg("the %s of rule \"%s\" cannot use aggregate function %s()", c->what, c->rule,
+								NameListToString(fc->funcname)),
+						 errhint("A condition looks at one record at a time.")));
+	}
 	return raw_expression_tree_walker(node, check_raw, (void *) c);
 }
 
@@ -360,7 +373,27 @@ parse_rule_expr(CondCheck *c, const char *text)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the %s of rule \"%s\" is empty", c->what, c->rule),
 				 errhint("Give a SQL boolean expression such as aum > 1000000, or 'true'.")));
-	raw = raw_parser(psprintf("SELECT %s\n", text), RAW_PARSE_DEFAULT);
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			raw = raw_parser(psprintf("SELECT %s\n", text), RAW_PARSE_DEFAULT);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *ed;
+
+			MemoryContextSwitchTo(cxt);
+			ed = CopyErrorData();
+			FlushErrorState();
+			ereport(ERROR,
+					(errcode(ERRCODE_SYNTAX_ERROR),
+					 errmsg("the %s of rule \"%s\" is not valid SQL: %s", c->what, c->rule, ed->message),
+					 errdetail("Found: %s", text)));
+		}
+		PG_END_TRY();
+	}
 	if (list_length(raw) != 1 || !IsA(((RawStmt *) linitial(raw))->stmt, SelectStmt))
 		goto bad;
 	s = (SelectStmt *) ((RawStmt *) linitial(raw))->stmt;

@@ -609,7 +609,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
    WHERE o.id OPERATOR(pg_catalog.=) ANY (ARRAY(
      SELECT x.id FROM crm.outbox x
       WHERE (x.status OPERATOR(pg_catalog.=) 'pending' AND x.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now())
-         OR (x.status OPERATOR(pg_catalog.=) 'sending' AND x.claimed_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) interval '5 minutes')
+         OR (x.status OPERATOR(pg_catalog.=) 'sending' AND x.claimed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '5 minutes'))
       ORDER BY x.next_attempt_at, x.id LIMIT greatest($1, 0) FOR UPDATE SKIP LOCKED))
   RETURNING o.*
 $$;
