@@ -33,6 +33,8 @@ SELECT crm.days_until_anniversary('1980-02-27'), crm.days_until_anniversary('199
        crm.next_anniversary('1992-02-29'), crm.next_anniversary('1992-02-29', '2028-01-01');
 SELECT crm.days_until_anniversary('1990-01-05', '2026-12-30'), crm.next_anniversary('1990-12-30', '2026-12-31'),
        crm.days_until_anniversary('1990-02-20');
+SELECT crm.anniversary_key('1992-02-29'), crm.anniversary_key('1980-12-31'),
+       crm.anniversary_keys(3, '2027-02-26'), crm.anniversary_keys(2, '2028-02-27'), crm.anniversary_keys(2, '2026-12-30');
 SELECT provolatile FROM pg_proc WHERE oid IN ('crm.days_until_anniversary(date)'::regprocedure, 'crm.days_until_anniversary(date,date)'::regprocedure) ORDER BY 1;
 SELECT crm.days_until('infinity');
 SET crm.today = 'next tuesday';
@@ -68,6 +70,17 @@ UPDATE crm.rule_state SET next_run_at = now() - interval '1 minute' WHERE rule =
 SELECT rule, fired, error FROM crm.run_due();
 SELECT rule, fired, error FROM crm.run_due();
 SELECT runs, last_fired, next_run_at > now() + interval '23 hours' AS tomorrow FROM crm.rule_state WHERE rule = 'birthday_followup';
+
+-- the same rule written to use an index on crm.anniversary_key(birthday): the same customers
+SELECT crm.create_rule('birthday_indexed', 'customer', 'schedule',
+  'crm.anniversary_key(birthday) = ANY (crm.anniversary_keys(7))',
+  '[{"type": "create_task", "assignee": "owner", "title": "生日(索引): {{name}}", "due_in_days": 7}]',
+  '{"run_as": "regress_rl_admin", "occurrence": "crm.next_anniversary(birthday)"}');
+SELECT crm.run_rule('birthday_indexed') AS fired;
+SELECT (SELECT array_agg(record_id ORDER BY record_id) FROM crm.rule_fired WHERE rule = 'birthday_indexed')
+     = (SELECT array_agg(id ORDER BY id) FROM crm_data.customer WHERE crm.days_until_anniversary(birthday) BETWEEN 0 AND 7) AS same_customers;
+SELECT crm.drop_rule('birthday_indexed');
+SELECT count(*) AS fired_rows_left FROM crm.rule_fired WHERE rule = 'birthday_indexed';
 
 -- 2. 30 days before a holding matures, a renewal SMS to the customer, only with marketing consent
 INSERT INTO crm_data.product (owner_id, code, name, product_type, risk_level) VALUES (:adm, 'RL-WM-1', '稳健理财1号', 'wealth_management', 'R2');
@@ -205,7 +218,10 @@ SELECT crm.drop_rule('no_such_rule');
 SELECT crm.alter_rule('churn_alert', condition => 'NEW.aum <');
 SELECT part, sql FROM crm.explain_rule('churn_alert') WHERE part = 'trigger';
 
--- who may: rules are crm_admin's; the log of rules and the outbox are not for CRM users
+-- who may: rules are crm_admin's; the log of rules and the outbox are not for CRM users; crm's
+-- internals are not callable, not even on a table of one's own; the test date is superuser-only
+CREATE TABLE public.rl_mine (id bigint);
+ALTER TABLE public.rl_mine OWNER TO regress_rl_user;
 SET ROLE regress_rl_user;
 SELECT crm.create_rule('r2', 'customer', 'update', 'true', '[{"type": "create_task", "title": "x"}]');
 SELECT crm.drop_rule('churn_alert');
@@ -213,6 +229,12 @@ SELECT crm.run_due();
 SELECT count(*) FROM crm.outbox;
 SELECT crm.outbox_claim(1);
 SELECT crm._run_rule('birthday_followup');
+SELECT crm._render('{{id_number}}', 'customer', '{"id_number": "x"}', 1, 1, 'principal');
+SELECT crm._rule_trigger('churn_alert', 'customer', 'update', 'true');
+SELECT crm._rule_call('public.rl_note(bigint)', 1, 'postgres');
+CREATE TRIGGER t AFTER INSERT ON public.rl_mine FOR EACH ROW EXECUTE FUNCTION crm._rule_fire('churn_alert');
+SET crm.today = '2030-01-01';
+SET crm.rule_max_depth = 100;
 RESET ROLE;
 
 -- the outbox: claim (SKIP LOCKED), done, failed with backoff

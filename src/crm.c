@@ -14,6 +14,7 @@
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 PG_MODULE_MAGIC;
@@ -221,15 +222,45 @@ bool
 crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 					   Datum *out, bool *outnull, int nout)
 {
+	/*
+	 * Plans kept per query text: these few fixed queries run per row (a child's parent, a
+	 * rule, ...), and planning each time cost more than running them. The plan cache replans them
+	 * when what they read changes.
+	 */
+	static struct
+	{
+		char	   *sql;
+		SPIPlanPtr	plan;
+	}			kept[64];
+	static int	nkept = 0;
 	CrmUserSwitch sw;
 	volatile bool found = false;
 
 	crm_switch_to_owner(&sw);
 	PG_TRY();
 	{
+		SPIPlanPtr	plan = NULL;
+		int			rc;
+
 		SPI_connect();
-		if (SPI_execute_with_args(sql, nargs, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
+		for (int i = 0; i < nkept && plan == NULL; i++)
+			if (strcmp(kept[i].sql, sql) == 0)
+				plan = kept[i].plan;
+		if (plan == NULL && nkept < (int) lengthof(kept))
+		{
+			plan = SPI_prepare(sql, nargs, argtypes);
+			if (plan == NULL)
+				elog(ERROR, "crm: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			kept[nkept].sql = MemoryContextStrdup(TopMemoryContext, sql);
+			kept[nkept].plan = plan;
+			nkept++;
+		}
+		if (plan != NULL)
+			rc = SPI_execute_plan(plan, values, NULL, true, 1);
+		else
+			rc = SPI_execute_with_args(sql, nargs, argtypes, values, NULL, true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			for (int i = 0; i < nout; i++)
 			{

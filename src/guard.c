@@ -108,15 +108,25 @@ guard_lookup(int64 principal, Relation rel)
 		Oid			types[2] = {INT8OID, TEXTOID};
 		Datum		vals[2] = {Int64GetDatum(principal), CStringGetTextDatum(RelationGetRelationName(rel))};
 
+		static SPIPlanPtr plan = NULL;	/* kept: the plan cache replans it when crm's catalogs change */
+
 		SPI_connect();
-		if (SPI_execute_with_args(
+		if (plan == NULL)
+		{
+			SPIPlanPtr	p = SPI_prepare(
 				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}', l.mask, f.encrypted,"
 				"       COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false),"
 				"       f.sensitivity OPERATOR(pg_catalog.=) 'sensitive'"
 				"  FROM crm._field_levels($1, $2) l JOIN crm.field f ON f.object OPERATOR(pg_catalog.=) $2 AND f.name OPERATOR(pg_catalog.=) l.field"
 				" WHERE l.level OPERATOR(pg_catalog.<>) 'write' OR l.own_level OPERATOR(pg_catalog.<>) 'write' OR f.encrypted"
-				"    OR f.sensitivity OPERATOR(pg_catalog.=) 'sensitive'",
-				2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+				"    OR f.sensitivity OPERATOR(pg_catalog.=) 'sensitive'", 2, types);
+
+			if (p == NULL)
+				elog(ERROR, "crm field level query could not be prepared: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			plan = p;
+		}
+		if (SPI_execute_plan(plan, vals, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "crm field level query failed");
 		if (SPI_processed > 0)
 		{

@@ -40,6 +40,7 @@
 #include "tcop/utility.h"
 #include "pgstat.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/regproc.h"
 #include "utils/date.h"
@@ -164,6 +165,60 @@ crm_days_until_anniversary(PG_FUNCTION_ARGS)
 	finite_or_error(d, "crm.days_until_anniversary");
 	finite_or_error(t, "crm.days_until_anniversary");
 	PG_RETURN_INT32(next_anniversary(d, t) - t);
+}
+
+/* MMDD of a date: 229 for 29 February. Immutable, so it can be indexed. */
+static int32
+anniversary_key(DateADT d)
+{
+	int			y, m, dd;
+
+	j2date(d + POSTGRES_EPOCH_JDATE, &y, &m, &dd);
+	return m * 100 + dd;
+}
+
+/* crm.anniversary_key(d date) returns integer */
+PG_FUNCTION_INFO_V1(crm_anniversary_key);
+Datum
+crm_anniversary_key(PG_FUNCTION_ARGS)
+{
+	DateADT		d = PG_GETARG_DATEADT(0);
+
+	finite_or_error(d, "crm.anniversary_key");
+	PG_RETURN_INT32(anniversary_key(d));
+}
+
+/*
+ * crm.anniversary_keys(days integer[, today date]) returns integer[]: the keys of the anniversaries
+ * falling within the next "days" days (today included); 229 with 28 February in common years.
+ * "crm.anniversary_key(birthday) = ANY (crm.anniversary_keys(7))" can use an index on the key.
+ */
+PG_FUNCTION_INFO_V1(crm_anniversary_keys);
+Datum
+crm_anniversary_keys(PG_FUNCTION_ARGS)
+{
+	int32		days = PG_GETARG_INT32(0);
+	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : today();
+	Datum	   *keys;
+	int			n = 0;
+
+	finite_or_error(t, "crm.anniversary_keys");
+	if (days < 0 || days > 366)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("crm.anniversary_keys() takes 0 to 366 days, not %d", days)));
+	keys = palloc(sizeof(Datum) * (days + 2));
+	for (int i = 0; i <= days; i++)
+	{
+		int			y, m, dd;
+		int32		k = anniversary_key(t + i);
+
+		keys[n++] = Int32GetDatum(k);
+		j2date(t + i + POSTGRES_EPOCH_JDATE, &y, &m, &dd);
+		if (k == 228 && !isleap(y))
+			keys[n++] = Int32GetDatum(229);
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(keys, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
 /* --- conditions ----------------------------------------------------------------------------------------- */
@@ -703,7 +758,7 @@ run_statement(RuleEntry *e, const char *name, int nargs, Oid *types, Datum *vals
 		SPI_connect();
 		if (e->plan == NULL)
 		{
-			SPIPlanPtr	p = SPI_prepare(e->statement, nargs, types);
+			SPIPlanPtr	p = SPI_prepare_cursor(e->statement, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 
 			if (p == NULL)
 				elog(ERROR, "rule \"%s\": its statement could not be prepared: %s", name, SPI_result_code_string(SPI_result));

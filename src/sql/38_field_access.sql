@@ -20,28 +20,20 @@ CREATE TRIGGER crm_acl_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON c
   FOR EACH STATEMENT EXECUTE FUNCTION crm._acl_changed();
 ALTER TABLE crm.field ENABLE ALWAYS TRIGGER crm_acl_changed;
 
+-- These helpers have SQL-standard bodies (parsed when created, so no search_path applies) and no
+-- SET clause, so the planner inlines them: the field-level query is planned once per session.
 CREATE FUNCTION crm._level_rank(level text) RETURNS integer
-  LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
   RETURN CASE level WHEN 'hidden' THEN 0 WHEN 'masked' THEN 1 WHEN 'read' THEN 2 WHEN 'write' THEN 3 END;
 CREATE FUNCTION crm._level_name(rank integer) RETURNS text
-  LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
   RETURN (ARRAY['hidden', 'masked', 'read', 'write'])[rank + 1];
-
--- The level a CRM role has on a field when no field_access row says otherwise: everything is
--- writable except sensitive fields, which are masked outside one's own book, readable for
--- compliance and auditors, writable for admins.
-CREATE FUNCTION crm._default_level(role text, sensitivity text, OUT level text, OUT own_level text)
-  LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-  SELECT CASE WHEN sensitivity <> 'sensitive' OR role = 'admin' THEN 'write'
-              WHEN role IN ('compliance', 'auditor') THEN 'read' ELSE 'masked' END,
-         CASE WHEN sensitivity <> 'sensitive' OR role = 'admin' THEN 'write'
-              WHEN role IN ('compliance', 'auditor') THEN 'read' ELSE 'write' END
-$$;
 
 -- Effective levels of every field of an object for a principal: the highest over its CRM roles.
 CREATE FUNCTION crm._field_levels(principal bigint, object text)
 RETURNS TABLE (field text, level text, own_level text, mask text, type text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE
+BEGIN ATOMIC
   SELECT f.name,
          crm._level_name(COALESCE(max(crm._level_rank(COALESCE(fa.level, d.level))), 0)),
          crm._level_name(COALESCE(max(crm._level_rank(COALESCE(fa.own_level, fa.level, d.own_level))), 0)),
@@ -50,11 +42,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     LEFT JOIN crm.principal_role pr ON pr.principal_id = $1
            AND EXISTS (SELECT 1 FROM crm.principal p WHERE p.id = $1 AND p.active)
     LEFT JOIN crm.field_access fa ON fa.object = f.object AND fa.field = f.name AND fa.role = pr.role
-    LEFT JOIN LATERAL crm._default_level(pr.role, f.sensitivity) d ON pr.role IS NOT NULL
+    -- the default when no field_access row says otherwise: everything is writable except sensitive
+    -- fields, masked outside one's own book, readable for compliance and auditors, writable for admins
+    LEFT JOIN LATERAL (SELECT CASE WHEN f.sensitivity <> 'sensitive' OR pr.role = 'admin' THEN 'write'
+                                   WHEN pr.role IN ('compliance', 'auditor') THEN 'read' ELSE 'masked' END AS level,
+                              CASE WHEN f.sensitivity <> 'sensitive' OR pr.role = 'admin' THEN 'write'
+                                   WHEN pr.role IN ('compliance', 'auditor') THEN 'read' ELSE 'write' END AS own_level) d
+           ON pr.role IS NOT NULL
    WHERE f.object = $2
    GROUP BY f.name, f.mask, f.type, f.position
    ORDER BY f.position
-$$;
+; END;
 
 CREATE FUNCTION crm.set_field_access(object text, field text, role text, level text, own_level text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -33,7 +33,7 @@ CREATE TABLE crm.rule_state (
 );
 COMMENT ON TABLE crm.rule_state IS 'when each scheduled rule runs next, and how its last run went';
 CREATE TABLE crm.rule_fired (
-  rule       text NOT NULL REFERENCES crm.rule (name) ON DELETE CASCADE,
+  rule       text NOT NULL,   -- no foreign key: one check per fired record; crm.drop_rule deletes these
   record_id  bigint NOT NULL,
   occurrence text NOT NULL,
   fired_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -103,6 +103,14 @@ CREATE FUNCTION crm.days_until_anniversary(d date) RETURNS integer
   LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_days_until_anniversary';
 CREATE FUNCTION crm.days_until_anniversary(d date, today date) RETURNS integer
   LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_days_until_anniversary';
+CREATE FUNCTION crm.anniversary_key(d date) RETURNS integer
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_anniversary_key';
+COMMENT ON FUNCTION crm.anniversary_key(date) IS 'month * 100 + day of d (229 for 29 February); index it to find anniversaries fast';
+CREATE FUNCTION crm.anniversary_keys(days integer) RETURNS integer[]
+  LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_anniversary_keys';
+CREATE FUNCTION crm.anniversary_keys(days integer, today date) RETURNS integer[]
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_anniversary_keys';
+COMMENT ON FUNCTION crm.anniversary_keys(integer) IS 'anniversary keys of the next n days, today included (29 February with 28 February in common years): crm.anniversary_key(birthday) = ANY (crm.anniversary_keys(7)) uses an index on crm.anniversary_key(birthday)';
 COMMENT ON FUNCTION crm.days_until_anniversary(date) IS 'days until the next anniversary of d (0 on the day): birthdays, contract anniversaries';
 
 CREATE FUNCTION crm._rule_expr(rule text, object text, event text, what text, expr text, want_bool boolean) RETURNS text
@@ -148,6 +156,13 @@ BEGIN
   END LOOP;
 END $$;
 
+-- The record's values a template needs, as jsonb (only its placeholders, not the whole row)
+CREATE FUNCTION crm._template_json(alias text, tpls text[]) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce('pg_catalog.jsonb_build_object(' || string_agg(format('%L, %I.%I', f, $1, f), ', ') || ')', '''{}''::pg_catalog.jsonb')
+    FROM (SELECT DISTINCT btrim(m[1]) AS f FROM unnest($2) t, regexp_matches(t, '\{\{([^}]*)\}\}', 'g') AS m) x
+$$;
+
 -- Build the statement that runs a rule's actions. Event rules: $1 is the row, $2 the rule's name.
 -- Scheduled rules: $1 is the rule's name; records are claimed per occurrence first.
 CREATE FUNCTION crm._rule_build(rname text, obj text, ev text, cond text, occ text, acts jsonb, definer name)
@@ -182,8 +197,10 @@ BEGIN
     cust := 'NULL::bigint';
   END IF;
   IF ev = 'schedule' THEN
-    ctes := ctes || format('fired AS (INSERT INTO crm.rule_fired AS f (rule, record_id, occurrence) SELECT $1, t.id, (%s)::text FROM %s t WHERE %s ON CONFLICT DO NOTHING RETURNING f.record_id, f.occurrence)', occ, t, cond);
-    ctes := ctes || format('r AS (SELECT t.*, fired.occurrence FROM %s t JOIN fired ON fired.record_id OPERATOR(pg_catalog.=) t.id)', t);
+    -- the matching records, read once; those newly claimed for this occurrence act
+    ctes := ctes || format('due AS (SELECT t.*, (%s)::text AS occurrence FROM %s t WHERE %s)', occ, t, cond);
+    ctes := ctes || 'fired AS (INSERT INTO crm.rule_fired AS f (rule, record_id, occurrence) SELECT $1, due.id, due.occurrence FROM due ON CONFLICT DO NOTHING RETURNING f.record_id, f.occurrence)'::text;
+    ctes := ctes || 'r AS (SELECT due.* FROM due JOIN fired ON fired.record_id OPERATOR(pg_catalog.=) due.id AND fired.occurrence OPERATOR(pg_catalog.=) due.occurrence)'::text;
     counts := counts || 'fired'::text;
   ELSE
     ctes := ctes || 'r AS (SELECT (x.rec).*, NULL::text AS occurrence FROM (SELECT $1 AS rec) x)'::text;
@@ -245,9 +262,9 @@ BEGIN
       END IF;
       ctes := ctes || format('a%s AS (SELECT r.*, %s AS assignee FROM r)', i, assignee);
       ctes := ctes || format('w%s AS (INSERT INTO crm_data.task (customer_id, owner_id, assignee_id, title, body, due_on, priority)'
-        ' SELECT %s, a.assignee, a.assignee, crm._render(%L, %L, pg_catalog.to_jsonb(a), a.owner_id, a.assignee, ''principal''),'
-        ' crm._render(%L, %L, pg_catalog.to_jsonb(a), a.owner_id, a.assignee, ''principal''), %s, %L FROM a%s a WHERE a.assignee IS NOT NULL RETURNING 1)',
-        i, replace(cust, 'r.', 'a.'), a->>'title', obj, a->>'body', obj,
+        ' SELECT %s, a.assignee, a.assignee, crm._render(%L, %L, %s, a.owner_id, a.assignee, ''principal''),'
+        ' crm._render(%L, %L, %s, a.owner_id, a.assignee, ''principal''), %s, %L FROM a%s a WHERE a.assignee IS NOT NULL RETURNING 1)',
+        i, replace(cust, 'r.', 'a.'), a->>'title', obj, crm._template_json('a', ARRAY[a->>'title']), a->>'body', obj, crm._template_json('a', ARRAY[a->>'body']),
         CASE WHEN a ? 'due_in_days' THEN format('crm.today() OPERATOR(pg_catalog.+) %s', (a->>'due_in_days')::integer) ELSE 'NULL::date' END,
         coalesce(a->>'priority', 'normal'), i);
       ctes := ctes || format('k%s AS (INSERT INTO crm.rule_skip (rule, action, record_id, occurrence, reason)'
@@ -279,17 +296,17 @@ BEGIN
         ok := CASE WHEN purpose = 'service' THEN 'true' ELSE format('crm.has_consent(c.id, %L, %L)', purpose, ch) END;
         ctes := ctes || format('n%s AS (SELECT r.*, c.id AS rcpt, %s AS addr, %s AS ok FROM r JOIN crm_data.customer c ON c.id OPERATOR(pg_catalog.=) %s)', i, addr, ok, cust);
         ctes := ctes || format('o%s AS (INSERT INTO crm.outbox (rule, object, record_id, occurrence, channel, recipient_kind, customer_id, address, subject, body, purpose)'
-          ' SELECT %s, %L, n.id, n.occurrence, %L, ''customer'', n.rcpt, n.addr, crm._render(%L, %L, pg_catalog.to_jsonb(n), n.owner_id, n.rcpt, ''customer''),'
-          ' crm._render(%L, %L, pg_catalog.to_jsonb(n), n.owner_id, n.rcpt, ''customer''), %L FROM n%s n WHERE n.ok AND (n.addr IS NOT NULL OR %L NOT IN (''sms'', ''email'')) RETURNING 1)',
-          i, rn, obj, ch, a->>'subject', obj, a->>'template', obj, purpose, i, ch);
+          ' SELECT %s, %L, n.id, n.occurrence, %L, ''customer'', n.rcpt, n.addr, crm._render(%L, %L, %s, n.owner_id, n.rcpt, ''customer''),'
+          ' crm._render(%L, %L, %s, n.owner_id, n.rcpt, ''customer''), %L FROM n%s n WHERE n.ok AND (n.addr IS NOT NULL OR %L NOT IN (''sms'', ''email'')) RETURNING 1)',
+          i, rn, obj, ch, a->>'subject', obj, crm._template_json('n', ARRAY[a->>'subject']), a->>'template', obj, crm._template_json('n', ARRAY[a->>'template']), purpose, i, ch);
         ctes := ctes || format('k%s AS (INSERT INTO crm.rule_skip (rule, action, record_id, occurrence, reason)'
           ' SELECT %s, %s, n.id, n.occurrence, CASE WHEN NOT n.ok THEN %L ELSE %L END FROM n%s n WHERE NOT n.ok OR (n.addr IS NULL AND %L IN (''sms'', ''email'')) RETURNING 1)',
           i, rn, i, format('no active consent for %s by %s', purpose, ch), format('the customer has no %s address', ch), i, ch);
       WHEN 'owner' THEN
         ctes := ctes || format('o%s AS (INSERT INTO crm.outbox (rule, object, record_id, occurrence, channel, recipient_kind, principal_id, subject, body, purpose)'
-          ' SELECT %s, %L, r.id, r.occurrence, %L, ''principal'', r.owner_id, crm._render(%L, %L, pg_catalog.to_jsonb(r), r.owner_id, r.owner_id, ''principal''),'
-          ' crm._render(%L, %L, pg_catalog.to_jsonb(r), r.owner_id, r.owner_id, ''principal''), %L FROM r RETURNING 1)',
-          i, rn, obj, ch, a->>'subject', obj, a->>'template', obj, purpose);
+          ' SELECT %s, %L, r.id, r.occurrence, %L, ''principal'', r.owner_id, crm._render(%L, %L, %s, r.owner_id, r.owner_id, ''principal''),'
+          ' crm._render(%L, %L, %s, r.owner_id, r.owner_id, ''principal''), %L FROM r RETURNING 1)',
+          i, rn, obj, ch, a->>'subject', obj, crm._template_json('r', ARRAY[a->>'subject']), a->>'template', obj, crm._template_json('r', ARRAY[a->>'template']), purpose);
         ctes := ctes || format('k%s AS (SELECT 1 WHERE false)', i);
       WHEN 'endpoint' THEN
         IF ch <> 'webhook' OR a->>'url' IS NULL THEN
@@ -297,9 +314,9 @@ BEGIN
         END IF;
         -- no recipient to read for: the record's non-personal fields only
         ctes := ctes || format('o%s AS (INSERT INTO crm.outbox (rule, object, record_id, occurrence, channel, recipient_kind, address, subject, body, purpose)'
-          ' SELECT %s, %L, r.id, r.occurrence, ''webhook'', ''endpoint'', %L, crm._render(%L, %L, pg_catalog.to_jsonb(r), r.owner_id, NULL, ''endpoint''),'
-          ' crm._render(%L, %L, pg_catalog.to_jsonb(r), r.owner_id, NULL, ''endpoint''), %L FROM r RETURNING 1)',
-          i, rn, obj, a->>'url', a->>'subject', obj, a->>'template', obj, purpose);
+          ' SELECT %s, %L, r.id, r.occurrence, ''webhook'', ''endpoint'', %L, crm._render(%L, %L, %s, r.owner_id, NULL, ''endpoint''),'
+          ' crm._render(%L, %L, %s, r.owner_id, NULL, ''endpoint''), %L FROM r RETURNING 1)',
+          i, rn, obj, a->>'url', a->>'subject', obj, crm._template_json('r', ARRAY[a->>'subject']), a->>'template', obj, crm._template_json('r', ARRAY[a->>'template']), purpose);
         ctes := ctes || format('k%s AS (SELECT 1 WHERE false)', i);
       ELSE
         RAISE EXCEPTION 'action % of rule "%": unknown recipient "%"', i, rname, a->>'to' USING ERRCODE = '22023',
@@ -471,6 +488,7 @@ BEGIN
   IF jsonb_typeof(coalesce(options, '{}')) <> 'object' THEN
     RAISE EXCEPTION 'options of rule "%" must be a JSON object', create_rule.name USING ERRCODE = '22023';
   END IF;
+  DELETE FROM crm.rule_fired f WHERE f.rule = create_rule.name;  -- left by a rule of this name dropped with its object
   INSERT INTO crm.rule (name, object, event, condition, actions, options, owner_principal, definer, compiled, statement)
   VALUES (create_rule.name, create_rule.object, event, coalesce(condition, 'true'), coalesce(actions, 'null'),
           coalesce(options, '{}'), crm._rule_owner(create_rule.name, coalesce(options, '{}')), crm._outer_user(), '', '');
@@ -530,6 +548,7 @@ BEGIN
     RAISE EXCEPTION 'rule "%" does not exist', drop_rule.name USING ERRCODE = '42704';
   END IF;
   PERFORM crm._rule_trigger(r.name, r.object, 'update', NULL);
+  DELETE FROM crm.rule_fired f WHERE f.rule = r.name;
   DELETE FROM crm.rule x WHERE x.name = r.name;
   RETURN r.name;
 END $$;

@@ -103,6 +103,7 @@ $aud$;
 -- rules, outbox, consent
 GRANT EXECUTE ON FUNCTION crm.today(), crm.days_until(date), crm.days_until(date, date), crm.next_anniversary(date),
   crm.next_anniversary(date, date), crm.days_until_anniversary(date), crm.days_until_anniversary(date, date),
+  crm.anniversary_key(date), crm.anniversary_keys(integer), crm.anniversary_keys(integer, date),
   crm.has_consent(bigint, text, text)
   TO PUBLIC;
 GRANT EXECUTE ON FUNCTION crm.create_rule(text, text, text, text, jsonb, jsonb), crm.alter_rule(text, text, jsonb, jsonb),
