@@ -267,7 +267,7 @@ unknown_field(CondCheck *c, const char *name)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_COLUMN),
-			 errmsg("unknown field \"%s\" in the %s of rule \"%s\"", name, c->what, c->rule),
+			 errmsg("unknown field \"%s\" in the %s of %s", name, c->what, c->rule),
 			 errdetail("Object \"%s\" has no field \"%s\".", c->object, name),
 			 errhint("Fields of %s: %s.", c->object, column_list(c->desc))));
 }
@@ -289,7 +289,7 @@ check_raw(Node *node, CondCheck *c)
 			if (IsA(lfirst(lc), A_Star))
 				ereport(ERROR,
 						(errcode(ERRCODE_SYNTAX_ERROR),
-						 errmsg("the %s of rule \"%s\" cannot use *", c->what, c->rule),
+						 errmsg("the %s of %s cannot use *", c->what, c->rule),
 						 errhint("Name the fields.")));
 		if (list_length(cr->fields) == 1)
 		{
@@ -311,13 +311,13 @@ check_raw(Node *node, CondCheck *c)
 				if (strcmp(q, "old") == 0 && strcmp(c->event, "insert") == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-							 errmsg("the %s of insert rule \"%s\" cannot use OLD", c->what, c->rule),
+							 errmsg("the %s of insert %s cannot use OLD", c->what, c->rule),
 							 errdetail("A new record has no old values."),
 							 errhint("Use NEW.%s or %s.", f, f)));
 				if (strcmp(q, "new") == 0 && strcmp(c->event, "delete") == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-							 errmsg("the %s of delete rule \"%s\" cannot use NEW", c->what, c->rule),
+							 errmsg("the %s of delete %s cannot use NEW", c->what, c->rule),
 							 errdetail("A deleted record has no new values."),
 							 errhint("Use OLD.%s or %s.", f, f)));
 				if (!has_column(c->desc, f))
@@ -327,7 +327,7 @@ check_raw(Node *node, CondCheck *c)
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("the %s of rule \"%s\" names \"%s\", which is not a field of %s", c->what, c->rule,
+				 errmsg("the %s of %s names \"%s\", which is not a field of %s", c->what, c->rule,
 						NameListToString(cr->fields), c->object),
 				 event ? errhint("Name fields as field, NEW.field or OLD.field.")
 				 : errhint("A scheduled rule names its object's fields directly, without a prefix.")));
@@ -335,12 +335,12 @@ check_raw(Node *node, CondCheck *c)
 	if (IsA(node, SubLink))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("the %s of rule \"%s\" cannot contain a subquery", c->what, c->rule),
+				 errmsg("the %s of %s cannot contain a subquery", c->what, c->rule),
 				 errhint("A condition is an expression over one record's fields.")));
 	if (IsA(node, ParamRef))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("the %s of rule \"%s\" cannot use parameters", c->what, c->rule)));
+				 errmsg("the %s of %s cannot use parameters", c->what, c->rule)));
 	if (IsA(node, FuncCall))
 	{
 		FuncCall   *fc = (FuncCall *) node;
@@ -349,12 +349,12 @@ check_raw(Node *node, CondCheck *c)
 		if (fc->over != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_WINDOWING_ERROR),
-					 errmsg("the %s of rule \"%s\" cannot use window functions", c->what, c->rule)));
+					 errmsg("the %s of %s cannot use window functions", c->what, c->rule)));
 		for (cl = FuncnameGetCandidates(fc->funcname, -1, NIL, false, false, false, true); cl; cl = cl->next)
 			if (get_func_prokind(cl->oid) == PROKIND_AGGREGATE)
 				ereport(ERROR,
 						(errcode(ERRCODE_GROUPING_ERROR),
-						 errmsg("the %s of rule \"%s\" cannot use aggregate function %s()", c->what, c->rule,
+						 errmsg("the %s of %s cannot use aggregate function %s()", c->what, c->rule,
 								NameListToString(fc->funcname)),
 						 errhint("A condition looks at one record at a time.")));
 	}
@@ -409,7 +409,7 @@ cond_error_context(void *arg)
 {
 	ErrCtx	   *e = arg;
 
-	errcontext("%s of rule \"%s\": %s", e->what, e->rule, e->text);
+	errcontext("%s of %s: %s", e->what, e->rule, e->text);
 }
 
 /*
@@ -426,7 +426,7 @@ parse_rule_expr(CondCheck *c, const char *text)
 	if (text == NULL || strspn(text, " \t\r\n") == strlen(text))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the %s of rule \"%s\" is empty", c->what, c->rule),
+				 errmsg("the %s of %s is empty", c->what, c->rule),
 				 errhint("Give a SQL boolean expression such as aum > 1000000, or 'true'.")));
 	{
 		MemoryContext cxt = CurrentMemoryContext;
@@ -444,7 +444,7 @@ parse_rule_expr(CondCheck *c, const char *text)
 			FlushErrorState();
 			ereport(ERROR,
 					(errcode(ERRCODE_SYNTAX_ERROR),
-					 errmsg("the %s of rule \"%s\" is not valid SQL: %s", c->what, c->rule, ed->message),
+					 errmsg("the %s of %s is not valid SQL: %s", c->what, c->rule, ed->message),
 					 errdetail("Found: %s", text)));
 		}
 		PG_END_TRY();
@@ -464,7 +464,7 @@ parse_rule_expr(CondCheck *c, const char *text)
 bad:
 	ereport(ERROR,
 			(errcode(ERRCODE_SYNTAX_ERROR),
-			 errmsg("the %s of rule \"%s\" must be a single SQL expression", c->what, c->rule),
+			 errmsg("the %s of %s must be a single SQL expression", c->what, c->rule),
 			 errdetail("Found: %s", text),
 			 errhint("No FROM, no second statement, no alias: an expression over the record's fields.")));
 	return NULL;
@@ -499,23 +499,23 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 	if (want_bool && exprType(node) != BOOLOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("the %s of rule \"%s\" must be boolean, not %s", c->what, c->rule, format_type_be(exprType(node))),
+				 errmsg("the %s of %s must be boolean, not %s", c->what, c->rule, format_type_be(exprType(node))),
 				 errhint("Compare the value, e.g. NEW.aum < OLD.aum * 0.7.")));
 	if (contain_agg_clause(node) || contain_window_function(node))
 		ereport(ERROR,
 				(errcode(ERRCODE_GROUPING_ERROR),
-				 errmsg("the %s of rule \"%s\" cannot use aggregate functions", c->what, c->rule)));
+				 errmsg("the %s of %s cannot use aggregate functions", c->what, c->rule)));
 	if (find_bad_function(node, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the %s of rule \"%s\" calls %s, which is neither built in nor crm's", c->what, c->rule,
+				 errmsg("the %s of %s calls %s, which is neither built in nor crm's", c->what, c->rule,
 						format_procedure(fc.bad)),
 				 errdetail("Conditions run with crm's privileges; only PostgreSQL's and crm's own functions are allowed in them."),
 				 errhint("Use a \"call\" action for your own function: it runs with your privileges.")));
 	if (OidIsValid(fc.bad))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-				 errmsg("the %s of rule \"%s\" calls volatile function %s()", c->what, c->rule,
+				 errmsg("the %s of %s calls volatile function %s()", c->what, c->rule,
 						get_func_name(fc.bad)),
 				 errdetail("A rule's %s must give the same answer for the same record.", c->what),
 				 errhint("Use stable or immutable functions (e.g. crm.days_until(), crm.today()).")));
@@ -554,6 +554,8 @@ crm_rule_expr(PG_FUNCTION_ARGS)
 	char	   *out;
 
 	c.rule = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	/* a rule's name, or a label such as 'workflow "loan"' */
+	c.rule = strchr(c.rule, ' ') ? c.rule : psprintf("rule \"%s\"", c.rule);
 	c.object = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	c.event = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	c.what = text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -628,13 +630,13 @@ crm_rule_trigger(PG_FUNCTION_ARGS)
 		ErrCtx		ec;
 		Relation	r = open_object(object);
 
-		c.rule = rule;
+		c.rule = psprintf("rule \"%s\"", rule);
 		c.object = object;
 		c.event = event;
 		c.what = "condition";
 		c.desc = RelationGetDescr(r);
 		ec.what = c.what;
-		ec.rule = rule;
+		ec.rule = c.rule;
 		ec.text = text_to_cstring(PG_GETARG_TEXT_PP(3));
 		cb.callback = cond_error_context;
 		cb.arg = &ec;

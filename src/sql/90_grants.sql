@@ -91,7 +91,7 @@ BEGIN
   FOREACH t SLICE 1 IN ARRAY ARRAY[['object_grant', 'GRANT'], ['principal_role', 'GRANT'], ['principal', 'GRANT'],
                                    ['role', 'GRANT'], ['org_unit', 'GRANT'], ['record_share', 'SHARE'],
                                    ['wall', 'POLICY'], ['field_access', 'POLICY'], ['object', 'DDL'], ['field', 'DDL'],
-                                   ['data_key', 'MAINTENANCE'], ['rule', 'POLICY']] LOOP
+                                   ['data_key', 'MAINTENANCE'], ['rule', 'POLICY'], ['workflow', 'POLICY']] LOOP
     EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH ROW EXECUTE FUNCTION crm._audit_row(%L)', t[1], t[2]);
     EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit_flush AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH STATEMENT EXECUTE FUNCTION crm._audit_flush()', t[1]);
     EXECUTE pg_catalog.format('ALTER TABLE crm.%I ENABLE ALWAYS TRIGGER crm_audit', t[1]);
@@ -114,3 +114,14 @@ GRANT SELECT ON crm.rule, crm.rule_state, crm.rule_skip TO crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.outbox_claim(integer), crm.outbox_done(bigint), crm.outbox_failed(bigint, text)
   TO crm_connector, crm_admin;
 GRANT SELECT ON crm.outbox TO crm_connector;
+
+-- workflows
+GRANT EXECUTE ON FUNCTION crm.define_workflow(text, text, jsonb), crm.drop_workflow(text), crm.cancel_workflow(text, bigint, text),
+  crm.escalate_overdue(timestamptz)
+  TO crm_admin;
+GRANT EXECUTE ON FUNCTION crm.start_workflow(text, bigint), crm.transition(text, bigint, text, text), crm.approve(bigint, text),
+  crm.reject(bigint, text), crm.delegate(bigint, bigint, text), crm.my_approvals(), crm.workflow_status(text, bigint),
+  crm.workflow_history(text, bigint), crm.workflow_diagram(text, text, bigint)
+  TO crm_user, crm_admin, crm_auditor;
+GRANT SELECT ON crm.workflow, crm.workflow_instance, crm.approval_task, crm.workflow_history, crm.approval_cycle_times
+  TO crm_auditor;
