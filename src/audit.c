@@ -910,7 +910,7 @@ crm_audit_event_sql(PG_FUNCTION_ARGS)
 	crm_audit_event(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 					PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
 					PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
-					PG_ARGISNULL(3) ? NULL : TextDatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3))));
+					PG_ARGISNULL(3) ? NULL : DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3))));
 	PG_RETURN_VOID();
 }
 

@@ -91,7 +91,7 @@ CREATE FUNCTION crm._wf_check_approvers(wf text, step text, spec jsonb, mode jso
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   ids bigint[];
-  login text;
+  lg text;
   pid bigint;
   q integer;
   n integer;
@@ -107,10 +107,10 @@ BEGIN
       RAISE EXCEPTION 'workflow "%": approvers of step "%" must list at least one principal', wf, step USING ERRCODE = '22023';
     END IF;
     ids := '{}';
-    FOR login IN SELECT jsonb_array_elements_text(spec->'principals') LOOP
-      SELECT p.id INTO pid FROM crm.principal p WHERE p.login = login AND p.active;
+    FOR lg IN SELECT jsonb_array_elements_text(spec->'principals') LOOP
+      SELECT p.id INTO pid FROM crm.principal p WHERE p.login = lg AND p.active;
       IF pid IS NULL THEN
-        RAISE EXCEPTION 'workflow "%": step "%" names unknown or inactive principal "%"', wf, step, login USING ERRCODE = '42704';
+        RAISE EXCEPTION 'workflow "%": step "%" names unknown or inactive principal "%"', wf, step, lg USING ERRCODE = '42704';
       END IF;
       ids := ids || pid;
     END LOOP;
@@ -173,7 +173,7 @@ DECLARE
   unknown text;
   target text;
   allowed jsonb;
-  i integer;
+  ei integer;
 BEGIN
   IF jsonb_typeof(def) IS DISTINCT FROM 'object' THEN
     RAISE EXCEPTION 'definition of workflow "%" must be a JSON object', wf USING ERRCODE = '22023';
@@ -310,9 +310,9 @@ BEGIN
     trs := trs || tr;
   END LOOP;
   -- every edge ends in a known state
-  FOR i IN 1 .. coalesce(array_length(edges, 1), 0) LOOP
-    fr := edges[i][1];
-    target := edges[i][2];
+  FOR ei IN 1 .. coalesce(array_length(edges, 1), 0) LOOP
+    fr := edges[ei][1];
+    target := edges[ei][2];
     IF target IS NULL OR NOT out_states ? target THEN
       RAISE EXCEPTION 'workflow "%": state "%" leads to unknown state %', wf, fr, coalesce(quote_literal(target), '(missing)')
         USING ERRCODE = '22023';
@@ -370,11 +370,11 @@ BEGIN
       USING ERRCODE = '42710', HINT = 'Drop it first, or use another name.';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.workflow w WHERE w.current AND w.object = define_workflow.object AND w.name <> define_workflow.name
-               AND w.status_field = definition->>'status_field') THEN
-    RAISE EXCEPTION 'status field %.% is already driven by another workflow', define_workflow.object, definition->>'status_field'
+               AND w.status_field = define_workflow.definition->>'status_field') THEN
+    RAISE EXCEPTION 'status field %.% is already driven by another workflow', define_workflow.object, define_workflow.definition->>'status_field'
       USING ERRCODE = '42710';
   END IF;
-  def := crm._wf_validate(define_workflow.name, define_workflow.object, definition);
+  def := crm._wf_validate(define_workflow.name, define_workflow.object, define_workflow.definition);
   v := coalesce(old.version, 0) + 1;
   UPDATE crm.workflow w SET current = false WHERE w.name = define_workflow.name AND w.current;
   INSERT INTO crm.workflow (name, version, object, status_field, definition, created_by)
@@ -732,7 +732,7 @@ BEGIN
   END IF;
   IF EXISTS (SELECT 1 FROM crm.approval_task a WHERE a.instance_id = inst.id AND a.entry = task.entry AND a.branch = task.branch
                AND a.approver_id = principal AND a.status IN ('pending', 'approved')) THEN
-    RAISE EXCEPTION 'principal % already approves this step', principal USING ERRCODE = '22023',
+    RAISE EXCEPTION '% already approves this step', (SELECT p.login FROM crm.principal p WHERE p.id = principal) USING ERRCODE = '22023',
       DETAIL = 'One approver, one vote: delegating to them would count them twice.';
   END IF;
   UPDATE crm.approval_task a SET status = 'delegated', acted_at = now(), comment = delegate.comment WHERE a.id = task.id;
@@ -775,7 +775,7 @@ BEGIN
       RETURNING id INTO new_id;
     INSERT INTO crm.workflow_history (instance_id, action, from_state, to_state, branch, actor, comment, at, in_state)
       VALUES (t.instance_id, 'ESCALATE', t.state, t.state, nullif(t.branch, ''), NULL,
-              format('overdue since %s: from principal %s to %s', t.due_at, t.approver_id, mgr), as_of, as_of - t.created_at);
+              'overdue: passed to the approver''s manager', as_of, as_of - t.created_at);
     INSERT INTO crm.outbox (rule, object, record_id, channel, recipient_kind, principal_id, subject, body, purpose)
       VALUES ('workflow:' || t.workflow, t.object, t.record_id, 'email', 'principal', mgr,
               format('Approval overdue: %s %s', t.object, t.record_id),
