@@ -205,7 +205,7 @@ SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "set_field
 SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "set_field", "field": "aum", "value": "lots"}]', '{"run_as": "regress_rl_admin"}');
 SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "set_field", "field": "owner_id", "value": 1}]', '{"run_as": "regress_rl_admin"}');
 SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "call", "function": "public.no_such_fn"}]', '{"run_as": "regress_rl_admin"}');
-SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "start_workflow", "workflow": "kyc"}]', '{"run_as": "regress_rl_admin"}');
+SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "start_workflow", "workflow": "kyc_review"}]', '{"run_as": "regress_rl_admin"}');
 SELECT crm.create_rule('r1', 'customer', 'schedule', 'true', '[{"type": "create_task", "title": "x"}]', '{"run_as": "regress_rl_admin", "cadence": "fortnightly"}');
 SELECT crm.create_rule('r1', 'customer', 'schedule', 'true', '[{"type": "create_task", "title": "x"}]', '{"run_as": "regress_rl_admin", "cadence": "10 seconds"}');
 SELECT crm.create_rule('r1', 'customer', 'update', 'true', '[{"type": "create_task", "title": "x"}]', '{"run_as": "regress_rl_admin", "cadence": "daily"}');

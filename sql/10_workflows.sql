@@ -182,6 +182,16 @@ SELECT crm.start_workflow('loan_approval', (SELECT id FROM crm_data.loan_applica
 SELECT version, state FROM crm.workflow_status('loan_application', (SELECT id FROM crm_data.loan_application WHERE purpose = '第三笔'));
 RESET ROLE;
 SELECT name, version, current FROM crm.workflow WHERE name = 'loan_approval' ORDER BY version;
+-- a rule starts the workflow on every new application (as the rule's owner)
+SET ROLE wf_admin;
+SELECT crm.create_rule('loan_autostart', 'loan_application', 'insert', 'amount > 0',
+  '[{"type": "start_workflow", "workflow": "loan_approval"}]');
+SET ROLE wf_rm;
+INSERT INTO crm_data.loan_application (amount, purpose) VALUES (300000, '自动启动');
+SELECT version, state, requested_by = :adm AS started_by_rule_owner
+  FROM crm.workflow_status('loan_application', (SELECT id FROM crm_data.loan_application WHERE purpose = '自动启动'));
+RESET ROLE;
+SELECT crm.drop_rule('loan_autostart');
 SELECT workflow, step, branch, decided, pending, sla_breaches FROM crm.approval_cycle_times WHERE workflow = 'loan_approval'
  ORDER BY step, branch NULLS FIRST, org_unit_id;
 SELECT crm.drop_workflow('loan_approval');

@@ -218,44 +218,52 @@ crm_restore_user(CrmUserSwitch *sw)
  * Run one fixed, schema-qualified query as the owner of crm's catalogs and return its first row's
  * first nout columns (by value types only). Returns false when there is no row.
  */
-bool
-crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
-					   Datum *out, bool *outnull, int nout)
+/*
+ * A plan kept for this query text (inside an SPI connection): crm's fixed queries that run per row
+ * or per call cost more to plan than to run. The plan cache replans them when what they read
+ * changes. NULL when the table of kept plans is full: plan it each time then.
+ */
+SPIPlanPtr
+crm_kept_plan(const char *sql, int nargs, Oid *argtypes)
 {
-	/*
-	 * Plans kept per query text: these few fixed queries run per row (a child's parent, a
-	 * rule, ...), and planning each time cost more than running them. The plan cache replans them
-	 * when what they read changes.
-	 */
 	static struct
 	{
 		char	   *sql;
 		SPIPlanPtr	plan;
-	}			kept[64];
+	}			kept[128];
 	static int	nkept = 0;
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < nkept; i++)
+		if (strcmp(kept[i].sql, sql) == 0)
+			return kept[i].plan;
+	if (nkept >= (int) lengthof(kept))
+		return NULL;
+	plan = SPI_prepare(sql, nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "crm: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	kept[nkept].sql = MemoryContextStrdup(TopMemoryContext, sql);
+	kept[nkept].plan = plan;
+	nkept++;
+	return plan;
+}
+
+bool
+crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
+					   Datum *out, bool *outnull, int nout)
+{
 	CrmUserSwitch sw;
 	volatile bool found = false;
 
 	crm_switch_to_owner(&sw);
 	PG_TRY();
 	{
-		SPIPlanPtr	plan = NULL;
+		SPIPlanPtr	plan;
 		int			rc;
 
 		SPI_connect();
-		for (int i = 0; i < nkept && plan == NULL; i++)
-			if (strcmp(kept[i].sql, sql) == 0)
-				plan = kept[i].plan;
-		if (plan == NULL && nkept < (int) lengthof(kept))
-		{
-			plan = SPI_prepare(sql, nargs, argtypes);
-			if (plan == NULL)
-				elog(ERROR, "crm: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-			SPI_keepplan(plan);
-			kept[nkept].sql = MemoryContextStrdup(TopMemoryContext, sql);
-			kept[nkept].plan = plan;
-			nkept++;
-		}
+		plan = crm_kept_plan(sql, nargs, argtypes);
 		if (plan != NULL)
 			rc = SPI_execute_plan(plan, values, NULL, true, 1);
 		else

@@ -23,6 +23,8 @@ extern int	crm_internal_depth;
 extern void crm_switch_to_owner(CrmUserSwitch *sw);
 extern void crm_restore_user(CrmUserSwitch *sw);
 extern void crm_watch_catalogs(void);
+struct _SPI_plan;
+extern struct _SPI_plan *crm_kept_plan(const char *sql, int nargs, Oid *argtypes);
 extern bool crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 								   Datum *out, bool *outnull, int nout);
 

@@ -141,13 +141,17 @@ crm_workflow_set_status(PG_FUNCTION_ARGS)
 	crm_switch_to_owner(&sw);
 	PG_TRY();
 	{
+		SPIPlanPtr	plan;
+		const char *sql = psprintf("UPDATE crm_data.%s SET %s = $1 WHERE id OPERATOR(pg_catalog.=) $2",
+								   quote_identifier(object), quote_identifier(field));
+
 		expect_rel = relid;
 		expect_id = id;
 		expect_value = MemoryContextStrdup(TopTransactionContext, value);
 		SPI_connect();
-		if (SPI_execute_with_args(psprintf("UPDATE crm_data.%s SET %s = $1 WHERE id OPERATOR(pg_catalog.=) $2",
-										   quote_identifier(object), quote_identifier(field)),
-								  2, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+		plan = crm_kept_plan(sql, 2, types);
+		if ((plan ? SPI_execute_plan(plan, vals, NULL, false, 0)
+			 : SPI_execute_with_args(sql, 2, types, vals, NULL, false, 0)) != SPI_OK_UPDATE)
 			elog(ERROR, "crm: could not set the status of %s %lld", object, (long long) id);
 		n = SPI_processed;
 		SPI_finish();
@@ -192,9 +196,13 @@ crm_visible(PG_FUNCTION_ARGS)
 	crm_internal_depth = 0;
 	PG_TRY();
 	{
+		const char *sql = psprintf("SELECT 1 FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1", quote_identifier(object));
+		SPIPlanPtr	plan;
+
 		SPI_connect();
-		if (SPI_execute_with_args(psprintf("SELECT 1 FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1",
-										   quote_identifier(object)), 1, types, vals, NULL, true, 1) == SPI_OK_SELECT)
+		plan = crm_kept_plan(sql, 1, types);
+		if ((plan ? SPI_execute_plan(plan, vals, NULL, true, 1)
+			 : SPI_execute_with_args(sql, 1, types, vals, NULL, true, 1)) == SPI_OK_SELECT)
 			seen = SPI_processed == 1;
 		SPI_finish();
 	}
@@ -257,4 +265,38 @@ crm_workflow_trigger(PG_FUNCTION_ARGS)
 		CommandCounterIncrement();
 	}
 	PG_RETURN_VOID();
+}
+
+/* SQL function: crm._record_owner(object text, record_id bigint) returns bigint */
+PG_FUNCTION_INFO_V1(crm_record_owner);
+Datum
+crm_record_owner(PG_FUNCTION_ARGS)
+{
+	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1] = {PG_GETARG_DATUM(1)};
+	Datum		out[1];
+	bool		outnull[1];
+
+	if (!crm_query_row_as_owner(psprintf("SELECT t.owner_id FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1",
+										 quote_identifier(object)), 1, types, vals, out, outnull, 1) || outnull[0])
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(out[0]);
+}
+
+/* SQL function: crm._record_unit(object text, record_id bigint) returns bigint */
+PG_FUNCTION_INFO_V1(crm_record_unit);
+Datum
+crm_record_unit(PG_FUNCTION_ARGS)
+{
+	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1] = {PG_GETARG_DATUM(1)};
+	Datum		out[1];
+	bool		outnull[1];
+
+	if (!crm_query_row_as_owner(psprintf("SELECT t.org_unit_id FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1",
+										 quote_identifier(object)), 1, types, vals, out, outnull, 1) || outnull[0])
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(out[0]);
 }

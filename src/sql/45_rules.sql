@@ -366,8 +366,21 @@ BEGIN
       ctes := ctes || format('c%s AS (SELECT crm._rule_call(%L::pg_catalog.regprocedure, r.id, %L) FROM r)', i, fn::text, definer);
       counts := counts || format('c%s', i);
     WHEN 'start_workflow' THEN
-      RAISE EXCEPTION 'action % of rule "%": start_workflow needs workflows, which this version of crm does not have yet', i, rname
-        USING ERRCODE = '0A000';
+      IF NOT EXISTS (SELECT 1 FROM crm.workflow w WHERE w.name = a->>'workflow' AND w.current) THEN
+        RAISE EXCEPTION 'action % of rule "%": workflow % does not exist', i, rname, coalesce(quote_literal(a->>'workflow'), '(missing)')
+          USING ERRCODE = '42704', HINT = 'Define it first with crm.define_workflow().';
+      END IF;
+      IF (SELECT w.object FROM crm.workflow w WHERE w.name = a->>'workflow' AND w.current) <> obj THEN
+        RAISE EXCEPTION 'action % of rule "%": workflow "%" drives another object', i, rname, a->>'workflow' USING ERRCODE = '22023';
+      END IF;
+      IF ev = 'delete' THEN
+        RAISE EXCEPTION 'action % of rule "%": a delete rule cannot start a workflow on the deleted record', i, rname USING ERRCODE = '22023';
+      END IF;
+      -- a record whose workflow already runs is left alone
+      ctes := ctes || format('sw%s AS (SELECT crm.start_workflow(%L, r.id) FROM r WHERE NOT EXISTS (SELECT 1 FROM crm.workflow_instance wi'
+        ' WHERE wi.object OPERATOR(pg_catalog.=) %L AND wi.record_id OPERATOR(pg_catalog.=) r.id AND wi.workflow OPERATOR(pg_catalog.=) %L AND wi.ended_at IS NULL))',
+        i, a->>'workflow', obj, a->>'workflow');
+      counts := counts || format('sw%s', i);
     ELSE
       RAISE EXCEPTION 'action % of rule "%": unknown action type "%"', i, rname, kind USING ERRCODE = '22023',
         HINT = 'Types: create_task, notify, set_field, start_workflow, call.';
@@ -618,6 +631,12 @@ BEGIN
     END;
     RETURN NEXT;
   END LOOP;
+  -- overdue approvals go to the approver's manager
+  n := crm.escalate_overdue();
+  IF n > 0 THEN
+    rule := '(workflow escalations)'; fired := n; error := NULL;
+    RETURN NEXT;
+  END IF;
 END $$;
 COMMENT ON FUNCTION crm.run_due() IS 'runs every due scheduled rule (the crm scheduler worker calls it; pg_cron users may too)';
 

@@ -85,6 +85,10 @@ CREATE FUNCTION crm._workflow_trigger(workflow text, object text, field text, in
   LANGUAGE c AS 'MODULE_PATHNAME', 'crm_workflow_trigger';
 CREATE FUNCTION crm._visible(object text, record_id bigint) RETURNS boolean
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_visible';
+CREATE FUNCTION crm._record_owner(object text, record_id bigint) RETURNS bigint
+  LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_record_owner';
+CREATE FUNCTION crm._record_unit(object text, record_id bigint) RETURNS bigint
+  LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_record_unit';
 
 -- Validate one approver specification; returns it normalized ({"principals": [ids]}, {"role": r}, {"owner_manager": true}).
 CREATE FUNCTION crm._wf_check_approvers(wf text, step text, spec jsonb, mode jsonb) RETURNS jsonb
@@ -426,7 +430,7 @@ BEGIN
        WHERE p.id IS DISTINCT FROM inst.requested_by)
     SELECT array_agg(h.id ORDER BY h.id) INTO ids FROM holders h WHERE h.depth = (SELECT min(depth) FROM holders);
   ELSE
-    EXECUTE format('SELECT t.owner_id FROM crm_data.%I t WHERE t.id = $1', inst.object) INTO owner USING inst.record_id;
+    owner := crm._record_owner(inst.object, inst.record_id);
     SELECT array_agg(p.manager_id) INTO ids FROM crm.principal p WHERE p.id = owner AND p.manager_id IS NOT NULL;
   END IF;
   RETURN ARRAY(SELECT x FROM unnest(coalesce(ids, '{}')) x WHERE x IS DISTINCT FROM inst.requested_by);
@@ -474,8 +478,11 @@ BEGIN
     IF steps > 100 THEN
       RAISE EXCEPTION 'workflow: more than 100 automatic steps in a row (a loop of branches?)' USING ERRCODE = '54000';
     END IF;
+    IF def IS NULL THEN
+      SELECT w.definition INTO def FROM crm.workflow_instance i JOIN crm.workflow w ON w.name = i.workflow AND w.version = i.version
+       WHERE i.id = instance_id;
+    END IF;
     SELECT * INTO inst FROM crm.workflow_instance i WHERE i.id = instance_id;
-    SELECT w.definition INTO def FROM crm.workflow w WHERE w.name = inst.workflow AND w.version = inst.version;
     s := def->'states'->target;
     INSERT INTO crm.workflow_history (instance_id, action, from_state, to_state, actor, comment, in_state)
       VALUES (inst.id, action, nullif(inst.state, ''), target, actor, comment,
@@ -549,7 +556,7 @@ BEGIN
     RAISE EXCEPTION 'workflow "%" already runs on % %', w.name, w.object, record_id USING ERRCODE = '55000',
       HINT = 'See crm.workflow_status().';
   END IF;
-  EXECUTE format('SELECT t.org_unit_id FROM crm_data.%I t WHERE t.id = $1', w.object) INTO unit USING record_id;
+  unit := crm._record_unit(w.object, record_id);
   INSERT INTO crm.workflow_instance (workflow, version, object, record_id, org_unit_id, state, state_since, started_at, started_by, requested_by)
     VALUES (w.name, w.version, w.object, record_id, unit, '', clock_timestamp(), clock_timestamp(), actor, actor)
     RETURNING id INTO inst_id;
@@ -599,7 +606,7 @@ BEGIN
     RAISE EXCEPTION 'action "%" is not allowed in state "%" of workflow "%"', action, inst.state, inst.workflow USING ERRCODE = '55000',
       HINT = CASE WHEN here IS NULL THEN 'No action leaves this state: it waits for approvals.' ELSE format('Allowed here: %s.', here) END;
   END IF;
-  EXECUTE format('SELECT t.owner_id FROM crm_data.%I t WHERE t.id = $1', inst.object) INTO owner USING inst.record_id;
+  owner := crm._record_owner(inst.object, inst.record_id);
   ok := (tr->'allowed' ? 'owner' AND owner = actor)
         OR EXISTS (SELECT 1 FROM crm.principal_role pr JOIN crm.principal p ON p.id = pr.principal_id AND p.active
                     WHERE pr.principal_id = actor AND tr->'allowed' ? pr.role);
