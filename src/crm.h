@@ -90,6 +90,7 @@ extern void crm_pop_principal(void);
 
 /* rules.c: automation */
 extern int	crm_rule_max_depth;
+extern int32 crm_today_date(void);	/* a DateADT: crm.today or the current date */
 extern void crm_rules_reset(void);
 extern void crm_scheduler_init(void);
 

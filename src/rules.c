@@ -65,8 +65,8 @@ static int	crm_scheduler_interval = 60;
 /* --- dates ---------------------------------------------------------------------------------------------- */
 
 /* "Today" for rules and date helpers: crm.today (superuser-only, for tests) or the current date. */
-static DateADT
-today(void)
+DateADT
+crm_today_date(void)
 {
 	if (crm_today != NULL && crm_today[0] != '\0')
 		return DatumGetDateADT(DirectFunctionCall1(date_in, CStringGetDatum(crm_today)));
@@ -116,7 +116,7 @@ PG_FUNCTION_INFO_V1(crm_today_sql);
 Datum
 crm_today_sql(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_DATEADT(today());
+	PG_RETURN_DATEADT(crm_today_date());
 }
 
 static void
@@ -134,7 +134,7 @@ Datum
 crm_days_until(PG_FUNCTION_ARGS)
 {
 	DateADT		d = PG_GETARG_DATEADT(0);
-	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : today();
+	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : crm_today_date();
 
 	finite_or_error(d, "crm.days_until");
 	finite_or_error(t, "crm.days_until");
@@ -147,7 +147,7 @@ Datum
 crm_next_anniversary(PG_FUNCTION_ARGS)
 {
 	DateADT		d = PG_GETARG_DATEADT(0);
-	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : today();
+	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : crm_today_date();
 
 	finite_or_error(d, "crm.next_anniversary");
 	finite_or_error(t, "crm.next_anniversary");
@@ -160,7 +160,7 @@ Datum
 crm_days_until_anniversary(PG_FUNCTION_ARGS)
 {
 	DateADT		d = PG_GETARG_DATEADT(0);
-	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : today();
+	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : crm_today_date();
 
 	finite_or_error(d, "crm.days_until_anniversary");
 	finite_or_error(t, "crm.days_until_anniversary");
@@ -198,7 +198,7 @@ Datum
 crm_anniversary_keys(PG_FUNCTION_ARGS)
 {
 	int32		days = PG_GETARG_INT32(0);
-	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : today();
+	DateADT		t = PG_NARGS() > 1 ? PG_GETARG_DATEADT(1) : crm_today_date();
 	Datum	   *keys;
 	int			n = 0;
 

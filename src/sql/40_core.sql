@@ -10,7 +10,7 @@ BEGIN
   PERFORM crm._ensure_data_schema();
   PERFORM crm._audit_tables();
   INSERT INTO crm.audit_key SELECT WHERE NOT EXISTS (SELECT 1 FROM crm.audit_key);
-  FOREACH o IN ARRAY ARRAY['customer', 'product', 'holding', 'interaction', 'opportunity', 'task', 'consent'] LOOP
+  FOREACH o IN ARRAY ARRAY['customer', 'product', 'holding', 'interaction', 'opportunity', 'task', 'consent', 'suitability_override'] LOOP
     IF EXISTS (SELECT 1 FROM crm.object x WHERE x.name = o) THEN
       CONTINUE;
     END IF;
@@ -34,6 +34,7 @@ BEGIN
       PERFORM crm.add_field('customer', 'segment', 'picklist', '{"label": "Segment", "values": ["mass", "affluent", "private_banking", "corporate"]}');
       PERFORM crm.add_field('customer', 'kyc_status', 'picklist', '{"label": "KYC status", "required": true, "default": "pending", "values": ["pending", "verified", "expired", "rejected"]}');
       PERFORM crm.add_field('customer', 'kyc_expires_on', 'date', '{"label": "KYC expires on"}');
+      PERFORM crm.add_field('customer', 'risk_assessed_on', 'date', '{"label": "Risk assessed on"}');
       PERFORM crm.add_field('customer', 'aum', 'money', '{"label": "Assets under management", "required": true, "default": 0, "sensitivity": "personal"}');
     WHEN 'product' THEN
       PERFORM crm.create_object('product', 'Product', 'public_read', '{"description": "products the institution sells"}');
@@ -82,11 +83,22 @@ BEGIN
       PERFORM crm.add_field('consent', 'granted_at', 'timestamptz', '{"label": "Granted at", "required": true}');
       PERFORM crm.add_field('consent', 'withdrawn_at', 'timestamptz', '{"label": "Withdrawn at"}');
       PERFORM crm.add_field('consent', 'evidence', 'text', '{"label": "Evidence"}');
+    WHEN 'suitability_override' THEN
+      PERFORM crm.create_object('suitability_override', 'Suitability override', 'private', '{"description": "an approved exception: a product above the customer''s risk tolerance, or sold on an expired assessment"}');
+      PERFORM crm.add_field('suitability_override', 'customer_id', 'reference', '{"label": "Customer", "required": true, "object": "customer", "on_delete": "cascade", "inherit_access": true}');
+      PERFORM crm.add_field('suitability_override', 'product_id', 'reference', '{"label": "Product", "required": true, "object": "product"}');
+      PERFORM crm.add_field('suitability_override', 'reason', 'text', '{"label": "Reason", "required": true}');
+      PERFORM crm.add_field('suitability_override', 'valid_until', 'date', '{"label": "Valid until"}');
+      PERFORM crm.add_field('suitability_override', 'status', 'picklist', '{"label": "Status", "values": ["draft", "compliance_review", "approved", "rejected"]}');
     END CASE;
     UPDATE crm.object x SET core = true WHERE x.name = o;
     UPDATE crm.field x SET core = true WHERE x.object = o;
     made := made || o;
   END LOOP;
+  -- suitability checks, and the override workflow (defined once the workflow functions exist)
+  IF to_regprocedure('crm._init_suitability()') IS NOT NULL THEN
+    PERFORM crm._init_suitability();
+  END IF;
   RETURN made;
 END $$;
 COMMENT ON FUNCTION crm.init() IS 'creates the crm_data schema and any missing core object; CREATE EXTENSION calls it, except inside pg_restore';

@@ -122,7 +122,7 @@ BEGIN
   -- customers
   SELECT COALESCE(max(c.id), 0) INTO first_id FROM crm_data.customer c;
   INSERT INTO crm_data.customer (owner_id, org_unit_id, name, customer_type, id_type, id_number, mobile, email,
-                                 birthday, gender, risk_tolerance, segment, kyc_status, kyc_expires_on, aum)
+                                 birthday, gender, risk_tolerance, segment, kyc_status, kyc_expires_on, risk_assessed_on, aum)
   SELECT rm_ids[1 + (i % n_rm)], rm_units[1 + (i % n_rm)],
          CASE WHEN corp THEN cities[1 + (h2 % 10)] || surnames[1 + h3 % 30] || given[1 + h4 % 40] || industries[1 + h1 % 10] || '有限公司'
               ELSE surnames[1 + h1 % 30] || given[1 + h2 % 40] || CASE WHEN h3 % 3 > 0 THEN given[1 + h4 % 40] ELSE '' END END,
@@ -138,6 +138,7 @@ BEGIN
          CASE WHEN corp THEN 'corporate' WHEN aum >= 6000000 THEN 'private_banking' WHEN aum >= 500000 THEN 'affluent' ELSE 'mass' END,
          CASE WHEN h5 % 20 = 0 THEN 'expired' WHEN h5 % 20 = 1 THEN 'pending' ELSE 'verified' END,
          date '2026-06-01' + (h4 % 730)::int,
+         crm.today() - (h3 % 330)::int,
          aum
     FROM (SELECT i, h1, h2, h3, h4, h5, (h1 % 20 = 7) AS corp, (h3 % 2 = 1) AS male,
                  date '1945-01-01' + (h5 % 21000)::int AS bday,
@@ -158,7 +159,9 @@ BEGIN
          date '2026-09-01' + ((hashint8extended(c.id * 4 + k, seed + 2) & 9223372036854775807) % 720)::int
     FROM crm_data.customer c
    CROSS JOIN LATERAL generate_series(1, ((hashint8extended(c.id, seed + 3) & 9223372036854775807) % 4)::int) k
-   WHERE c.id > first_id AND c.id <= last_id;
+   WHERE c.id > first_id AND c.id <= last_id
+     -- only where suitability allows it: KYC current (products are already within the tolerance)
+     AND c.kyc_status = 'verified' AND (c.kyc_expires_on IS NULL OR c.kyc_expires_on >= crm.today());
 
   -- interactions: 0 to 3 per customer over the last two years
   INSERT INTO crm_data.interaction (owner_id, org_unit_id, customer_id, channel, occurred_at, summary)
@@ -174,18 +177,21 @@ BEGIN
   INSERT INTO crm_data.opportunity (owner_id, org_unit_id, customer_id, product_id, name, stage, amount, expected_close)
   SELECT c.owner_id, c.org_unit_id, c.id, prod_ids[1 + (hashint8extended(c.id, seed + 8) & 9223372036854775807) % prod_cum[substr(c.risk_tolerance, 2)::int]],
          '配置建议 ' || c.id,
-         (ARRAY['lead', 'lead', 'qualified', 'qualified', 'proposal', 'negotiation', 'won', 'lost'])[1 + (hashint8extended(c.id, seed + 9) & 9223372036854775807) % 8],
+         CASE WHEN c.kyc_status = 'verified' AND (c.kyc_expires_on IS NULL OR c.kyc_expires_on >= crm.today())
+              THEN (ARRAY['lead', 'lead', 'qualified', 'qualified', 'proposal', 'negotiation', 'won', 'lost'])[1 + (hashint8extended(c.id, seed + 9) & 9223372036854775807) % 8]
+              ELSE (ARRAY['lead', 'lead', 'qualified', 'qualified', 'proposal', 'negotiation', 'lost', 'lost'])[1 + (hashint8extended(c.id, seed + 9) & 9223372036854775807) % 8] END,
          round((c.aum * 0.2 + 10000)::numeric, 2),
          date '2026-11-01' + ((hashint8extended(c.id, seed + 10) & 9223372036854775807) % 180)::int
     FROM crm_data.customer c
    WHERE c.id > first_id AND c.id <= last_id AND (hashint8extended(c.id, seed + 11) & 9223372036854775807) % 3 = 0;
 
   -- open tasks for about one customer in ten, and marketing consent for most
-  INSERT INTO crm_data.task (owner_id, org_unit_id, customer_id, assignee_id, title, due_on, status, priority)
-  SELECT c.owner_id, c.org_unit_id, c.id, c.owner_id, '客户回访 Follow up',
-         date '2026-11-15' + ((hashint8extended(c.id, seed + 12) & 9223372036854775807) % 40)::int,
-         (ARRAY['open', 'open', 'done'])[1 + (hashint8extended(c.id, seed + 13) & 9223372036854775807) % 3], 'normal'
+  INSERT INTO crm_data.task (owner_id, org_unit_id, customer_id, assignee_id, title, due_on, status, priority, completed_at)
+  SELECT c.owner_id, c.org_unit_id, c.id, c.owner_id, '客户回访 Follow up', t.due_on, t.status, 'normal',
+         CASE WHEN t.status = 'done' THEN (t.due_on + ((hashint8extended(c.id, seed + 16) & 9223372036854775807) % 7)::int - 4)::timestamptz END
     FROM crm_data.customer c
+   CROSS JOIN LATERAL (SELECT date '2026-11-15' + ((hashint8extended(c.id, seed + 12) & 9223372036854775807) % 40)::int AS due_on,
+                              (ARRAY['open', 'open', 'done'])[1 + (hashint8extended(c.id, seed + 13) & 9223372036854775807) % 3] AS status) t
    WHERE c.id > first_id AND c.id <= last_id AND (hashint8extended(c.id, seed + 14) & 9223372036854775807) % 10 = 0;
   INSERT INTO crm_data.consent (owner_id, org_unit_id, customer_id, purpose, channel, granted_at, evidence)
   SELECT c.owner_id, c.org_unit_id, c.id, 'marketing', 'sms', c.created_at, 'demo: signed form'

@@ -125,3 +125,10 @@ GRANT EXECUTE ON FUNCTION crm.start_workflow(text, bigint), crm.transition(text,
   TO crm_user, crm_admin, crm_auditor;
 GRANT SELECT ON crm.workflow, crm.workflow_instance, crm.approval_task, crm.workflow_history, crm.approval_cycle_times
   TO crm_auditor;
+
+-- analytics
+GRANT EXECUTE ON FUNCTION crm.churn_scores(bigint[]), crm.churn_score(bigint), crm.customer_360(bigint), crm.recommend_products(bigint, integer),
+  crm._customer_visible(bigint)
+  TO crm_user, crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.snapshot_aum(date) TO crm_admin;
+GRANT SELECT ON crm.suitability_matrix, crm.setting, crm.churn_weight, crm.aum_snapshot TO crm_user, crm_auditor;
