@@ -17,11 +17,11 @@ SELECT crm.add_principal('regress_rl_bm', 'Branch Manager', :rb, ARRAY['branch_m
 SELECT crm.add_principal('regress_rl_tl', 'Team Lead', :rt, ARRAY['team_lead'], :bm) AS tl \gset
 SELECT crm.add_principal('regress_rl_rm', 'RM', :rt, ARRAY['rm'], :tl) AS rm \gset
 SELECT crm.add_principal('regress_rl_rm2', 'RM without manager', :rt, ARRAY['rm']) AS rm2 \gset
-INSERT INTO crm_data.customer (owner_id, name, birthday, mobile, id_type, id_number, aum) VALUES
-  (:rm, '张小规', '1980-02-27', '13812345678', 'id_card', '11010519491231002X', 1000000),  -- birthday in 7 days
-  (:rm, '李小规', '1992-02-29', '13912345678', NULL, NULL, 500000),                        -- Feb 29: 28 Feb in 2027
-  (:rm, '王小规', '1970-06-01', NULL, NULL, NULL, 2000000),
-  (:rm2, '赵小规', '1985-02-25', '13712345678', NULL, NULL, 300000);
+INSERT INTO crm_data.customer (owner_id, name, birthday, mobile, id_type, id_number, aum, risk_tolerance, kyc_status, risk_assessed_on) VALUES
+  (:rm, '张小规', '1980-02-27', '13812345678', 'id_card', '11010519491231002X', 1000000, 'C3', 'verified', '2027-01-01'),  -- birthday in 7 days
+  (:rm, '李小规', '1992-02-29', '13912345678', NULL, NULL, 500000, 'C3', 'verified', '2027-01-01'),  -- Feb 29: 28 Feb in 2027
+  (:rm, '王小规', '1970-06-01', NULL, NULL, NULL, 2000000, 'C3', 'verified', '2027-01-01'),
+  (:rm2, '赵小规', '1985-02-25', '13712345678', NULL, NULL, 300000, 'C3', 'verified', '2027-01-01');
 SELECT id AS zhang FROM crm_data.customer WHERE name = '张小规' \gset
 SELECT id AS li FROM crm_data.customer WHERE name = '李小规' \gset
 SELECT id AS wang FROM crm_data.customer WHERE name = '王小规' \gset

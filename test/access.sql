@@ -32,7 +32,8 @@ INSERT INTO p SELECT 'comp', crm.add_principal('acc_comp', 'Compliance', (SELECT
 SELECT crm.create_object('acc_deal', 'Deal');
 SELECT crm.add_field('acc_deal', 'title', 'text');
 -- records: one customer, holding and deal per RM
-WITH x AS (INSERT INTO crm_data.customer (owner_id, name, segment) SELECT id, 'cust ' || k, 'mass' FROM p WHERE k IN ('rm1', 'rm2', 'rm3') RETURNING id, owner_id)
+WITH x AS (INSERT INTO crm_data.customer (owner_id, name, segment, risk_tolerance, kyc_status, risk_assessed_on)
+           SELECT id, 'cust ' || k, 'mass', 'C1', 'verified', current_date FROM p WHERE k IN ('rm1', 'rm2', 'rm3') RETURNING id, owner_id)
 INSERT INTO p SELECT 'c_' || p.k, x.id FROM x JOIN p ON p.id = x.owner_id AND p.k LIKE 'rm%';
 INSERT INTO crm_data.product (owner_id, code, name, product_type, risk_level) SELECT id, 'ACC1', 'Deposit', 'deposit', 'R1' FROM p WHERE k = 'comp';
 WITH x AS (INSERT INTO crm_data.holding (customer_id, product_id, amount, owner_id, org_unit_id)

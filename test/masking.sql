@@ -19,8 +19,8 @@ INSERT INTO p SELECT 'hq', crm.add_org_unit('MK HQ');
 INSERT INTO p SELECT 'tl', crm.add_principal('mk_tl', 'TL', (SELECT id FROM p WHERE k = 'hq'), ARRAY['team_lead']);
 INSERT INTO p SELECT 'rm', crm.add_principal('mk_rm', 'RM', (SELECT id FROM p WHERE k = 'hq'), ARRAY['rm'], (SELECT id FROM p WHERE k = 'tl'));
 INSERT INTO p SELECT 'comp', crm.add_principal('mk_comp', 'Compliance', (SELECT id FROM p WHERE k = 'hq'), ARRAY['compliance']);
-WITH x AS (INSERT INTO crm_data.customer (owner_id, name, id_type, id_number, mobile, email)
-           SELECT id, '张三丰', 'id_card', '11010519491231002X', '13812345678', 'zhang@example.com' FROM p WHERE k = 'rm' RETURNING id)
+WITH x AS (INSERT INTO crm_data.customer (owner_id, name, id_type, id_number, mobile, email, risk_tolerance, kyc_status, risk_assessed_on)
+           SELECT id, '张三丰', 'id_card', '11010519491231002X', '13812345678', 'zhang@example.com', 'C1', 'verified', current_date FROM p WHERE k = 'rm' RETURNING id)
 INSERT INTO p SELECT 'c', id FROM x;
 -- hide the e-mail from team leads everywhere but their own book
 SELECT crm.set_field_access('customer', 'email', 'team_lead', 'hidden', 'write');

@@ -7,16 +7,12 @@ CREATE TABLE crm.suitability_matrix (
   tolerance text PRIMARY KEY CHECK (tolerance ~ '^C[1-9]$'),
   max_risk  text NOT NULL CHECK (max_risk ~ '^R[1-9]$')
 );
-INSERT INTO crm.suitability_matrix VALUES ('C1', 'R1'), ('C2', 'R2'), ('C3', 'R3'), ('C4', 'R4'), ('C5', 'R5');
 COMMENT ON TABLE crm.suitability_matrix IS 'the highest product risk level (R1..R5) each customer risk tolerance (C1..C5) may hold';
 CREATE TABLE crm.setting (
   name  text PRIMARY KEY,
   value text NOT NULL,
   description text
 );
-INSERT INTO crm.setting VALUES
-  ('risk_assessment_validity', '1 year', 'how long a customer''s risk assessment (customer.risk_assessed_on) stays valid for suitability'),
-  ('churn_watch_threshold', '30', 'churn score from which crm_report.churn_watch lists a customer');
 COMMENT ON TABLE crm.setting IS 'crm''s business settings (not PostgreSQL settings)';
 CREATE TABLE crm.churn_weight (
   factor      text PRIMARY KEY,
@@ -24,11 +20,6 @@ CREATE TABLE crm.churn_weight (
   unit        text NOT NULL,
   description text NOT NULL
 );
-INSERT INTO crm.churn_weight VALUES
-  ('aum_drop', 4, 'per 10% less AUM than 90 days ago', 'AUM trend: how much the customer''s AUM fell against the snapshot of at least 90 days ago'),
-  ('no_contact', 10, 'per 30 days without contact beyond 90', 'days since the last interaction'),
-  ('maturity_not_renewed', 15, 'per holding', 'holdings matured in the last 90 days with nothing new opened since'),
-  ('open_complaint', 20, 'per complaint', 'interactions of the last 180 days recording a complaint (投诉 / complaint)');
 COMMENT ON TABLE crm.churn_weight IS 'weights of the churn score''s factors; the score is the sum of weight × measure, capped at 100';
 CREATE TABLE crm.aum_snapshot (
   customer_id bigint NOT NULL,
@@ -179,14 +170,30 @@ CREATE FUNCTION crm._init_suitability() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE t text;
 BEGIN
+  -- defaults, seeded here (not by the install script) so that a restore brings back the dumped,
+  -- possibly edited, rows instead of colliding with fresh ones
+  INSERT INTO crm.suitability_matrix VALUES ('C1', 'R1'), ('C2', 'R2'), ('C3', 'R3'), ('C4', 'R4'), ('C5', 'R5')
+    ON CONFLICT DO NOTHING;
+  INSERT INTO crm.setting VALUES
+    ('risk_assessment_validity', '1 year', 'how long a customer''s risk assessment (customer.risk_assessed_on) stays valid for suitability'),
+    ('churn_watch_threshold', '30', 'churn score from which crm_report.churn_watch lists a customer')
+    ON CONFLICT DO NOTHING;
+  INSERT INTO crm.churn_weight VALUES
+    ('aum_drop', 4, 'per 10% less AUM than 90 days ago', 'AUM trend: how much the customer''s AUM fell against the snapshot of at least 90 days ago'),
+    ('no_contact', 10, 'per 30 days without contact beyond 90', 'days since the last interaction'),
+    ('maturity_not_renewed', 15, 'per holding', 'holdings matured in the last 90 days with nothing new opened since'),
+    ('open_complaint', 20, 'per complaint', 'interactions of the last 180 days recording a complaint (投诉 / complaint)')
+    ON CONFLICT DO NOTHING;
+
   FOREACH t IN ARRAY ARRAY['holding', 'opportunity'] LOOP
-    IF to_regclass(format('crm_data.%I', t)) IS NOT NULL AND NOT EXISTS (
+    IF EXISTS (SELECT 1 FROM crm.object o WHERE o.name = t) AND NOT EXISTS (
          SELECT 1 FROM pg_trigger g WHERE g.tgrelid = format('crm_data.%I', t)::regclass AND g.tgname = 'crm_suitability') THEN
       EXECUTE format('CREATE TRIGGER crm_suitability BEFORE INSERT OR UPDATE ON crm_data.%I FOR EACH ROW EXECUTE FUNCTION crm._suitability_check()', t);
       EXECUTE format('ALTER TABLE crm_data.%I ENABLE ALWAYS TRIGGER crm_suitability', t);
     END IF;
   END LOOP;
-  IF to_regclass('crm_data.suitability_override') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm.workflow w WHERE w.name = 'suitability_override') THEN
+  IF EXISTS (SELECT 1 FROM crm.object o WHERE o.name = 'suitability_override')
+     AND NOT EXISTS (SELECT 1 FROM crm.workflow w WHERE w.name = 'suitability_override') THEN
     PERFORM crm.define_workflow('suitability_override', 'suitability_override', '{
       "status_field": "status", "start": "draft", "description": "an exception to suitability, approved by compliance",
       "states": {"draft": {},
@@ -203,9 +210,8 @@ CREATE FUNCTION crm._init_reports() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE v text;
 BEGIN
-  IF to_regclass('crm_data.customer') IS NULL OR to_regclass('crm_data.opportunity') IS NULL OR to_regclass('crm_data.task') IS NULL
-     OR to_regclass('crm_data.holding') IS NULL OR to_regclass('crm_data.interaction') IS NULL THEN
-    RETURN;
+  IF (SELECT count(*) FROM crm.object o WHERE o.name IN ('customer', 'opportunity', 'task', 'holding', 'interaction')) < 5 THEN
+    RETURN;   -- the core objects are not (all) crm's here
   END IF;
   IF to_regnamespace('crm_report') IS NULL THEN
     CREATE SCHEMA crm_report;
