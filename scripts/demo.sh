@@ -61,6 +61,38 @@ tour "the audit trail: every change field by field (protected values as keyed ha
   -c "SELECT crm.audit_seal() AS sealed_now" \
   -c "SELECT t.action, t.session_user_name, t.field, left(t.old_value, 24) AS old, left(t.new_value, 24) AS new FROM crm.audit_trail('customer', (SELECT min(c.id) FROM crm_data.customer c WHERE c.passport_no IS NOT NULL)) t ORDER BY t.id DESC, t.field LIMIT 6" \
   -c "SELECT ok, blocks, entries, unsealed, problem FROM crm.audit_verify()"
+tour "suitability: a product above the customer's risk tolerance is refused, naming both levels" -U demo_rm_00001 \
+  -c "INSERT INTO crm_data.holding (customer_id, product_id, amount) SELECT c.id, p.id, 1000 FROM crm_data.customer c, crm_data.product p WHERE c.owner_id = crm.current_principal() AND c.risk_tolerance = 'C1' AND c.kyc_status = 'verified' AND p.risk_level = 'R5' ORDER BY c.id, p.id LIMIT 1" || true
+# a dozen suitability overrides through their workflow (RM asks, compliance approves); the demo
+# spreads the requests over the past days so that the approval chart has something to show
+psql -X -q -d crm_demo >/dev/null <<'SQL'
+SET ROLE demo_rm_00001;
+INSERT INTO crm_data.suitability_override (customer_id, product_id, reason, valid_until)
+  SELECT c.id, (SELECT p.id FROM crm_data.product p WHERE p.risk_level = 'R5' ORDER BY p.id LIMIT 1), '专业投资者认定', crm.today() + 365
+    FROM crm_data.customer c WHERE c.owner_id = crm.current_principal() AND c.risk_tolerance = 'C4' ORDER BY c.id LIMIT 12;
+SELECT crm.start_workflow('suitability_override', o.id), crm.transition('suitability_override', o.id, 'submit', '请审批')
+  FROM crm_data.suitability_override o ORDER BY o.id;
+RESET ROLE;
+UPDATE crm.approval_task a SET created_at = now() - make_interval(hours => 2 + (a.id * 7) % 60), due_at = now() - make_interval(hours => 2 + (a.id * 7) % 60) + interval '48 hours';
+SET ROLE demo_compliance;
+SELECT crm.approve(task_id, '同意') FROM crm.my_approvals() ORDER BY task_id LIMIT 10;
+SELECT crm.reject(task_id, '材料不全') FROM crm.my_approvals() ORDER BY task_id LIMIT 2;
+SQL
+tour "workflows: compliance approved 10 suitability overrides and rejected 2; an instance's history" \
+  -c "SELECT action, from_state, to_state, comment, round(extract(epoch FROM in_state) / 3600, 1) AS hours_in_state FROM crm.workflow_history('suitability_override', (SELECT min(record_id) FROM crm.workflow_instance))" \
+  -c "SELECT workflow, step, decided, round(median_hours::numeric, 1) AS median_hours, round(p90_hours::numeric, 1) AS p90_hours, sla_breaches FROM crm.approval_cycle_times"
+tour "rules: a birthday follow-up for each RM, 7 days ahead (a scheduled rule, idempotent)" \
+  -c "SELECT crm.create_rule('birthday_followup', 'customer', 'schedule', 'crm.anniversary_key(birthday) = ANY (crm.anniversary_keys(7))', '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"客户生日提醒: {{name}}\", \"due_in_days\": 7}]', '{\"run_as\": \"demo_admin\", \"occurrence\": \"crm.next_anniversary(birthday)\"}')" \
+  -c "SELECT crm.run_rule('birthday_followup') AS tasks_made, crm.run_rule('birthday_followup') AS made_again"
+tour "analytics as the RM: one customer's 360, its recommendations and churn factors" -U demo_rm_00001 \
+  -c "SELECT jsonb_pretty(crm.customer_360(c.id) - 'last_interactions' - 'consents') FROM crm_data.customer c WHERE c.owner_id = crm.current_principal() ORDER BY c.id LIMIT 1" \
+  -c "SELECT code, risk_level, score, reason FROM crm.recommend_products((SELECT min(id) FROM crm_data.customer WHERE owner_id = crm.current_principal()), 3)" \
+  -c "SELECT name, churn_score, top_factor FROM crm_report.churn_watch ORDER BY churn_score DESC, customer_id LIMIT 5"
+tour "the branch manager's funnel (crm_report views: row security and masking apply)" -U demo_bm_001 \
+  -c "SELECT stage, sum(opportunities) AS at_stage, sum(reached) AS reached FROM crm_report.sales_funnel GROUP BY stage, stage_order ORDER BY stage_order"
+if command -v python3 >/dev/null; then
+  python3 scripts/render_dashboard.py -d crm_demo >/dev/null && printf '\n-- dashboard charts (SVG): examples/*.svg, made from this database by scripts/render_dashboard.py\n'
+fi
 tour "an RM's own login cannot act as anyone" -U demo_rm_00002 -c "SELECT crm.act_as('demo_rm_00001')" || true
 
 cat <<MSG
