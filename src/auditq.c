@@ -501,3 +501,17 @@ crm_auditq_init(void)
 	strlcpy(w.bgw_type, "crm audit worker", BGW_MAXLEN);
 	RegisterBackgroundWorker(&w);
 }
+
+/* SQL function: crm._audit_export(object text, record_id bigint, detail jsonb) returns void — an EXPORT event that outlives its transaction */
+PG_FUNCTION_INFO_V1(crm_audit_export_sql);
+Datum
+crm_audit_export_sql(PG_FUNCTION_ARGS)
+{
+	bool		found;
+	int64		principal = crm_current_principal(&found);
+
+	crm_auditq_session_event("EXPORT", PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1), found ? principal : 0,
+							 PG_ARGISNULL(2) ? NULL : DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(2))));
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,433 @@
+------------------------------------------------------------------------------------------------
+-- Data-subject rights and integration: consent, subject export, the compliance report, upsert by
+-- source ids (with golden customer records), bulk import with a per-row report.
+------------------------------------------------------------------------------------------------
+CREATE FUNCTION crm._audit_export(object text, record_id bigint, detail jsonb) RETURNS void
+  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_audit_export_sql';
+
+-- Does the acting principal hold a CRM role?
+CREATE FUNCTION crm._acting_has_role(role text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT EXISTS (SELECT 1 FROM crm.principal_role pr JOIN crm.principal p ON p.id = pr.principal_id AND p.active
+                  WHERE pr.principal_id = crm.current_principal() AND pr.role = $1)
+$$;
+
+-- consent: a row per grant in crm_data.consent (the history: withdrawn rows stay)
+CREATE FUNCTION crm.grant_consent(customer_id bigint, purpose text, channel text, evidence text)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE id bigint;
+BEGIN
+  IF evidence IS NULL OR btrim(evidence) = '' THEN
+    RAISE EXCEPTION 'consent of customer % needs evidence', customer_id USING ERRCODE = '22023',
+      HINT = 'Say where it was given: a signed form, a recorded call, an app screen and version.';
+  END IF;
+  SELECT c.id INTO id FROM crm_data.consent c
+   WHERE c.customer_id = grant_consent.customer_id AND c.purpose = grant_consent.purpose AND c.channel = grant_consent.channel
+     AND c.withdrawn_at IS NULL LIMIT 1;
+  IF id IS NOT NULL THEN
+    RETURN id;   -- already given
+  END IF;
+  INSERT INTO crm_data.consent (customer_id, purpose, channel, granted_at, evidence)
+    VALUES (grant_consent.customer_id, grant_consent.purpose, grant_consent.channel, pg_catalog.now(), grant_consent.evidence)
+    RETURNING consent.id INTO id;
+  RETURN id;
+END $$;
+COMMENT ON FUNCTION crm.grant_consent(bigint, text, text, text) IS 'record a customer''s consent for a purpose on a channel (or ''any''), with its evidence; returns the consent''s id (the existing one when already given)';
+
+CREATE FUNCTION crm.withdraw_consent(customer_id bigint, purpose text, channel text, evidence text DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n integer;
+BEGIN
+  UPDATE crm_data.consent c SET withdrawn_at = pg_catalog.now(),
+         evidence = CASE WHEN withdraw_consent.evidence IS NULL THEN c.evidence ELSE c.evidence || ' | withdrawn: ' || withdraw_consent.evidence END
+   WHERE c.customer_id = withdraw_consent.customer_id AND c.purpose = withdraw_consent.purpose
+     AND (c.channel = withdraw_consent.channel OR withdraw_consent.channel = 'any') AND c.withdrawn_at IS NULL;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION crm.withdraw_consent(bigint, text, text, text) IS 'withdraw a customer''s active consents for a purpose on a channel (''any'': on every channel); the rows stay as history; returns how many';
+
+-- Everything about one person: the customer, every record referring to it (and records referring
+-- to those), consents, and the audit entries about them. For compliance principals; an EXPORT event.
+CREATE FUNCTION crm._subject_rows(obj text, cond text, ids bigint[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  cols text;
+  out jsonb;
+BEGIN
+  -- named columns (not the whole row), so that masking and decryption apply to each
+  SELECT string_agg(format('%L, t.%I', a.attname, a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = format('crm_data.%I', obj)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     AND a.attname !~ '^crm_bidx_';
+  EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_object(%s) ORDER BY t.id), ''[]'') FROM crm_data.%I t WHERE %s', cols, obj, cond)
+    INTO out USING ids;
+  RETURN out;
+END $$;
+
+CREATE FUNCTION crm._subject_audit(pairs jsonb) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', l.id, 'at', l.logged_at, 'action', l.action, 'object', l.object, 'record_id', l.record_id,
+                                               'principal_id', l.principal_id, 'user', l.session_user_name, 'detail', l.detail) ORDER BY l.id), '[]')
+    FROM crm.audit_log l
+   WHERE crm._acting_has_role('compliance')
+     AND EXISTS (SELECT 1 FROM jsonb_array_elements($1) p WHERE p->>'object' = l.object AND (p->>'id')::bigint = l.record_id)
+$$;
+
+CREATE FUNCTION crm._subject_export_audit(customer_id bigint, counts jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT crm._acting_has_role('compliance') THEN
+    RAISE EXCEPTION 'permission denied' USING ERRCODE = '42501';
+  END IF;
+  PERFORM crm._audit_export('customer', customer_id, jsonb_build_object('operation', 'subject_export', 'records', counts));
+END $$;
+
+CREATE FUNCTION crm.subject_export(customer_id bigint)
+RETURNS jsonb LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  result jsonb;
+  records jsonb := '{}';
+  pairs jsonb;
+  f record;
+  have jsonb;
+  frontier text[] := ARRAY['customer'];
+  seen text[] := ARRAY['customer'];
+  next_frontier text[];
+  rows_ jsonb;
+  ids bigint[];
+  depth integer := 0;
+BEGIN
+  IF NOT crm._acting_has_role('compliance') THEN
+    RAISE EXCEPTION 'permission denied to export the data of customer %', customer_id USING ERRCODE = '42501',
+      HINT = 'A subject export is for compliance principals.';
+  END IF;
+  rows_ := crm._subject_rows('customer', 't.id = ANY ($1)', ARRAY[customer_id]);
+  IF jsonb_array_length(rows_) = 0 THEN
+    RAISE EXCEPTION 'customer % does not exist or is not visible to you', customer_id USING ERRCODE = '42704';
+  END IF;
+  records := jsonb_build_object('customer', rows_);
+  -- follow references: records pointing at what is already in the export, up to 4 steps away
+  WHILE cardinality(frontier) > 0 AND depth < 4 LOOP
+    depth := depth + 1;
+    next_frontier := '{}';
+    FOR f IN SELECT x.object, x.name, x.options->>'object' AS target FROM crm.field x
+              WHERE x.type = 'reference' AND x.options->>'object' = ANY (frontier) ORDER BY x.object, x.position LOOP
+      IF f.object = 'customer' THEN CONTINUE; END IF;
+      SELECT array_agg((r->>'id')::bigint) INTO ids FROM jsonb_array_elements(records->f.target) r;
+      rows_ := crm._subject_rows(f.object, format('t.%I = ANY ($1)', f.name), ids);
+      IF jsonb_array_length(rows_) > 0 THEN
+        have := coalesce(records->f.object, '[]');
+        records := jsonb_set(records, ARRAY[f.object],
+          (SELECT jsonb_agg(DISTINCT e) FROM jsonb_array_elements(have || rows_) e));
+        IF NOT f.object = ANY (seen) THEN
+          next_frontier := next_frontier || f.object;
+          seen := seen || f.object;
+        END IF;
+      END IF;
+    END LOOP;
+    frontier := next_frontier;
+  END LOOP;
+  SELECT jsonb_agg(jsonb_build_object('object', k, 'id', r->'id')) INTO pairs FROM jsonb_each(records) e(k, v), jsonb_array_elements(v) r;
+  result := jsonb_build_object('subject', customer_id, 'exported_at', pg_catalog.now(), 'exported_by', crm.current_principal(),
+                               'records', records, 'consents', coalesce(records->'consent', '[]'), 'audit', crm._subject_audit(pairs));
+  -- the export is audited, and stays audited even if this transaction rolls back
+  PERFORM crm._subject_export_audit(customer_id, (SELECT jsonb_object_agg(k, jsonb_array_length(v)) FROM jsonb_each(records) e(k, v)));
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION crm.subject_export(bigint) IS 'a data subject''s export (PIPL): the customer, every record referring to it (references followed), consents, and the audit entries about them; compliance principals only; audited as EXPORT';
+
+-- The compliance report: one row per check.
+CREATE FUNCTION crm.compliance_report()
+RETURNS TABLE ("check" text, status text, detail text, fix text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  bad text;
+  n bigint;
+  k record;
+  v record;
+BEGIN
+  IF NOT (crm._caller_has_role('crm_admin') OR crm._caller_has_role('crm_auditor') OR crm._acting_has_role('compliance')) THEN
+    RAISE EXCEPTION 'permission denied for the compliance report' USING ERRCODE = '42501',
+      HINT = 'It is for crm_admin, crm_auditor and compliance principals.';
+  END IF;
+
+  "check" := 'ssl';
+  IF current_setting('ssl') = 'on' AND current_setting('ssl_min_protocol_version') IN ('TLSv1.2', 'TLSv1.3') THEN
+    status := 'pass'; detail := format('ssl on, minimum %s', current_setting('ssl_min_protocol_version')); fix := NULL;
+  ELSE
+    status := 'fail'; detail := format('ssl %s, minimum %s', current_setting('ssl'), current_setting('ssl_min_protocol_version'));
+    fix := 'Set ssl = on (with a certificate) and ssl_min_protocol_version = ''TLSv1.2'' in postgresql.conf, then reload.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'password_encryption';
+  IF current_setting('password_encryption') = 'scram-sha-256' THEN
+    status := 'pass'; detail := 'scram-sha-256'; fix := NULL;
+  ELSE
+    status := 'fail'; detail := current_setting('password_encryption');
+    fix := 'Set password_encryption = ''scram-sha-256'', reload, and reset the passwords stored as MD5.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'pg_hba trust';
+  SELECT string_agg(format('line %s (%s %s %s)', r.line_number, r.type, array_to_string(r.database, ','), coalesce(r.address, '')), '; ' ORDER BY r.line_number)
+    INTO bad FROM pg_hba_file_rules r WHERE r.auth_method = 'trust' AND r.type <> 'local';
+  IF bad IS NULL THEN
+    status := 'pass'; detail := 'no trust for network connections'; fix := NULL;
+  ELSE
+    status := 'fail'; detail := 'trust for network connections: ' || bad;
+    fix := 'Use scram-sha-256 (or cert) for host lines in pg_hba.conf, then reload.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'crm preloaded';
+  IF crm.preloaded() THEN
+    status := 'pass'; detail := 'crm is in shared_preload_libraries'; fix := NULL;
+  ELSE
+    status := 'fail'; detail := 'crm is not preloaded: no masking, no login audit, no workers';
+    fix := 'Add crm to shared_preload_libraries and restart.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'row security';
+  SELECT string_agg(o.name, ', ' ORDER BY o.name) INTO bad FROM crm.object o
+    LEFT JOIN pg_class c ON c.oid = to_regclass(format('crm_data.%I', o.name))
+   WHERE c.oid IS NULL OR NOT (c.relrowsecurity AND c.relforcerowsecurity);
+  IF bad IS NULL THEN
+    status := 'pass'; detail := format('%s managed tables: enabled and forced', (SELECT count(*) FROM crm.object)); fix := NULL;
+  ELSE
+    status := 'fail'; detail := 'not enabled and forced on: ' || bad;
+    fix := 'ALTER TABLE crm_data.<t> ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY (someone changed the catalog by hand).';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'crm triggers';
+  SELECT string_agg(format('%s.%s (%s)', o.name, t.want, coalesce(g.tgenabled::text, 'missing')), ', ' ORDER BY o.name, t.want) INTO bad
+    FROM crm.object o CROSS JOIN unnest(ARRAY['crm_audit', 'crm_audit_flush', 'crm_stamp', 'crm_write_guard']) t(want)
+    LEFT JOIN pg_trigger g ON g.tgrelid = to_regclass(format('crm_data.%I', o.name)) AND g.tgname = t.want
+   WHERE g.oid IS NULL OR g.tgenabled <> 'A';
+  IF bad IS NULL THEN
+    status := 'pass'; detail := 'audit, stamp and write-guard triggers present and firing ALWAYS on every managed table'; fix := NULL;
+  ELSE
+    status := 'fail'; detail := 'missing or not ALWAYS: ' || bad;
+    fix := 'Reinstate them (ALTER TABLE ... ENABLE ALWAYS TRIGGER ...); someone changed pg_trigger by hand. Check the audit log.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'grants on crm_data';
+  SELECT string_agg(DISTINCT format('%s to %s', c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), ', ') INTO bad
+    FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+   WHERE c.relnamespace = 'crm_data'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+     AND a.grantee <> c.relowner
+     AND (a.grantee = 0 OR a.grantee::regrole::text NOT IN ('crm_user', 'crm_admin', 'crm_auditor', 'crm_app'));
+  IF bad IS NULL THEN
+    status := 'pass'; detail := 'only crm''s roles are granted access to crm_data'; fix := NULL;
+  ELSE
+    status := 'fail'; detail := 'other grants: ' || bad;
+    fix := 'REVOKE them; give people access by making them principals (crm.add_principal) in crm_user.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'audit chain';
+  SELECT count(*) INTO n FROM crm.audit_block b;
+  SELECT x.ok, x.problem, x.entries INTO v FROM crm.audit_verify(pg_catalog.now() - interval '1 day', NULL) x;
+  IF v.ok AND (SELECT max(b.sealed_at) FROM crm.audit_block b) > pg_catalog.now() - interval '1 day' THEN
+    status := 'pass'; detail := format('the last day''s blocks verify (%s entries); sealed within the day', v.entries); fix := NULL;
+  ELSIF v.ok THEN
+    status := 'warn'; detail := 'nothing sealed in the last day (is the audit worker running? is crm preloaded?)';
+    fix := 'Check that crm is preloaded and the crm audit worker runs; SELECT crm.audit_seal().';
+  ELSE
+    status := 'fail'; detail := 'the chain does not verify: ' || coalesce(v.problem, '?');
+    fix := 'Investigate now: SELECT * FROM crm.audit_verify(); compare with the digests kept outside the database.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'sensitive fields';
+  SELECT string_agg(f.object || '.' || f.name, ', ' ORDER BY f.object, f.name) INTO bad FROM crm.field f
+   WHERE f.sensitivity = 'sensitive' AND NOT f.encrypted
+     AND EXISTS (SELECT 1 FROM crm.field_access fa WHERE fa.object = f.object AND fa.field = f.name AND fa.role = 'rm'
+                   AND fa.level IN ('read', 'write'));
+  IF bad IS NULL THEN
+    status := 'pass'; detail := 'every sensitive field is masked for RMs outside their book, or encrypted'; fix := NULL;
+  ELSE
+    status := 'fail'; detail := 'readable by every RM, unencrypted: ' || bad;
+    fix := 'crm.reset_field_access(object, field, ''rm'') or crm.set_field_access(..., ''masked''), or make the field encrypted.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'keyring';
+  SELECT * INTO k FROM crm.keyring_status();
+  IF k.ok THEN
+    status := 'pass'; detail := format('%s master key(s), current %s', k.keys, k.current_key); fix := NULL;
+  ELSE
+    status := CASE WHEN EXISTS (SELECT 1 FROM crm.field f WHERE f.encrypted) THEN 'fail' ELSE 'warn' END;
+    detail := coalesce(k.problem, 'no keyring');
+    fix := 'Set crm.keyring to a mode-600 key file readable by the server (see README, Encryption at rest).';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'superusers';
+  SELECT count(*), string_agg(r.rolname, ', ' ORDER BY r.rolname) INTO n, bad FROM pg_roles r WHERE r.rolsuper;
+  IF n <= 1 THEN
+    status := 'pass'; detail := format('%s superuser: %s', n, bad); fix := NULL;
+  ELSE
+    status := 'warn'; detail := format('%s superusers: %s', n, bad);
+    fix := 'Keep one superuser for maintenance; every superuser can get past row security and read ciphertext.';
+  END IF;
+  RETURN NEXT;
+END $$;
+COMMENT ON FUNCTION crm.compliance_report() IS 'one row per compliance check with status pass/warn/fail, what was found and how to fix it';
+
+-- Integration: records by their ids in source systems.
+CREATE TABLE crm.external_ref (
+  object        text NOT NULL REFERENCES crm.object (name) ON DELETE CASCADE,
+  source_system text NOT NULL CHECK (btrim(source_system) <> ''),
+  external_id   text NOT NULL CHECK (btrim(external_id) <> ''),
+  record_id     bigint NOT NULL,
+  created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  PRIMARY KEY (object, source_system, external_id)
+);
+CREATE INDEX external_ref_record ON crm.external_ref (object, record_id);
+COMMENT ON TABLE crm.external_ref IS 'which record a source system''s id stands for (crm.upsert keeps it)';
+SELECT pg_catalog.pg_extension_config_dump('crm.external_ref', '');
+
+-- the record a source id maps to, if the caller can see it
+CREATE FUNCTION crm._external_ref(obj text, src text, ext text) RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT r.record_id FROM crm.external_ref r WHERE r.object = $1 AND r.source_system = $2 AND r.external_id = $3
+     AND crm._visible($1, r.record_id)
+$$;
+CREATE FUNCTION crm._external_ref_add(obj text, src text, ext text, rid bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE old bigint;
+BEGIN
+  IF NOT crm._visible(obj, rid) THEN
+    RAISE EXCEPTION '% % does not exist or is not visible to you', obj, rid USING ERRCODE = '42501';
+  END IF;
+  SELECT r.record_id INTO old FROM crm.external_ref r WHERE r.object = obj AND r.source_system = src AND r.external_id = ext;
+  IF old IS NOT NULL AND old <> rid AND NOT crm._visible(obj, old) THEN
+    RAISE EXCEPTION '% id % of % already stands for a record you cannot see', src, ext, obj USING ERRCODE = '42501';
+  END IF;
+  INSERT INTO crm.external_ref (object, source_system, external_id, record_id) VALUES (obj, src, ext, rid)
+    ON CONFLICT (object, source_system, external_id) DO UPDATE SET record_id = EXCLUDED.record_id;
+END $$;
+
+-- attrs checked against the object's fields: unknown fields and values of the wrong type are named
+CREATE FUNCTION crm._upsert_assignments(obj text, attrs jsonb, OUT cols text[], OUT vals text[])
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k text;
+  v jsonb;
+  f record;
+  lit text;
+BEGIN
+  IF jsonb_typeof(attrs) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION 'attributes for % must be a JSON object', obj USING ERRCODE = '22023';
+  END IF;
+  cols := '{}'; vals := '{}';
+  FOR k, v IN SELECT * FROM jsonb_each(attrs) ORDER BY 1 LOOP
+    SELECT x.name, x.type, crm._column_type(x.type) AS coltype INTO f FROM crm.field x WHERE x.object = obj AND x.name = k;
+    IF f.name IS NULL THEN
+      RAISE EXCEPTION 'unknown field "%" for %', k, obj USING ERRCODE = '42703',
+        HINT = format('Fields of %s: %s.', obj, (SELECT string_agg(x.name, ', ' ORDER BY x.position) FROM crm.field x WHERE x.object = obj));
+    END IF;
+    lit := CASE WHEN v = 'null' THEN NULL ELSE v #>> '{}' END;
+    BEGIN
+      EXECUTE format('SELECT %L::%s', lit, f.coltype);
+    EXCEPTION WHEN data_exception THEN
+      RAISE EXCEPTION 'field "%" of %: % is not a valid %', k, obj, v, f.type USING ERRCODE = '22P02';
+    END;
+    cols := cols || f.name;
+    vals := vals || format('%L::%s', lit, f.coltype);
+  END LOOP;
+END $$;
+
+CREATE FUNCTION crm.upsert(object text, source_system text, external_id text, attrs jsonb)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  a record;
+  rid bigint;
+  idf record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM crm.object o WHERE o.name = upsert.object) THEN
+    RAISE EXCEPTION 'object "%" does not exist', upsert.object USING ERRCODE = '42704';
+  END IF;
+  IF source_system IS NULL OR btrim(source_system) = '' OR external_id IS NULL OR btrim(external_id) = '' THEN
+    RAISE EXCEPTION 'upsert into % needs a source system and an external id', upsert.object USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO a FROM crm._upsert_assignments(upsert.object, attrs);
+  rid := crm._external_ref(upsert.object, source_system, external_id);
+  -- the same person from another system: one golden customer record, found by ID number
+  IF rid IS NULL AND upsert.object = 'customer' AND attrs ? 'id_number' AND attrs->>'id_number' IS NOT NULL THEN
+    SELECT f.encrypted, coalesce((f.options->>'searchable')::boolean, false) AS searchable INTO idf
+      FROM crm.field f WHERE f.object = 'customer' AND f.name = 'id_number';
+    IF idf.encrypted AND idf.searchable THEN
+      EXECUTE 'SELECT c.id FROM crm_data.customer c WHERE c.crm_bidx_id_number = crm._blind_index(''customer'', ''id_number'', $1) ORDER BY c.id LIMIT 1'
+        INTO rid USING attrs->>'id_number';
+    ELSIF NOT idf.encrypted THEN
+      SELECT c.id INTO rid FROM crm_data.customer c WHERE c.id_number = upper(attrs->>'id_number')
+         AND c.id_type IS NOT DISTINCT FROM coalesce(attrs->>'id_type', c.id_type) ORDER BY c.id LIMIT 1;
+    END IF;
+  END IF;
+  IF rid IS NOT NULL THEN
+    IF cardinality(a.cols) > 0 THEN
+      EXECUTE format('UPDATE crm_data.%I t SET (%s) = ROW(%s) WHERE t.id = $1', upsert.object,
+                     (SELECT string_agg(quote_ident(c), ', ') FROM unnest(a.cols) c), array_to_string(a.vals, ', '))
+        USING rid;
+      IF NOT FOUND THEN
+        RAISE EXCEPTION '% % (% %) does not exist or is not visible to you', upsert.object, rid, source_system, external_id
+          USING ERRCODE = '42501';
+      END IF;
+    END IF;
+  ELSE
+    EXECUTE format('INSERT INTO crm_data.%I (%s) VALUES (%s) RETURNING id', upsert.object,
+                   (SELECT string_agg(quote_ident(c), ', ') FROM unnest(a.cols) c), array_to_string(a.vals, ', '))
+      INTO rid;
+  END IF;
+  PERFORM crm._external_ref_add(upsert.object, source_system, external_id, rid);
+  RETURN rid;
+END $$;
+COMMENT ON FUNCTION crm.upsert(text, text, text, jsonb) IS 'insert or update a record by its id in a source system, attributes checked against the object''s fields; a customer already known by ID number (from any system) is updated, not duplicated; returns the record id; runs as the caller (row security and field levels apply)';
+
+-- Bulk import from a staging table (columns: external_id and any of the object's fields).
+CREATE FUNCTION crm.import(object text, staging_table regclass, source_system text, all_or_nothing boolean DEFAULT true)
+RETURNS TABLE (row_no bigint, external_id text, status text, record_id bigint, reason text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  r record;
+  rid bigint;
+  rejected integer := 0;
+  report_ jsonb[] := '{}';
+  attrs jsonb;
+  i bigint := 0;
+  msg text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = staging_table AND a.attname = 'external_id' AND NOT a.attisdropped) THEN
+    RAISE EXCEPTION 'staging table % has no column external_id', staging_table USING ERRCODE = '42703',
+      HINT = 'One row per record: external_id, then columns named like the object''s fields.';
+  END IF;
+  BEGIN
+    FOR r IN EXECUTE format('SELECT to_jsonb(s) AS j FROM %s s ORDER BY ctid', staging_table) LOOP
+      i := i + 1;
+      attrs := r.j - 'external_id';
+      BEGIN
+        rid := crm.upsert(import.object, source_system, r.j->>'external_id', attrs);
+        report_ := report_ || jsonb_build_object('row_no', i, 'external_id', r.j->>'external_id', 'status', 'accepted', 'record_id', rid);
+      EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+        rejected := rejected + 1;
+        report_ := report_ || jsonb_build_object('row_no', i, 'external_id', r.j->>'external_id', 'status', 'rejected', 'reason', msg);
+      END;
+    END LOOP;
+    IF rejected > 0 AND all_or_nothing THEN
+      RAISE EXCEPTION USING ERRCODE = 'P0004', MESSAGE = 'crm import: rejected rows';
+    END IF;
+  EXCEPTION WHEN assert_failure THEN
+    -- all or nothing: what was accepted is rolled back with this block
+    report_ := ARRAY(SELECT CASE WHEN e->>'status' = 'accepted'
+                                 THEN e - 'record_id' || jsonb_build_object('status', 'not imported', 'reason', format('all or nothing: %s row(s) rejected', rejected))
+                                 ELSE e END FROM unnest(report_) e);
+  END;
+  RETURN QUERY SELECT (e->>'row_no')::bigint, e->>'external_id', e->>'status', (e->>'record_id')::bigint, e->>'reason' FROM unnest(report_) e;
+END $$;
+COMMENT ON FUNCTION crm.import(text, regclass, text, boolean) IS 'import a staging table (external_id + field columns) through crm.upsert; one report row per staging row (accepted / rejected with the reason / not imported); all_or_nothing (default) imports nothing when any row is rejected';
