@@ -110,8 +110,8 @@ BEGIN
   WHILE cardinality(frontier) > 0 AND depth < 4 LOOP
     depth := depth + 1;
     next_frontier := '{}';
-    FOR f IN SELECT x.object, x.name, x.options->>'object' AS target FROM crm.field x
-              WHERE x.type = 'reference' AND x.options->>'object' = ANY (frontier) ORDER BY x.object, x.position LOOP
+    FOR f IN SELECT x.object, x.name, x.references_object AS target FROM crm.fields x
+              WHERE x.type = 'reference' AND x.references_object = ANY (frontier) ORDER BY x.object, x.position LOOP
       IF f.object = 'customer' THEN CONTINUE; END IF;
       SELECT array_agg((r->>'id')::bigint) INTO ids FROM jsonb_array_elements(records->f.target) r;
       rows_ := crm._subject_rows(f.object, format('t.%I = ANY ($1)', f.name), ids);
@@ -326,10 +326,10 @@ BEGIN
   END IF;
   cols := '{}'; vals := '{}';
   FOR k, v IN SELECT * FROM jsonb_each(attrs) ORDER BY 1 LOOP
-    SELECT x.name, x.type, crm._column_type(x.type) AS coltype INTO f FROM crm.field x WHERE x.object = obj AND x.name = k;
+    SELECT x.name, x.type, x.column_type AS coltype INTO f FROM crm.fields x WHERE x.object = obj AND x.name = k;
     IF f.name IS NULL THEN
       RAISE EXCEPTION 'unknown field "%" for %', k, obj USING ERRCODE = '42703',
-        HINT = format('Fields of %s: %s.', obj, (SELECT string_agg(x.name, ', ' ORDER BY x.position) FROM crm.field x WHERE x.object = obj));
+        HINT = format('Fields of %s: %s.', obj, (SELECT string_agg(x.name, ', ' ORDER BY x.position) FROM crm.fields x WHERE x.object = obj));
     END IF;
     lit := CASE WHEN v = 'null' THEN NULL ELSE v #>> '{}' END;
     BEGIN
@@ -349,7 +349,7 @@ DECLARE
   rid bigint;
   idf record;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM crm.object o WHERE o.name = upsert.object) THEN
+  IF NOT EXISTS (SELECT 1 FROM crm.objects o WHERE o.name = upsert.object) THEN
     RAISE EXCEPTION 'object "%" does not exist', upsert.object USING ERRCODE = '42704';
   END IF;
   IF source_system IS NULL OR btrim(source_system) = '' OR external_id IS NULL OR btrim(external_id) = '' THEN
@@ -359,8 +359,9 @@ BEGIN
   rid := crm._external_ref(upsert.object, source_system, external_id);
   -- the same person from another system: one golden customer record, found by ID number
   IF rid IS NULL AND upsert.object = 'customer' AND attrs ? 'id_number' AND attrs->>'id_number' IS NOT NULL THEN
-    SELECT f.encrypted, coalesce((f.options->>'searchable')::boolean, false) AS searchable INTO idf
-      FROM crm.field f WHERE f.object = 'customer' AND f.name = 'id_number';
+    SELECT f.encrypted, s.searchable INTO idf
+      FROM crm.fields f JOIN crm.fields_searchable s ON s.object = f.object AND s.name = f.name
+     WHERE f.object = 'customer' AND f.name = 'id_number';
     IF idf.encrypted AND idf.searchable THEN
       EXECUTE 'SELECT c.id FROM crm_data.customer c WHERE c.crm_bidx_id_number = crm._blind_index(''customer'', ''id_number'', $1) ORDER BY c.id LIMIT 1'
         INTO rid USING attrs->>'id_number';
