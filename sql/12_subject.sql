@@ -1,7 +1,7 @@
 -- Data-subject rights and integration: consent, subject export, upsert with golden records, import.
 \set VERBOSITY terse
 SET client_min_messages = warning;
-DROP ROLE IF EXISTS ds_rm, ds_rm2, ds_comp, ds_int;
+DROP ROLE IF EXISTS ds_rm, ds_rm2, ds_comp, ds_int, ds_app;
 RESET client_min_messages;
 SELECT crm.add_org_unit('DS HQ') AS hq \gset
 DO $$ DECLARE r text; BEGIN
@@ -104,4 +104,34 @@ SELECT count(*) AS imported FROM crm.external_ref WHERE source_system = 'crm_imp
 SELECT name, aum FROM crm_data.customer c JOIN crm.external_ref r ON r.record_id = c.id AND r.object = 'customer'
  WHERE r.source_system = 'crm_import' ORDER BY r.external_id;
 SELECT crm.import('customer', 'pg_catalog.pg_class', 'x');
+-- a clean file goes set-based: IMP-1 updated, two new customers, one of them already known by ID number
+TRUNCATE public.ds_staging;
+INSERT INTO public.ds_staging VALUES ('IMP-1', '李一', NULL, NULL, '150'), ('IMP-6', '李六', NULL, NULL, '600'),
+  ('IMP-7', '张三', 'id_card', '110101199003074477', '2500');
+SET ROLE ds_int;
+SELECT row_no, external_id, status, reason FROM crm.import('customer', 'public.ds_staging', 'crm_import') ORDER BY row_no;
+RESET ROLE;
+SELECT r.external_id, c.name, c.aum, c.id = :u1 AS golden FROM crm_data.customer c JOIN crm.external_ref r ON r.record_id = c.id AND r.object = 'customer'
+ WHERE r.source_system = 'crm_import' ORDER BY r.external_id;
 DROP TABLE public.ds_staging;
+
+-- PostgREST's pre-request: act as the token's principal, only for an application role in crm_app
+CREATE ROLE ds_app LOGIN IN ROLE crm_app;
+SET ROLE ds_app;
+BEGIN;
+SET LOCAL request.jwt.claims = '{"principal": "ds_rm", "role": "ds_app"}';
+SELECT crm.act_as_from_jwt();
+SELECT crm.current_principal() = :rm AS acting_as_token_principal;
+SELECT count(*) AS sees_its_customer FROM crm_data.customer WHERE id = :subj;
+COMMIT;
+SELECT crm.current_principal() IS NULL AS cleared_after_the_request;
+BEGIN;
+SET LOCAL request.jwt.claims = '{"principal": "nobody_at_all"}';
+SELECT crm.act_as_from_jwt();
+ROLLBACK;
+SET ROLE ds_rm2;
+BEGIN;
+SET LOCAL request.jwt.claims = '{"principal": "ds_rm"}';
+SELECT crm.act_as_from_jwt();
+ROLLBACK;
+RESET ROLE;

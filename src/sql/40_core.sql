@@ -36,6 +36,8 @@ BEGIN
       PERFORM crm.add_field('customer', 'kyc_expires_on', 'date', '{"label": "KYC expires on"}');
       PERFORM crm.add_field('customer', 'risk_assessed_on', 'date', '{"label": "Risk assessed on"}');
       PERFORM crm.add_field('customer', 'aum', 'money', '{"label": "Assets under management", "required": true, "default": 0, "sensitivity": "personal"}');
+      -- one person, one customer: integration finds a customer by ID number (crm.upsert, crm.import)
+      EXECUTE 'CREATE INDEX customer_id_number ON crm_data.customer (id_number)';
     WHEN 'product' THEN
       PERFORM crm.create_object('product', 'Product', 'public_read', '{"description": "products the institution sells"}');
       PERFORM crm.add_field('product', 'code', 'text', '{"label": "Product code", "required": true, "unique": true, "sensitivity": "public"}');

@@ -390,6 +390,92 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION crm.upsert(text, text, text, jsonb) IS 'insert or update a record by its id in a source system, attributes checked against the object''s fields; a customer already known by ID number (from any system) is updated, not duplicated; returns the record id; runs as the caller (row security and field levels apply)';
 
+-- Map many source ids to their (visible) records, and record many new ones: one call each.
+CREATE FUNCTION crm._external_refs(obj text, src text, exts text[]) RETURNS TABLE (external_id text, record_id bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT r.external_id, r.record_id FROM crm.external_ref r
+   WHERE r.object = $1 AND r.source_system = $2 AND r.external_id = ANY ($3) AND crm._visible($1, r.record_id)
+$$;
+CREATE FUNCTION crm._external_refs_add(obj text, src text, exts text[], ids bigint[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM unnest(ids) i WHERE NOT crm._visible(obj, i)) THEN
+    RAISE EXCEPTION 'a record to map is not visible to you' USING ERRCODE = '42501';
+  END IF;
+  IF EXISTS (SELECT 1 FROM crm.external_ref r JOIN unnest(exts, ids) x(e, i) ON r.external_id = x.e
+              WHERE r.object = obj AND r.source_system = src AND r.record_id <> x.i AND NOT crm._visible(obj, r.record_id)) THEN
+    RAISE EXCEPTION 'a source id already stands for a record you cannot see' USING ERRCODE = '42501';
+  END IF;
+  INSERT INTO crm.external_ref (object, source_system, external_id, record_id)
+    SELECT obj, src, x.e, x.i FROM unnest(exts, ids) x(e, i)
+    ON CONFLICT (object, source_system, external_id) DO UPDATE SET record_id = EXCLUDED.record_id;
+END $$;
+
+-- The set-based path of crm.import: every row valid, no duplicates: one UPDATE, one INSERT.
+-- Raises on anything unusual; crm.import then takes the row-by-row path, which reports per row.
+CREATE FUNCTION crm._import_fast(obj text, staging regclass, src text) RETURNS TABLE (row_no bigint, external_id text, record_id bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  cols text[];
+  sel text;
+  golden text := 'NULL::bigint';
+  n_upd bigint;
+  n_target bigint;
+  ids bigint[];
+BEGIN
+  SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO cols FROM pg_attribute a
+   WHERE a.attrelid = staging AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'external_id';
+  IF cols IS NULL OR EXISTS (SELECT 1 FROM unnest(cols) c WHERE NOT EXISTS (SELECT 1 FROM crm.fields f WHERE f.object = obj AND f.name = c)) THEN
+    RAISE EXCEPTION 'crm import: a column that is not a field' USING ERRCODE = 'P0003';
+  END IF;
+  SELECT string_agg(format('s.%I::%s AS %I', c, f.column_type, c), ', ' ORDER BY c) INTO sel
+    FROM unnest(cols) c JOIN crm.fields f ON f.object = obj AND f.name = c;
+  IF obj = 'customer' AND 'id_number' = ANY (cols) AND NOT (SELECT f.encrypted FROM crm.fields f WHERE f.object = 'customer' AND f.name = 'id_number') THEN
+    golden := '(SELECT c.id FROM crm_data.customer c WHERE c.id_number = upper(s.id_number::text) ORDER BY c.id LIMIT 1)';
+  ELSIF obj = 'customer' AND 'id_number' = ANY (cols) THEN
+    RAISE EXCEPTION 'crm import: encrypted ID numbers take the row-by-row path' USING ERRCODE = 'P0003';
+  END IF;
+  IF to_regclass('pg_temp.crm_import_rows') IS NOT NULL THEN
+    DROP TABLE pg_temp.crm_import_rows;
+  END IF;
+  EXECUTE format('CREATE TEMP TABLE crm_import_rows ON COMMIT DROP AS
+                    SELECT row_number() OVER (ORDER BY s.ctid) AS row_no, s.external_id::text AS external_id, %s,
+                           coalesce(m.record_id, %s) AS target
+                      FROM %s s LEFT JOIN crm._external_refs(%L, %L, ARRAY(SELECT x.external_id::text FROM %s x)) m ON m.external_id = s.external_id::text',
+                 sel, golden, staging, obj, src, staging);
+  IF EXISTS (SELECT 1 FROM crm_import_rows r WHERE r.external_id IS NULL OR btrim(r.external_id) = '')
+     OR (SELECT count(DISTINCT r.external_id) <> count(*) FROM crm_import_rows r)
+     OR (SELECT count(DISTINCT r.target) <> count(r.target) FROM crm_import_rows r) THEN
+    RAISE EXCEPTION 'crm import: duplicates or missing ids' USING ERRCODE = 'P0003';
+  END IF;
+  IF obj = 'customer' AND 'id_number' = ANY (cols) AND EXISTS (
+       SELECT 1 FROM crm_import_rows r WHERE r.target IS NULL AND r.id_number IS NOT NULL GROUP BY upper(r.id_number) HAVING count(*) > 1) THEN
+    RAISE EXCEPTION 'crm import: one person twice' USING ERRCODE = 'P0003';
+  END IF;
+  SELECT count(r.target) INTO n_target FROM crm_import_rows r;
+  IF n_target > 0 THEN
+    EXECUTE format('UPDATE crm_data.%I t SET (%s) = ROW(%s) FROM crm_import_rows r WHERE t.id = r.target', obj,
+                   (SELECT string_agg(quote_ident(c), ', ' ORDER BY c) FROM unnest(cols) c),
+                   (SELECT string_agg('r.' || quote_ident(c), ', ' ORDER BY c) FROM unnest(cols) c));
+    GET DIAGNOSTICS n_upd = ROW_COUNT;
+    IF n_upd <> n_target THEN
+      RAISE EXCEPTION 'crm import: records not visible' USING ERRCODE = 'P0003';
+    END IF;
+  END IF;
+  -- new records, inserted in row order; RETURNING gives their ids in that order
+  EXECUTE format('WITH ins AS (INSERT INTO crm_data.%I (%s) SELECT %s FROM crm_import_rows r WHERE r.target IS NULL ORDER BY r.row_no RETURNING id)
+                  SELECT array_agg(id ORDER BY ord) FROM (SELECT id, row_number() OVER () AS ord FROM ins) x', obj,
+                 (SELECT string_agg(quote_ident(c), ', ' ORDER BY c) FROM unnest(cols) c),
+                 (SELECT string_agg('r.' || quote_ident(c), ', ' ORDER BY c) FROM unnest(cols) c)) INTO ids;
+  UPDATE crm_import_rows r SET target = x.id
+    FROM (SELECT n.row_no, i.id FROM (SELECT r2.row_no, row_number() OVER (ORDER BY r2.row_no) AS ord FROM crm_import_rows r2 WHERE r2.target IS NULL) n
+            JOIN unnest(ids) WITH ORDINALITY i(id, ord) ON i.ord = n.ord) x
+   WHERE r.row_no = x.row_no;
+  PERFORM crm._external_refs_add(obj, src, ARRAY(SELECT r.external_id FROM crm_import_rows r ORDER BY r.row_no),
+                                 ARRAY(SELECT r.target FROM crm_import_rows r ORDER BY r.row_no));
+  RETURN QUERY SELECT r.row_no, r.external_id, r.target FROM crm_import_rows r ORDER BY r.row_no;
+END $$;
+
 -- Bulk import from a staging table (columns: external_id and any of the object's fields).
 CREATE FUNCTION crm.import(object text, staging_table regclass, source_system text, all_or_nothing boolean DEFAULT true)
 RETURNS TABLE (row_no bigint, external_id text, status text, record_id bigint, reason text)
@@ -406,6 +492,17 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = staging_table AND a.attname = 'external_id' AND NOT a.attisdropped) THEN
     RAISE EXCEPTION 'staging table % has no column external_id', staging_table USING ERRCODE = '42703',
       HINT = 'One row per record: external_id, then columns named like the object''s fields.';
+  END IF;
+  -- all or nothing: first the set-based path (one UPDATE, one INSERT); anything unusual (a bad
+  -- value, a duplicate, an invisible record) and it is rolled back and the rows go one by one
+  IF all_or_nothing THEN
+    BEGIN
+      RETURN QUERY SELECT f.row_no, f.external_id, 'accepted'::text, f.record_id, NULL::text
+        FROM crm._import_fast(import.object, staging_table, source_system) f;
+      RETURN;
+    EXCEPTION WHEN OTHERS THEN
+      NULL;   -- the row-by-row path below says which rows and why
+    END;
   END IF;
   BEGIN
     FOR r IN EXECUTE format('SELECT to_jsonb(s) AS j FROM %s s ORDER BY ctid', staging_table) LOOP
@@ -432,3 +529,16 @@ BEGIN
   RETURN QUERY SELECT (e->>'row_no')::bigint, e->>'external_id', e->>'status', (e->>'record_id')::bigint, e->>'reason' FROM unnest(report_) e;
 END $$;
 COMMENT ON FUNCTION crm.import(text, regclass, text, boolean) IS 'import a staging table (external_id + field columns) through crm.upsert; one report row per staging row (accepted / rejected with the reason / not imported); all_or_nothing (default) imports nothing when any row is rejected';
+
+-- PostgREST's pre-request: act as the principal a verified token names (claim "principal").
+-- Only roles in crm_app may act as anyone (crm.act_as checks), so this adds no power: it reads the
+-- claim PostgREST verified and set for this request's transaction.
+CREATE FUNCTION crm.act_as_from_jwt() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE p text := nullif(current_setting('request.jwt.claims', true), '')::json ->> 'principal';
+BEGIN
+  IF p IS NOT NULL THEN
+    PERFORM crm.act_as(p);
+  END IF;
+END $$;
+COMMENT ON FUNCTION crm.act_as_from_jwt() IS 'for PostgREST''s db-pre-request: crm.act_as(the token''s "principal" claim); refused unless the request''s role is in crm_app';

@@ -137,7 +137,9 @@ GRANT SELECT ON crm.suitability_matrix, crm.setting, crm.churn_weight, crm.aum_s
 GRANT EXECUTE ON FUNCTION crm.grant_consent(bigint, text, text, text), crm.withdraw_consent(bigint, text, text, text),
   crm.subject_export(bigint), crm._subject_rows(text, text, bigint[]), crm._subject_audit(jsonb), crm._acting_has_role(text),
   crm._subject_export_audit(bigint, jsonb), crm.upsert(text, text, text, jsonb), crm._upsert_assignments(text, jsonb),
-  crm._external_ref(text, text, text), crm._external_ref_add(text, text, text, bigint), crm.import(text, regclass, text, boolean),
+  crm._external_ref(text, text, text), crm._external_ref_add(text, text, text, bigint),
+  crm._external_refs(text, text, text[]), crm._external_refs_add(text, text, text[], bigint[]), crm._import_fast(text, regclass, text), crm.import(text, regclass, text, boolean),
   crm._column_type(text)
   TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.compliance_report() TO crm_user, crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.act_as_from_jwt() TO PUBLIC;
