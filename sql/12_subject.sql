@@ -135,3 +135,45 @@ SET LOCAL request.jwt.claims = '{"principal": "ds_rm"}';
 SELECT crm.act_as_from_jwt();
 ROLLBACK;
 RESET ROLE;
+
+-- merging duplicates, reversibly
+SET ROLE ds_int;
+SELECT crm.upsert('customer', 'crm_import', 'IMP-8', '{"name": "张三 (重复)"}') AS dup \gset
+INSERT INTO crm_data.interaction (customer_id, channel, occurred_at, summary) VALUES (:dup, 'phone', now(), 'dup call'), (:dup, 'visit', now(), 'dup visit');
+RESET ROLE;
+SELECT crm.merge_customers(:u1, :dup, 'same person, two files') AS mid \gset
+SELECT count(*) AS interactions_now_on_survivor FROM crm_data.interaction WHERE customer_id = :u1 AND summary LIKE 'dup%';
+SELECT record_id = :u1 AS ref_moved FROM crm.external_ref WHERE external_id = 'IMP-8';
+SELECT crm.merge_customers(:u1, :dup);
+SELECT crm.unmerge_customers(:mid) AS moved_back;
+SELECT count(*) AS back_on_duplicate FROM crm_data.interaction WHERE customer_id = :dup;
+SELECT record_id = :dup AS ref_back FROM crm.external_ref WHERE external_id = 'IMP-8';
+SELECT crm.unmerge_customers(:mid);
+SELECT crm.merge_customers(:u1, :u1);
+
+-- erasure: complaints are kept 5 years (blanked), interactions go now; the customer stays, blanked
+SELECT crm.set_retention('complaint', '5 years', 'anonymise');
+SELECT crm.set_retention('complaint', '-1 day', 'delete');
+SELECT crm.set_retention('complaint', '5 years', 'burn');
+INSERT INTO crm_data.interaction (customer_id, channel, occurred_at, summary) VALUES (:subj, 'phone', now(), '谈及家庭住址');
+SET ROLE ds_rm;
+SELECT crm.erase_subject(:subj, 'PIPL request 2026-11-28');
+SET ROLE ds_comp;
+SELECT crm.erase_subject(:subj, '');
+SELECT crm.erase_subject(:subj, 'PIPL request 2026-11-28');
+RESET ROLE;
+SELECT name, id_number, mobile, birthday, aum FROM crm_data.customer WHERE id = :subj;
+SELECT summary FROM crm_data.complaint WHERE customer_id = :subj;
+SELECT count(*) AS interactions_left FROM crm_data.interaction WHERE customer_id = :subj;
+SELECT count(*) AS consents_left FROM crm_data.consent WHERE customer_id = :subj;
+SELECT action, detail->>'operation' AS operation, principal_id = :comp AS by_compliance FROM crm.audit_log
+ WHERE object = 'customer' AND record_id = :subj AND action = 'MAINTENANCE' ORDER BY id DESC LIMIT 1;
+SELECT crm.audit_seal() >= 0 AS sealed;
+SELECT ok FROM crm.audit_verify();
+
+-- retention applied: anonymise complaints older than 5 years, delete interactions older than 1 year
+SELECT crm.set_retention('interaction', '1 year', 'delete');
+INSERT INTO crm_data.interaction (owner_id, customer_id, channel, occurred_at, summary, created_at)
+  VALUES (:rm, :u1, 'phone', now() - interval '2 years', 'old call', now() - interval '2 years');
+SELECT * FROM crm.apply_retention() ORDER BY 1;
+SELECT count(*) AS old_calls FROM crm_data.interaction WHERE summary = 'old call';

@@ -116,7 +116,8 @@ crm_current_principal(bool *found)
 	/* act_as binds the role that called it: after SET ROLE / RESET ROLE it no longer applies */
 	if (act_as_top != NULL && act_as_top->set_by == outer)
 	{
-		*found = true;
+		/* principal 0: crm's own maintenance, acting for nobody */
+		*found = act_as_top->principal != 0;
 		crm_last_principal = act_as_top->principal;
 		return act_as_top->principal;
 	}
@@ -316,4 +317,37 @@ crm_pop_principal(void)
 {
 	if (act_as_top != NULL)
 		act_as_top = act_as_top->prev;
+}
+
+/*
+ * SQL function: crm._as_system(sql text, args bigint[]) returns bigint — runs one of crm's own fixed
+ * statements (erasure, retention) with no acting principal, so that field levels do not stop
+ * crm's maintenance; $1 is the array of ids. Not granted to anyone: only crm's SECURITY DEFINER functions
+ * call it. Returns the rows processed.
+ */
+PG_FUNCTION_INFO_V1(crm_as_system);
+Datum
+crm_as_system(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		vals[1] = {PG_GETARG_DATUM(1)};
+	char		nulls[1] = {PG_ARGISNULL(1) ? 'n' : ' '};
+	volatile uint64 n = 0;
+
+	crm_push_principal(0);
+	PG_TRY();
+	{
+		SPI_connect();
+		if (SPI_execute_with_args(sql, 1, types, vals, nulls, false, 0) < 0)
+			elog(ERROR, "crm: maintenance statement failed");
+		n = SPI_processed;
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_pop_principal();
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64((int64) n);
 }

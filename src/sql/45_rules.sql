@@ -637,6 +637,11 @@ BEGIN
     rule := '(workflow escalations)'; fired := n; error := NULL;
     RETURN NEXT;
   END IF;
+  -- records past their retention
+  FOR r IN SELECT x.object, x.records FROM crm.apply_retention() x WHERE x.records > 0 LOOP
+    rule := '(retention: ' || r.object || ')'; fired := r.records; error := NULL;
+    RETURN NEXT;
+  END LOOP;
 END $$;
 COMMENT ON FUNCTION crm.run_due() IS 'runs every due scheduled rule (the crm scheduler worker calls it; pg_cron users may too)';
 

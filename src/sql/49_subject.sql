@@ -542,3 +542,218 @@ BEGIN
   END IF;
 END $$;
 COMMENT ON FUNCTION crm.act_as_from_jwt() IS 'for PostgREST''s db-pre-request: crm.act_as(the token''s "principal" claim); refused unless the request''s role is in crm_app';
+
+CREATE FUNCTION crm._as_system(sql text, args bigint[]) RETURNS bigint
+  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_as_system';
+
+-- Merging duplicate customers, reversibly: every record moved is written down.
+CREATE TABLE crm.customer_merge (
+  id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  survivor   bigint NOT NULL,
+  duplicate  bigint NOT NULL,
+  reason     text NOT NULL,
+  merged_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  merged_by  bigint,
+  undone_at  timestamptz
+);
+CREATE TABLE crm.customer_merge_move (
+  merge_id  bigint NOT NULL REFERENCES crm.customer_merge (id) ON DELETE CASCADE,
+  object    text NOT NULL,
+  field     text NOT NULL,
+  record_id bigint NOT NULL
+);
+CREATE TABLE crm.customer_merge_ref (
+  merge_id      bigint NOT NULL REFERENCES crm.customer_merge (id) ON DELETE CASCADE,
+  source_system text NOT NULL,
+  external_id   text NOT NULL
+);
+COMMENT ON TABLE crm.customer_merge IS 'customers merged into others (crm.merge_customers), with what moved in customer_merge_move/_ref, so that a merge can be undone';
+SELECT pg_catalog.pg_extension_config_dump('crm.customer_merge', '');
+SELECT pg_catalog.pg_extension_config_dump('crm.customer_merge_move', '');
+SELECT pg_catalog.pg_extension_config_dump('crm.customer_merge_ref', '');
+
+CREATE FUNCTION crm.merge_customers(survivor bigint, duplicate bigint, reason text DEFAULT 'duplicate')
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  mid bigint;
+  f record;
+  n bigint;
+  moved jsonb := '{}';
+BEGIN
+  IF NOT crm._caller_has_role('crm_admin') THEN
+    RAISE EXCEPTION 'permission denied to merge customers' USING ERRCODE = '42501', HINT = 'Merging is for crm_admin.';
+  END IF;
+  IF merge_customers.survivor IS NULL OR merge_customers.duplicate IS NULL OR merge_customers.survivor = merge_customers.duplicate THEN
+    RAISE EXCEPTION 'merge_customers needs two different customers' USING ERRCODE = '22023';
+  END IF;
+  IF (SELECT count(*) FROM crm_data.customer c WHERE c.id IN (merge_customers.survivor, merge_customers.duplicate)) <> 2 THEN
+    RAISE EXCEPTION 'customer % or % does not exist', merge_customers.survivor, merge_customers.duplicate USING ERRCODE = '42704';
+  END IF;
+  IF EXISTS (SELECT 1 FROM crm.customer_merge m WHERE m.duplicate IN (merge_customers.survivor, merge_customers.duplicate) AND m.undone_at IS NULL) THEN
+    RAISE EXCEPTION 'customer % or % was already merged into another', merge_customers.survivor, merge_customers.duplicate USING ERRCODE = '55000',
+      HINT = 'Undo that merge first (crm.unmerge_customers), or merge into its survivor.';
+  END IF;
+  INSERT INTO crm.customer_merge (survivor, duplicate, reason, merged_by)
+    VALUES (merge_customers.survivor, merge_customers.duplicate, coalesce(reason, 'duplicate'), crm.current_principal()) RETURNING id INTO mid;
+  FOR f IN SELECT x.object, x.name FROM crm.fields x WHERE x.type = 'reference' AND x.references_object = 'customer' ORDER BY x.object, x.position LOOP
+    n := crm._as_system(format('WITH m AS (UPDATE crm_data.%I t SET %I = $1[1] WHERE t.%I = $1[2] RETURNING t.id)
+                                INSERT INTO crm.customer_merge_move (merge_id, object, field, record_id) SELECT $1[3], %L, %L, m.id FROM m',
+                               f.object, f.name, f.name, f.object, f.name), ARRAY[merge_customers.survivor, merge_customers.duplicate, mid]);
+    IF n > 0 THEN
+      moved := moved || jsonb_build_object(f.object, n);
+    END IF;
+  END LOOP;
+  WITH m AS (UPDATE crm.external_ref r SET record_id = merge_customers.survivor WHERE r.object = 'customer' AND r.record_id = merge_customers.duplicate
+             RETURNING r.source_system, r.external_id)
+  INSERT INTO crm.customer_merge_ref (merge_id, source_system, external_id) SELECT mid, m.source_system, m.external_id FROM m;
+  PERFORM crm._audit_event('MAINTENANCE', 'customer', merge_customers.survivor,
+    jsonb_build_object('operation', 'merge_customers', 'merge_id', mid, 'duplicate', merge_customers.duplicate, 'moved', moved));
+  RETURN mid;
+END $$;
+COMMENT ON FUNCTION crm.merge_customers(bigint, bigint, text) IS 'move every record referring to the duplicate, and its source ids, to the survivor; written down so that crm.unmerge_customers can undo it; returns the merge id';
+
+CREATE FUNCTION crm.unmerge_customers(merge_id bigint)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  m crm.customer_merge;
+  mv record;
+  n bigint := 0;
+BEGIN
+  IF NOT crm._caller_has_role('crm_admin') THEN
+    RAISE EXCEPTION 'permission denied to undo a merge' USING ERRCODE = '42501';
+  END IF;
+  SELECT * INTO m FROM crm.customer_merge x WHERE x.id = merge_id FOR UPDATE;
+  IF NOT FOUND OR m.undone_at IS NOT NULL THEN
+    RAISE EXCEPTION 'merge % does not exist or was already undone', merge_id USING ERRCODE = '42704';
+  END IF;
+  FOR mv IN SELECT x.object, x.field, array_agg(x.record_id) AS ids FROM crm.customer_merge_move x WHERE x.merge_id = m.id GROUP BY 1, 2 LOOP
+    n := n + crm._as_system(format('UPDATE crm_data.%I t SET %I = $1[1] WHERE t.%I = $1[2] AND t.id = ANY ($1[3:])',
+                                   mv.object, mv.field, mv.field), ARRAY[m.duplicate, m.survivor] || mv.ids);
+  END LOOP;
+  UPDATE crm.external_ref r SET record_id = m.duplicate
+    FROM crm.customer_merge_ref x WHERE x.merge_id = m.id AND r.object = 'customer' AND r.source_system = x.source_system
+     AND r.external_id = x.external_id;
+  UPDATE crm.customer_merge x SET undone_at = pg_catalog.now() WHERE x.id = m.id;
+  PERFORM crm._audit_event('MAINTENANCE', 'customer', m.duplicate,
+    jsonb_build_object('operation', 'unmerge_customers', 'merge_id', m.id, 'survivor', m.survivor, 'moved_back', n));
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION crm.unmerge_customers(bigint) IS 'undo a merge: the moved records and source ids go back to the duplicate; returns how many records moved back';
+
+-- Retention per object: keep records so long after their creation, then delete or anonymise them.
+CREATE TABLE crm.retention (
+  object text PRIMARY KEY REFERENCES crm.object (name) ON DELETE CASCADE,
+  keep   interval NOT NULL CHECK (keep > interval '0'),
+  action text NOT NULL CHECK (action IN ('delete', 'anonymise'))
+);
+COMMENT ON TABLE crm.retention IS 'how long the law requires records of an object kept, and what happens after (crm.set_retention, applied by crm.run_due)';
+SELECT pg_catalog.pg_extension_config_dump('crm.retention', '');
+
+CREATE FUNCTION crm.set_retention(object text, keep interval, action text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT crm._caller_has_role('crm_admin') THEN
+    RAISE EXCEPTION 'permission denied to set retention' USING ERRCODE = '42501';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM crm.object o WHERE o.name = set_retention.object) THEN
+    RAISE EXCEPTION 'object "%" does not exist', set_retention.object USING ERRCODE = '42704';
+  END IF;
+  IF keep IS NULL OR keep <= interval '0' THEN
+    RAISE EXCEPTION 'retention of % must be a positive interval', set_retention.object USING ERRCODE = '22023';
+  END IF;
+  IF action IS NULL OR action NOT IN ('delete', 'anonymise') THEN
+    RAISE EXCEPTION 'retention action must be delete or anonymise, not %', coalesce(quote_literal(action), 'NULL') USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO crm.retention VALUES (set_retention.object, keep, action)
+    ON CONFLICT ON CONSTRAINT retention_pkey DO UPDATE SET keep = EXCLUDED.keep, action = EXCLUDED.action;
+END $$;
+
+-- UPDATE that blanks an object's personal and sensitive fields (required text: '[erased]', required
+-- amounts: 0) for the records chosen by cond (over alias t, $1 the ids).
+CREATE FUNCTION crm._anonymise_sql(obj text, cond text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT format('UPDATE crm_data.%I t SET %s WHERE %s AND (%s)', obj,
+                string_agg(format('%I = %s', f.name,
+                                  CASE WHEN NOT f.required THEN 'NULL'
+                                       WHEN f.type IN ('text', 'picklist') THEN quote_literal('[erased]')
+                                       WHEN f.type IN ('money', 'numeric', 'integer') THEN '0' END), ', '),
+                cond,
+                string_agg(format('t.%I IS DISTINCT FROM %s', f.name,
+                                  CASE WHEN NOT f.required THEN 'NULL'
+                                       WHEN f.type IN ('text', 'picklist') THEN quote_literal('[erased]')
+                                       WHEN f.type IN ('money', 'numeric', 'integer') THEN '0' END), ' OR '))
+    FROM crm.field f
+   WHERE f.object = obj AND f.sensitivity IN ('personal', 'sensitive') AND f.type <> 'reference'
+     AND (NOT f.required OR f.type IN ('text', 'picklist', 'money', 'numeric', 'integer'))
+   HAVING count(*) > 0
+$$;
+
+CREATE FUNCTION crm.apply_retention(as_of timestamptz DEFAULT now())
+RETURNS TABLE (object text, action text, records bigint) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r crm.retention; q text;
+BEGIN
+  IF NOT crm._caller_has_role('crm_admin') THEN
+    RAISE EXCEPTION 'permission denied to apply retention' USING ERRCODE = '42501';
+  END IF;
+  FOR r IN SELECT * FROM crm.retention ORDER BY 1 LOOP
+    object := r.object; action := r.action;
+    IF r.action = 'delete' THEN
+      records := crm._as_system(format('DELETE FROM crm_data.%I t WHERE t.created_at < to_timestamp($1[1]::double precision)', r.object),
+                                ARRAY[extract(epoch FROM as_of - r.keep)::bigint]);
+    ELSE
+      q := crm._anonymise_sql(r.object, 't.created_at < to_timestamp($1[1]::double precision)');
+      records := CASE WHEN q IS NULL THEN 0 ELSE crm._as_system(q, ARRAY[extract(epoch FROM as_of - r.keep)::bigint]) END;
+    END IF;
+    IF records > 0 THEN
+      PERFORM crm._audit_event('MAINTENANCE', r.object, NULL,
+        jsonb_build_object('operation', 'retention', 'action', r.action, 'keep', r.keep::text, 'records', records));
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION crm.apply_retention(timestamptz) IS 'delete or anonymise the records older than their object''s retention (crm.run_due calls it); audited';
+
+-- Erasure (PIPL): shred the customer's data key, blank its personal fields, and those of records
+-- about it: records of objects the law keeps (a retention rule) stay, blanked, until retention
+-- ends them; the others go now. The customer record stays, blanked, for what is kept.
+CREATE FUNCTION crm.erase_subject(customer_id bigint, reason text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  f record;
+  q text;
+  n bigint;
+  deleted jsonb := '{}';
+  kept jsonb := '{}';
+  res jsonb;
+BEGIN
+  IF NOT (crm._caller_has_role('crm_admin') OR crm._acting_has_role('compliance')) THEN
+    RAISE EXCEPTION 'permission denied to erase customer %', erase_subject.customer_id USING ERRCODE = '42501',
+      HINT = 'Erasure is for compliance principals and crm_admin.';
+  END IF;
+  IF reason IS NULL OR btrim(reason) = '' THEN
+    RAISE EXCEPTION 'erasing customer % needs a reason', erase_subject.customer_id USING ERRCODE = '22023';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM crm_data.customer c WHERE c.id = erase_subject.customer_id) THEN
+    RAISE EXCEPTION 'customer % does not exist', erase_subject.customer_id USING ERRCODE = '42704';
+  END IF;
+  IF EXISTS (SELECT 1 FROM crm.data_key d WHERE d.subject = 'customer:' || erase_subject.customer_id AND d.wrapped IS NOT NULL) THEN
+    PERFORM crm.forget_subject(erase_subject.customer_id, reason);
+  END IF;
+  FOR f IN SELECT x.object, x.name FROM crm.fields x WHERE x.type = 'reference' AND x.references_object = 'customer'
+            ORDER BY x.object, x.position LOOP
+    IF EXISTS (SELECT 1 FROM crm.retention r WHERE r.object = f.object) THEN
+      q := crm._anonymise_sql(f.object, format('t.%I = $1[1]', f.name));
+      n := CASE WHEN q IS NULL THEN 0 ELSE crm._as_system(q, ARRAY[erase_subject.customer_id]) END;
+      kept := kept || jsonb_build_object(f.object, n);
+    ELSE
+      n := crm._as_system(format('DELETE FROM crm_data.%I t WHERE t.%I = $1[1]', f.object, f.name), ARRAY[erase_subject.customer_id]);
+      deleted := deleted || jsonb_build_object(f.object, n);
+    END IF;
+  END LOOP;
+  n := crm._as_system(crm._anonymise_sql('customer', 't.id = $1[1]'), ARRAY[erase_subject.customer_id]);
+  res := jsonb_build_object('customer', erase_subject.customer_id, 'deleted', deleted, 'kept_anonymised', kept, 'customer_anonymised', n > 0);
+  PERFORM crm._audit_event('MAINTENANCE', 'customer', erase_subject.customer_id,
+    jsonb_build_object('operation', 'erase_subject', 'reason', reason) || res);
+  RETURN res;
+END $$;
+COMMENT ON FUNCTION crm.erase_subject(bigint, text) IS 'erase a data subject: crypto-shred its key, blank its personal fields, delete records about it unless a retention rule keeps them (blanked); audited';

@@ -91,7 +91,7 @@ BEGIN
   FOREACH t SLICE 1 IN ARRAY ARRAY[['object_grant', 'GRANT'], ['principal_role', 'GRANT'], ['principal', 'GRANT'],
                                    ['role', 'GRANT'], ['org_unit', 'GRANT'], ['record_share', 'SHARE'],
                                    ['wall', 'POLICY'], ['field_access', 'POLICY'], ['object', 'DDL'], ['field', 'DDL'],
-                                   ['data_key', 'MAINTENANCE'], ['rule', 'POLICY'], ['workflow', 'POLICY']] LOOP
+                                   ['data_key', 'MAINTENANCE'], ['rule', 'POLICY'], ['workflow', 'POLICY'], ['retention', 'POLICY']] LOOP
     EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH ROW EXECUTE FUNCTION crm._audit_row(%L)', t[1], t[2]);
     EXECUTE pg_catalog.format('CREATE TRIGGER crm_audit_flush AFTER INSERT OR UPDATE OR DELETE ON crm.%I FOR EACH STATEMENT EXECUTE FUNCTION crm._audit_flush()', t[1]);
     EXECUTE pg_catalog.format('ALTER TABLE crm.%I ENABLE ALWAYS TRIGGER crm_audit', t[1]);
@@ -143,3 +143,7 @@ GRANT EXECUTE ON FUNCTION crm.grant_consent(bigint, text, text, text), crm.withd
   TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.compliance_report() TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.act_as_from_jwt() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION crm.merge_customers(bigint, bigint, text), crm.unmerge_customers(bigint), crm.set_retention(text, interval, text),
+  crm.apply_retention(timestamptz)
+  TO crm_admin;
+GRANT EXECUTE ON FUNCTION crm.erase_subject(bigint, text) TO crm_user, crm_admin;
