@@ -97,5 +97,18 @@ ok "$(psql -X -qAt -U ck_rm -d $old -c "SELECT string_agg(name || '=' || passpor
    "in the restored old copy Alice is erased too (her key is listed as shredded), Bob reads"
 ok "$(psql -X -qAt -d $old -c "SELECT wrapped IS NOT NULL FROM crm.data_key WHERE subject LIKE 'customer:%' ORDER BY id LIMIT 1")" "t" \
    "(the old copy still held Alice's wrapped key)"
+
+# erasure (crm.erase_subject): the key shredded and the plain personal fields blanked; an old dump
+# restored afterwards reads the encrypted field as erased (its plaintext columns are the dump's)
+pg_dump -Fc -d $db -f "$tmp/before_erase.dump" 2>/dev/null
+ok "$(as ck_comp -c "SELECT (crm.erase_subject(id, 'erasure request 18'))->>'customer_anonymised' FROM crm_data.customer WHERE name = 'Bob'")" "true" "compliance erases Bob"
+ok "$(as ck_rm -c "SELECT string_agg(name || '=' || coalesce(passport, 'NULL'), ',' ORDER BY name) FROM crm_data.customer")" "Alice=[erased],[erased]=NULL" \
+   "Bob's name is blanked and his encrypted passport gone"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $old" -c "CREATE DATABASE $old" >/dev/null 2>&1
+pg_restore -d $old "$tmp/before_erase.dump" 2>"$tmp/restore2.err"
+ok "$(grep -c ERROR "$tmp/restore2.err")|$(psql -X -qAt -U ck_rm -d $old -c "SELECT passport FROM crm_data.customer WHERE name = 'Bob'" 2>&1)" "0|[erased]" \
+   "a dump from before the erasure restores, with Bob's passport erased (his key is shredded)"
+su -c "SELECT crm.audit_seal()" >/dev/null
+ok "$(su -c "SELECT ok FROM crm.audit_verify()")" "t" "the audit chain verifies after the erasure"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "DROP DATABASE IF EXISTS $old" >/dev/null 2>&1
 finish
