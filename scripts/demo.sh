@@ -73,7 +73,7 @@ INSERT INTO crm_data.suitability_override (customer_id, product_id, reason, vali
 SELECT crm.start_workflow('suitability_override', o.id), crm.transition('suitability_override', o.id, 'submit', '请审批')
   FROM crm_data.suitability_override o ORDER BY o.id;
 RESET ROLE;
-UPDATE crm.approval_task a SET created_at = now() - make_interval(hours => 2 + (a.id * 7) % 60), due_at = now() - make_interval(hours => 2 + (a.id * 7) % 60) + interval '48 hours';
+UPDATE crm.approval_task a SET created_at = now() - make_interval(hours => (2 + (a.id * 7) % 60)::int), due_at = now() - make_interval(hours => (2 + (a.id * 7) % 60)::int) + interval '48 hours';
 SET ROLE demo_compliance;
 SELECT crm.approve(task_id, '同意') FROM crm.my_approvals() ORDER BY task_id LIMIT 10;
 SELECT crm.reject(task_id, '材料不全') FROM crm.my_approvals() ORDER BY task_id LIMIT 2;

@@ -19,7 +19,7 @@ EXAMPLES = os.path.join(HERE, '..', 'examples')
 def queries(path):
     text = open(path, encoding='utf-8').read()
     for block in re.split(r'\n(?=-- name: )', text):
-        m = re.search(r'-- name: (\w+)\n-- title: (.*)\n(.*)', block, re.S)
+        m = re.search(r'-- name: (\w+)\n-- title: ([^\n]*)\n(.*)', block, re.S)
         if m:
             yield m.group(1), m.group(2).strip(), m.group(3).strip()
 
