@@ -279,7 +279,6 @@ start_db_worker(const char *db)
 {
 	BackgroundWorker w;
 	BackgroundWorkerHandle *h;
-	pid_t		pid;
 
 	memset(&w, 0, sizeof(w));
 	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -293,9 +292,33 @@ start_db_worker(const char *db)
 	w.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&w, &h))
 		return;
-	if (WaitForBackgroundWorkerStartup(h, &pid) != BGWH_STARTED)
-		return;
-	(void) WaitForBackgroundWorkerShutdown(h);
+	crm_wait_worker(h);
+}
+
+/*
+ * Wait for a dynamic worker to finish, but not through a shutdown: the postmaster starts no worker
+ * once it is shutting down, and WaitForBackgroundWorkerStartup would then wait for ever. The
+ * postmaster signals us (bgw_notify_pid) when the worker starts and stops.
+ */
+void
+crm_wait_worker(BackgroundWorkerHandle *h)
+{
+	for (;;)
+	{
+		pid_t		pid;
+		BgwHandleStatus st = GetBackgroundWorkerPid(h, &pid);
+
+		if (st == BGWH_STOPPED || st == BGWH_POSTMASTER_DIED)
+			return;
+		if (ShutdownRequestPending)
+		{
+			TerminateBackgroundWorker(h);
+			return;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 void

@@ -1042,7 +1042,6 @@ run_db(const char *db)
 {
 	BackgroundWorker w;
 	BackgroundWorkerHandle *h;
-	pid_t		pid;
 
 	memset(&w, 0, sizeof(w));
 	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -1060,9 +1059,7 @@ run_db(const char *db)
 					  errhint("Raise max_worker_processes.")));
 		return;
 	}
-	if (WaitForBackgroundWorkerStartup(h, &pid) != BGWH_STARTED)
-		return;
-	(void) WaitForBackgroundWorkerShutdown(h);
+	crm_wait_worker(h);
 }
 
 /* The launcher: every crm.scheduler_interval seconds, one short-lived run per listed database. */

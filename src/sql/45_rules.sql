@@ -618,13 +618,13 @@ BEGIN
     BEGIN
       n := crm._run_rule(r.name);
       UPDATE crm.rule_state s SET last_run_at = now(), last_fired = n, runs = s.runs + 1, last_error = NULL,
-             next_run_at = greatest(s.next_run_at + r.cadence, now())
+             next_run_at = CASE WHEN s.next_run_at + r.cadence > now() THEN s.next_run_at + r.cadence ELSE now() + r.cadence END
        WHERE s.rule = r.name;
       rule := r.name; fired := n; error := NULL;
     EXCEPTION WHEN OTHERS THEN
       GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
       UPDATE crm.rule_state s SET last_run_at = now(), runs = s.runs + 1, last_error = msg, last_error_at = now(),
-             next_run_at = greatest(s.next_run_at + r.cadence, now())
+             next_run_at = CASE WHEN s.next_run_at + r.cadence > now() THEN s.next_run_at + r.cadence ELSE now() + r.cadence END
        WHERE s.rule = r.name;
       RAISE WARNING 'crm: rule "%" failed: %', r.name, msg;
       rule := r.name; fired := 0; error := msg;
