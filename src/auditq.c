@@ -274,8 +274,12 @@ crm_emit_log(ErrorData *edata)
 PGDLLEXPORT void crm_audit_launcher_main(Datum arg);
 PGDLLEXPORT void crm_audit_db_main(Datum arg);
 
-static void
-start_db_worker(const char *db)
+/*
+ * Run one of crm's per-database workers (function, in library crm, with the database's name as its
+ * argument) and wait until it has finished. Returns false when no worker slot was free.
+ */
+bool
+crm_run_db_worker(const char *function, const char *type, const char *db)
 {
 	BackgroundWorker w;
 	BackgroundWorkerHandle *h;
@@ -285,14 +289,21 @@ start_db_worker(const char *db)
 	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	w.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(w.bgw_library_name, "crm", BGW_MAXLEN);
-	strlcpy(w.bgw_function_name, "crm_audit_db_main", BGW_MAXLEN);
-	snprintf(w.bgw_name, BGW_MAXLEN, "crm audit writer for %s", db);
-	strlcpy(w.bgw_type, "crm audit writer", BGW_MAXLEN);
+	strlcpy(w.bgw_function_name, function, BGW_MAXLEN);
+	snprintf(w.bgw_name, BGW_MAXLEN, "%s for %s", type, db);
+	strlcpy(w.bgw_type, type, BGW_MAXLEN);
 	strlcpy(w.bgw_extra, db, BGW_EXTRALEN);
 	w.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&w, &h))
-		return;
+		return false;
 	crm_wait_worker(h);
+	return true;
+}
+
+static void
+start_db_worker(const char *db)
+{
+	(void) crm_run_db_worker("crm_audit_db_main", "crm audit writer", db);
 }
 
 /*

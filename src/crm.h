@@ -117,6 +117,7 @@ extern int	crm_export_threshold;
 extern void crm_auditq_init(void);
 struct BackgroundWorkerHandle;
 extern void crm_wait_worker(struct BackgroundWorkerHandle *h);
+extern bool crm_run_db_worker(const char *function, const char *type, const char *db);
 extern void crm_auditq_mark_dirty(void);
 extern bool crm_auditq_push(const char *db, const char *action, const char *object, int64 record_id, int64 principal,
 							const char *session_user, const char *current_user, const char *client_addr,

@@ -1040,26 +1040,9 @@ PGDLLEXPORT void crm_scheduler_db_main(Datum arg);
 static void
 run_db(const char *db)
 {
-	BackgroundWorker w;
-	BackgroundWorkerHandle *h;
-
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(w.bgw_library_name, "crm", BGW_MAXLEN);
-	strlcpy(w.bgw_function_name, "crm_scheduler_db_main", BGW_MAXLEN);
-	snprintf(w.bgw_name, BGW_MAXLEN, "crm scheduler for %s", db);
-	strlcpy(w.bgw_type, "crm scheduler run", BGW_MAXLEN);
-	strlcpy(w.bgw_extra, db, BGW_EXTRALEN);
-	w.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&w, &h))
-	{
+	if (!crm_run_db_worker("crm_scheduler_db_main", "crm scheduler run", db))
 		ereport(LOG, (errmsg("crm scheduler: no background worker slot free for database \"%s\"", db),
 					  errhint("Raise max_worker_processes.")));
-		return;
-	}
-	crm_wait_worker(h);
 }
 
 /* The launcher: every crm.scheduler_interval seconds, one short-lived run per listed database. */

@@ -44,17 +44,15 @@ BEGIN
     EXECUTE format('DROP POLICY %I ON %s', pol.polname, t);
   END LOOP;
 
-  -- each reach array in a scalar subquery: computed once per query (an InitPlan), not per row;
-  -- index scans on owner_id / org_unit_id still use it
-  arms := format('owner_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_owners(%L, ''read''))::bigint[]) OR org_unit_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_units(%L, ''read''))::bigint[]) OR %s OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_records(%L, ''read''))::bigint[])%s',
+  arms := format('owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners(%L, ''read'')) OR org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units(%L, ''read'')) OR %s OPERATOR(pg_catalog.=) ANY (crm.acl_records(%L, ''read''))%s',
                  robj, robj, rkey, robj, COALESCE(extra, ''));
   EXECUTE format('CREATE POLICY crm_read ON %s FOR SELECT USING (%s)', t, arms);
-  EXECUTE format('CREATE POLICY crm_create ON %s FOR INSERT WITH CHECK (owner_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_owners(%L, ''create''))::bigint[]) OR org_unit_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_units(%L, ''create''))::bigint[]))',
+  EXECUTE format('CREATE POLICY crm_create ON %s FOR INSERT WITH CHECK (owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners(%L, ''create'')) OR org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units(%L, ''create'')))',
                  t, object, object);
-  arms := format('owner_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_owners(%L, ''edit''))::bigint[]) OR org_unit_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_units(%L, ''edit''))::bigint[]) OR %s OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_records(%L, ''edit''))::bigint[])',
+  arms := format('owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners(%L, ''edit'')) OR org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units(%L, ''edit'')) OR %s OPERATOR(pg_catalog.=) ANY (crm.acl_records(%L, ''edit''))',
                  object, object, rkey, robj);
   EXECUTE format('CREATE POLICY crm_edit ON %s FOR UPDATE USING (%s) WITH CHECK (%s)', t, arms, arms);
-  EXECUTE format('CREATE POLICY crm_delete ON %s FOR DELETE USING (owner_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_owners(%L, ''delete''))::bigint[]) OR org_unit_id OPERATOR(pg_catalog.=) ANY ((SELECT crm.acl_units(%L, ''delete''))::bigint[]))',
+  EXECUTE format('CREATE POLICY crm_delete ON %s FOR DELETE USING (owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners(%L, ''delete'')) OR org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units(%L, ''delete'')))',
                  t, object, object);
 
   -- walls on this object, and on its parent (a child of a walled record is walled too)
