@@ -81,8 +81,25 @@ ok "$(st 'sensitive fields')" "fail" "ID numbers readable by every RM: fail"
 su -c "SELECT crm.reset_field_access('customer', 'id_number', 'rm')" >/dev/null
 ok "$(st 'sensitive fields')" "pass" "reset: pass"
 
-# the keyring (the test cluster has one) and superusers
+# the keyring (the test cluster has one): unset, it warns (no encrypted field here)
 ok "$(st keyring)" "pass" "keyring configured: pass"
+psql -X -q -d postgres -c "ALTER SYSTEM SET crm.keyring = ''" >/dev/null; reload
+ok "$(st keyring)" "warn" "no keyring, no encrypted field: warn"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET crm.keyring" >/dev/null; reload
+ok "$(st keyring)" "pass" "keyring back: pass"
+
+# the audit chain tampered with (as a superuser past the guards, rolled back afterwards)
+ok "$(su -c "BEGIN; UPDATE pg_trigger SET tgenabled = 'D' WHERE tgname LIKE 'crm_append_only%'; UPDATE crm.audit_log SET detail = '{}' WHERE id = (SELECT min(id) FROM crm.audit_log WHERE action = 'GRANT'); SELECT status FROM crm.compliance_report() WHERE \"check\" = 'audit chain'; ROLLBACK;" | grep -E '^(pass|warn|fail)$')" "fail" "an edited audit entry: fail"
+
+# crm not preloaded (a restart without it, then back)
+pgctl() { as_pg /usr/lib/postgresql/15/bin/pg_ctl "$@"; }
+psql -X -q -d postgres -c "ALTER SYSTEM SET shared_preload_libraries = 'plpgsql'" >/dev/null
+pgctl -D "$datadir" -m fast -w -t 60 restart -o "-p $PGPORT" -l "$datadir/../server.log" >/dev/null 2>&1
+ok "$(st 'crm preloaded')" "fail" "crm not preloaded: fail"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET shared_preload_libraries" >/dev/null
+pgctl -D "$datadir" -m fast -w -t 60 restart -o "-p $PGPORT" -l "$datadir/../server.log" >/dev/null 2>&1
+ok "$(st 'crm preloaded')" "pass" "preloaded again: pass"
+
 n0=$(su -c "SELECT count(*) FROM pg_roles WHERE rolsuper")
 s0=$(st superusers)
 su -c "CREATE ROLE cr_second_super SUPERUSER" >/dev/null
