@@ -56,9 +56,12 @@ static MemoryContext acl_cxt = NULL;
 
 static HTAB *wall_cache;
 
+static uint64 acl_generation = 1;	/* bumped by every reset: call-site caches check it */
+
 void
 crm_acl_reset(void)
 {
+	acl_generation++;
 	wall_cache = NULL;			/* allocated in acl_cxt */
 	if (acl_cache != NULL)
 	{
@@ -307,12 +310,67 @@ copy_out(ArrayType *a)
 	return PointerGetDatum(DatumGetArrayTypePCopy(PointerGetDatum(a)));
 }
 
+/*
+ * Row security calls these once per row: each call site (FmgrInfo) keeps its last answer for the
+ * same statement, principal, arguments and cache generation, so that rows after the first cost a few
+ * comparisons instead of a hash lookup and an array copy. The array lives in the call site's memory
+ * context (not the per-tuple one, so it outlives the row) and is flat: no caller changes it in place.
+ */
+typedef struct AclCallCache
+{
+	uint64		generation;
+	int64		principal;
+	bool		principal_found;
+	TimestampTz statement;
+	char		object[ACL_OBJECT_LEN];
+	char		priv[16];
+	Datum		value;
+} AclCallCache;
+
+static Datum
+acl_call(FunctionCallInfo fcinfo, int which)
+{
+	AclCallCache *c = (AclCallCache *) fcinfo->flinfo->fn_extra;
+	text	   *obj = PG_GETARG_TEXT_PP(0);
+	text	   *prv = PG_GETARG_TEXT_PP(1);
+	bool		found = false;
+	int64		principal = crm_is_preloaded ? crm_current_principal(&found) : 0;
+	AclEntry   *e;
+	ArrayType  *a;
+	MemoryContext old;
+
+	if (c != NULL && c->generation == acl_generation && c->principal == principal && c->principal_found == found &&
+		c->statement == GetCurrentStatementStartTimestamp() &&
+		VARSIZE_ANY_EXHDR(obj) == strlen(c->object) && memcmp(VARDATA_ANY(obj), c->object, VARSIZE_ANY_EXHDR(obj)) == 0 &&
+		VARSIZE_ANY_EXHDR(prv) == strlen(c->priv) && memcmp(VARDATA_ANY(prv), c->priv, VARSIZE_ANY_EXHDR(prv)) == 0)
+		return c->value;
+	e = acl_for_current(fcinfo);
+	a = which == 0 ? e->owners : which == 1 ? e->units : e->records;
+	if (c == NULL)
+	{
+		c = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(AclCallCache));
+		fcinfo->flinfo->fn_extra = c;
+	}
+	else if (c->value != (Datum) 0)
+		pfree(DatumGetPointer(c->value));
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	c->value = copy_out(a);
+	MemoryContextSwitchTo(old);
+	c->generation = acl_generation;
+	c->principal = principal;
+	c->principal_found = found;
+	c->statement = GetCurrentStatementStartTimestamp();
+	text_to_cstring_buffer(obj, c->object, sizeof(c->object));
+	text_to_cstring_buffer(prv, c->priv, sizeof(c->priv));
+	return c->value;
+}
+
 /* SQL function: crm.acl_owners(object text, privilege text) returns bigint[] */
 PG_FUNCTION_INFO_V1(crm_acl_owners);
 Datum
 crm_acl_owners(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_DATUM(copy_out(acl_for_current(fcinfo)->owners));
+	PG_RETURN_DATUM(acl_call(fcinfo, 0));
 }
 
 /* SQL function: crm.acl_units(object text, privilege text) returns bigint[] */
@@ -320,7 +378,7 @@ PG_FUNCTION_INFO_V1(crm_acl_units);
 Datum
 crm_acl_units(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_DATUM(copy_out(acl_for_current(fcinfo)->units));
+	PG_RETURN_DATUM(acl_call(fcinfo, 1));
 }
 
 /* SQL function: crm.acl_records(object text, privilege text) returns bigint[] */
@@ -328,7 +386,7 @@ PG_FUNCTION_INFO_V1(crm_acl_records);
 Datum
 crm_acl_records(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_DATUM(copy_out(acl_for_current(fcinfo)->records));
+	PG_RETURN_DATUM(acl_call(fcinfo, 2));
 }
 
 /*
