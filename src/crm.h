@@ -94,6 +94,9 @@ extern int32 crm_today_date(void);	/* a DateADT: crm.today or the current date *
 extern void crm_rules_reset(void);
 extern void crm_scheduler_init(void);
 
+/* workflow.c */
+extern void crm_drop_trigger(Oid relid, const char *name);
+
 /* audit.c: the audit log */
 extern bool crm_audit_internal_ddl;
 extern void crm_audit_reset(void);

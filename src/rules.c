@@ -596,21 +596,12 @@ crm_rule_trigger(PG_FUNCTION_ARGS)
 	char	   *tgname = psprintf("crm_rule_%s", rule);
 	Relation	rel = open_object(object);
 	Oid			relid = RelationGetRelid(rel);
-	Oid			old;
 	CreateTrigStmt *st;
 	ObjectAddress addr;
 	char	   *def;
 
 	table_close(rel, AccessShareLock);
-	old = get_trigger_oid(relid, tgname, true);
-	if (OidIsValid(old))
-	{
-		ObjectAddress o;
-
-		ObjectAddressSet(o, TriggerRelationId, old);
-		performDeletion(&o, DROP_RESTRICT, PERFORM_DELETION_INTERNAL);
-		CommandCounterIncrement();
-	}
+	crm_drop_trigger(relid, tgname);
 	if (PG_ARGISNULL(3))
 		PG_RETURN_NULL();
 	if (strcmp(event, "insert") != 0 && strcmp(event, "update") != 0 && strcmp(event, "delete") != 0)

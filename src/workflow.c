@@ -231,19 +231,10 @@ crm_workflow_trigger(PG_FUNCTION_ARGS)
 	char	   *tgname = psprintf("crm_wf_%s", wf);
 	Oid			nsp = get_namespace_oid("crm_data", false);
 	Oid			relid = get_relname_relid(object, nsp);
-	Oid			old;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("object \"%s\" does not exist", object)));
-	old = get_trigger_oid(relid, tgname, true);
-	if (OidIsValid(old))
-	{
-		ObjectAddress o;
-
-		ObjectAddressSet(o, TriggerRelationId, old);
-		performDeletion(&o, DROP_RESTRICT, PERFORM_DELETION_INTERNAL);
-		CommandCounterIncrement();
-	}
+	crm_drop_trigger(relid, tgname);
 	if (PG_GETARG_BOOL(3))
 	{
 		CreateTrigStmt *st = makeNode(CreateTrigStmt);
@@ -299,4 +290,20 @@ crm_record_unit(PG_FUNCTION_ARGS)
 										 quote_identifier(object)), 1, types, vals, out, outnull, 1) || outnull[0])
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(out[0]);
+}
+
+/* Drop one of crm's triggers on a table when it is there (crm's own DDL, past the utility guard). */
+void
+crm_drop_trigger(Oid relid, const char *name)
+{
+	Oid			old = get_trigger_oid(relid, name, true);
+
+	if (OidIsValid(old))
+	{
+		ObjectAddress o;
+
+		ObjectAddressSet(o, TriggerRelationId, old);
+		performDeletion(&o, DROP_RESTRICT, PERFORM_DELETION_INTERNAL);
+		CommandCounterIncrement();
+	}
 }
