@@ -232,3 +232,8 @@ SELECT crm.define_workflow('bad', 'nothing', :'d1');
 SELECT crm.define_workflow('Bad Name', 'loan_application', :'d1');
 SELECT count(*) AS bad_workflows FROM crm.workflow WHERE name = 'bad';
 SELECT count(*) AS stray_triggers FROM pg_trigger WHERE tgname = 'crm_wf_bad';
+-- NULLs are refused, not crashed on
+SET ROLE wf_rm;
+SELECT crm.transition(NULL, 1, 'submit');
+SELECT crm.start_workflow('loan_approval', NULL);
+RESET ROLE;

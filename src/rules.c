@@ -553,6 +553,8 @@ crm_rule_expr(PG_FUNCTION_ARGS)
 	ErrCtx		ec;
 	char	   *out;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(5))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("crm._rule_expr: only the expression may be NULL")));
 	c.rule = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	/* a rule's name, or a label such as 'workflow "loan"' */
 	c.rule = strchr(c.rule, ' ') ? c.rule : psprintf("rule \"%s\"", c.rule);
@@ -590,7 +592,7 @@ PG_FUNCTION_INFO_V1(crm_rule_trigger);
 Datum
 crm_rule_trigger(PG_FUNCTION_ARGS)
 {
-	char	   *rule = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *rule = text_to_cstring(PG_GETARG_TEXT_PP(0));	/* not granted: crm passes no NULL here */
 	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *event = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *tgname = psprintf("crm_rule_%s", rule);

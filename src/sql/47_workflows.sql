@@ -80,11 +80,11 @@ SELECT pg_catalog.pg_extension_config_dump('crm.workflow_history', '');
 
 CREATE FUNCTION crm._workflow_guard() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'crm_workflow_guard';
 CREATE FUNCTION crm._workflow_set_status(object text, record_id bigint, field text, value text) RETURNS boolean
-  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_workflow_set_status';
+  LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'crm_workflow_set_status';
 CREATE FUNCTION crm._workflow_trigger(workflow text, object text, field text, install boolean) RETURNS void
   LANGUAGE c AS 'MODULE_PATHNAME', 'crm_workflow_trigger';
 CREATE FUNCTION crm._visible(object text, record_id bigint) RETURNS boolean
-  LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_visible';
+  LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_visible';
 CREATE FUNCTION crm._record_owner(object text, record_id bigint) RETURNS bigint
   LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_record_owner';
 CREATE FUNCTION crm._record_unit(object text, record_id bigint) RETURNS bigint
@@ -548,7 +548,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'workflow "%" does not exist', start_workflow.name USING ERRCODE = '42704';
   END IF;
-  IF NOT crm._visible(w.object, record_id) THEN
+  IF NOT coalesce(crm._visible(w.object, record_id), false) THEN
     RAISE EXCEPTION '% % does not exist or is not visible to you', w.object, record_id USING ERRCODE = '42501';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.workflow_instance i WHERE i.object = w.object AND i.record_id = start_workflow.record_id
@@ -591,7 +591,7 @@ DECLARE
   owner bigint;
   here text;
 BEGIN
-  IF NOT crm._visible(transition.object, record_id) THEN
+  IF NOT coalesce(crm._visible(transition.object, record_id), false) THEN
     RAISE EXCEPTION '% % does not exist or is not visible to you', transition.object, record_id USING ERRCODE = '42501';
   END IF;
   inst := crm._wf_running(transition.object, record_id, action);
@@ -652,7 +652,7 @@ BEGIN
     RAISE EXCEPTION 'permission denied to % your own request', what USING ERRCODE = '42501',
       DETAIL = 'Four eyes: the principal who asked cannot approve.';
   END IF;
-  IF NOT crm._visible(inst.object, inst.record_id) THEN
+  IF NOT coalesce(crm._visible(inst.object, inst.record_id), false) THEN
     RAISE EXCEPTION 'permission denied to % approval task %: you cannot see % %', what, task_id, inst.object, inst.record_id
       USING ERRCODE = '42501', HINT = 'Share the record with the approver, or delegate the task.';
   END IF;
@@ -830,7 +830,7 @@ RETURNS TABLE (workflow text, version integer, state text, since timestamptz, wa
                started_at timestamptz, requested_by bigint, ended_at timestamptz, outcome text, last_comment text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF NOT crm._visible(workflow_status.object, workflow_status.record_id) AND NOT crm._caller_has_role('crm_admin')
+  IF NOT coalesce(crm._visible(workflow_status.object, workflow_status.record_id), false) AND NOT crm._caller_has_role('crm_admin')
      AND NOT crm._caller_has_role('crm_auditor') THEN
     RAISE EXCEPTION '% % does not exist or is not visible to you', workflow_status.object, workflow_status.record_id USING ERRCODE = '42501';
   END IF;
@@ -850,7 +850,7 @@ CREATE FUNCTION crm.workflow_history(object text, record_id bigint)
 RETURNS TABLE (at timestamptz, action text, from_state text, to_state text, branch text, actor bigint, comment text, in_state interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF NOT crm._visible(workflow_history.object, workflow_history.record_id) AND NOT crm._caller_has_role('crm_admin')
+  IF NOT coalesce(crm._visible(workflow_history.object, workflow_history.record_id), false) AND NOT crm._caller_has_role('crm_admin')
      AND NOT crm._caller_has_role('crm_auditor') THEN
     RAISE EXCEPTION '% % does not exist or is not visible to you', workflow_history.object, workflow_history.record_id USING ERRCODE = '42501';
   END IF;
@@ -890,7 +890,7 @@ BEGIN
     SELECT i.state, x.definition INTO cur, def FROM crm.workflow_instance i JOIN crm.workflow x ON x.name = i.workflow AND x.version = i.version
      WHERE i.workflow = w.name AND i.record_id = workflow_diagram.record_id AND i.object = w.object
      ORDER BY i.ended_at IS NULL DESC, i.id DESC LIMIT 1;
-    IF cur IS NOT NULL AND NOT crm._visible(w.object, record_id) AND NOT crm._caller_has_role('crm_admin') THEN
+    IF cur IS NOT NULL AND NOT coalesce(crm._visible(w.object, record_id), false) AND NOT crm._caller_has_role('crm_admin') THEN
       cur := NULL;
     END IF;
   END IF;

@@ -101,7 +101,7 @@ DECLARE
   hi numeric;
   peers bigint;
 BEGIN
-  IF NOT crm._visible('customer', recommend_products.customer_id) THEN
+  IF NOT coalesce(crm._visible('customer', recommend_products.customer_id), false) THEN
     RAISE EXCEPTION 'customer % does not exist or is not visible to you', recommend_products.customer_id USING ERRCODE = '42501';
   END IF;
   IF n IS NULL OR n < 1 OR n > 100 THEN

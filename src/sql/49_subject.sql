@@ -301,11 +301,11 @@ CREATE FUNCTION crm._external_ref_add(obj text, src text, ext text, rid bigint) 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE old bigint;
 BEGIN
-  IF NOT crm._visible(obj, rid) THEN
+  IF NOT coalesce(crm._visible(obj, rid), false) THEN
     RAISE EXCEPTION '% % does not exist or is not visible to you', obj, rid USING ERRCODE = '42501';
   END IF;
   SELECT r.record_id INTO old FROM crm.external_ref r WHERE r.object = obj AND r.source_system = src AND r.external_id = ext;
-  IF old IS NOT NULL AND old <> rid AND NOT crm._visible(obj, old) THEN
+  IF old IS NOT NULL AND old <> rid AND NOT coalesce(crm._visible(obj, old), false) THEN
     RAISE EXCEPTION '% id % of % already stands for a record you cannot see', src, ext, obj USING ERRCODE = '42501';
   END IF;
   INSERT INTO crm.external_ref (object, source_system, external_id, record_id) VALUES (obj, src, ext, rid)
@@ -399,11 +399,11 @@ $$;
 CREATE FUNCTION crm._external_refs_add(obj text, src text, exts text[], ids bigint[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF EXISTS (SELECT 1 FROM unnest(ids) i WHERE NOT crm._visible(obj, i)) THEN
+  IF EXISTS (SELECT 1 FROM unnest(ids) i WHERE NOT coalesce(crm._visible(obj, i), false)) THEN
     RAISE EXCEPTION 'a record to map is not visible to you' USING ERRCODE = '42501';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.external_ref r JOIN unnest(exts, ids) x(e, i) ON r.external_id = x.e
-              WHERE r.object = obj AND r.source_system = src AND r.record_id <> x.i AND NOT crm._visible(obj, r.record_id)) THEN
+              WHERE r.object = obj AND r.source_system = src AND r.record_id <> x.i AND NOT coalesce(crm._visible(obj, r.record_id), false)) THEN
     RAISE EXCEPTION 'a source id already stands for a record you cannot see' USING ERRCODE = '42501';
   END IF;
   INSERT INTO crm.external_ref (object, source_system, external_id, record_id)
@@ -544,7 +544,7 @@ END $$;
 COMMENT ON FUNCTION crm.act_as_from_jwt() IS 'for PostgREST''s db-pre-request: crm.act_as(the token''s "principal" claim); refused unless the request''s role is in crm_app';
 
 CREATE FUNCTION crm._as_system(sql text, args bigint[]) RETURNS bigint
-  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_as_system';
+  LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'crm_as_system';
 
 -- Merging duplicate customers, reversibly: every record moved is written down.
 CREATE TABLE crm.customer_merge (
