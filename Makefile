@@ -4,6 +4,7 @@ EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" crm.control
 MODULE_big   = crm
 OBJS         = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 PG_CPPFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -DCRM_VERSION=\"$(EXTVERSION)\"
+SHLIB_LINK   = -lcrypto
 
 # The install script is assembled from src/sql/*.sql in name order.
 DATA_built   = crm--$(EXTVERSION).sql

@@ -22,6 +22,8 @@ crm_ensure_packages() {
   [ -x $PGBIN/pgbench ] || need+=(postgresql-$PGVER)
   # libpq/libpq-be.h (the client authentication hook) includes gssapi/gssapi.h
   [ -f /usr/include/gssapi/gssapi.h ] || need+=(libkrb5-dev)
+  # sha256.c uses OpenSSL's SHA-256 block function (the server links the same libcrypto)
+  [ -f /usr/include/openssl/sha.h ] || need+=(libssl-dev)
   command -v gcc >/dev/null || need+=(gcc)
   command -v make >/dev/null || need+=(make)
   if [ ${#need[@]} -gt 0 ]; then

@@ -18,6 +18,7 @@
  */
 #include "crm.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/transam.h"
@@ -39,9 +40,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
-#include "common/cryptohash.h"
 #include "common/hashfn.h"
-#include "common/hmac.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -51,6 +50,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -68,12 +68,7 @@ bool		crm_audit_internal_ddl = false;
 static void
 sha256(const void *data, size_t len, uint8 *out)
 {
-	pg_cryptohash_ctx *c = pg_cryptohash_create(PG_SHA256);
-
-	if (c == NULL || pg_cryptohash_init(c) < 0 || pg_cryptohash_update(c, data, len) < 0 ||
-		pg_cryptohash_final(c, out, PG_SHA256_DIGEST_LENGTH) < 0)
-		elog(ERROR, "SHA-256 failed");
-	pg_cryptohash_free(c);
+	crm_sha256(data, len, out);
 }
 
 static void
@@ -114,6 +109,7 @@ crm_audit_era(PG_FUNCTION_ARGS)
 /* --- the audit key --------------------------------------------------------------------------------- */
 
 static uint8 audit_key[32];
+static CrmHmacKey audit_hmac;	/* audit_key, prepared */
 static bool audit_key_loaded = false;
 
 void
@@ -121,16 +117,17 @@ crm_audit_reset(void)
 {
 	audit_key_loaded = false;
 	explicit_bzero(audit_key, sizeof(audit_key));
+	explicit_bzero(&audit_hmac, sizeof(audit_hmac));
 }
 
-static const uint8 *
+static const CrmHmacKey *
 get_audit_key(void)
 {
 	Datum		out[1];
 	bool		nulls[1];
 
 	if (audit_key_loaded)
-		return audit_key;
+		return &audit_hmac;
 	crm_watch_catalogs();
 	if (!crm_query_row_as_owner("SELECT k.key FROM crm.audit_key k", 0, NULL, NULL, out, nulls, 1) || nulls[0] ||
 		VARSIZE_ANY_EXHDR(DatumGetByteaPP(out[0])) < 16)
@@ -140,22 +137,23 @@ get_audit_key(void)
 				 errhint("crm.audit_key must hold one row; it is dumped and restored with the database.")));
 	memset(audit_key, 0, sizeof(audit_key));
 	memcpy(audit_key, VARDATA_ANY(DatumGetByteaPP(out[0])), Min(32, VARSIZE_ANY_EXHDR(DatumGetByteaPP(out[0]))));
+	crm_hmac_key(&audit_hmac, audit_key, 32);
 	audit_key_loaded = true;
-	return audit_key;
+	return &audit_hmac;
 }
 
 static void
 keyed_hash(const char *object, const char *field, const char *value, size_t len, StringInfo out)
 {
-	pg_hmac_ctx *c = pg_hmac_create(PG_SHA256);
+	const CrmHmacKey *k = get_audit_key();
+	CrmSha256	c;
 	uint8		h[32];
 
-	if (c == NULL || pg_hmac_init(c, get_audit_key(), 32) < 0 ||
-		pg_hmac_update(c, (const uint8 *) object, strlen(object) + 1) < 0 ||
-		pg_hmac_update(c, (const uint8 *) field, strlen(field) + 1) < 0 ||
-		pg_hmac_update(c, (const uint8 *) value, len) < 0 || pg_hmac_final(c, h, 32) < 0)
-		elog(ERROR, "HMAC-SHA256 failed");
-	pg_hmac_free(c);
+	crm_hmac_start(k, &c);
+	crm_sha256_update(&c, object, strlen(object) + 1);
+	crm_sha256_update(&c, field, strlen(field) + 1);
+	crm_sha256_update(&c, value, len);
+	crm_hmac_finish(k, &c, h);
 	hex(h, 16, out);
 }
 
@@ -398,14 +396,41 @@ static Oid	flush_target = InvalidOid;	/* the relation both plans insert into */
  * Where a flush inserts: straight into the month's partition when every entry falls in it (it
  * saves routing each statement's entries through the partitioned table), else the log itself.
  */
+/*
+ * What a flush needs, kept from one statement to the next: the month's partition, its column
+ * numbers and the id sequence. Any relcache invalidation (a partition made, detached, altered)
+ * forgets it.
+ */
+static struct
+{
+	bool		valid;
+	int			year, mon;
+	Oid			part;
+	char		name[NAMEDATALEN];
+	Oid			seq;
+	int			att[13];
+} flush_cache;
+static bool flush_cache_cb = false;
+
+static void
+flush_cache_forget(Datum arg, Oid relid)
+{
+	flush_cache.valid = false;
+}
+
 static Oid
 flush_relation(TimestampTz *at, int n, char **name)
 {
 	struct pg_tm tm, tm2;
 	fsec_t		fsec;
-	Oid			nsp = get_namespace_oid("crm", false);
+	Oid			nsp;
 	Oid			relid;
 
+	if (!flush_cache_cb)
+	{
+		CacheRegisterRelcacheCallback(flush_cache_forget, (Datum) 0);
+		flush_cache_cb = true;
+	}
 	if (timestamp2tm(at[0], NULL, &tm, &fsec, NULL, NULL) == 0)
 	{
 		bool		same = true;
@@ -413,6 +438,12 @@ flush_relation(TimestampTz *at, int n, char **name)
 		for (int i = 1; i < n && same; i++)
 			same = timestamp2tm(at[i], NULL, &tm2, &fsec, NULL, NULL) == 0 &&
 				tm2.tm_year == tm.tm_year && tm2.tm_mon == tm.tm_mon;
+		if (same && flush_cache.valid && flush_cache.year == tm.tm_year && flush_cache.mon == tm.tm_mon)
+		{
+			*name = flush_cache.name;
+			return flush_cache.part;
+		}
+		nsp = get_namespace_oid("crm", false);
 		if (same)
 		{
 			char	   *part = psprintf("audit_log_y%04dm%02d", tm.tm_year, tm.tm_mon);
@@ -425,6 +456,8 @@ flush_relation(TimestampTz *at, int n, char **name)
 			}
 		}
 	}
+	else
+		nsp = get_namespace_oid("crm", false);
 	*name = "audit_log";
 	return get_relname_relid("audit_log", nsp);
 }
@@ -458,16 +491,31 @@ audit_log_ready(void)
 	return ready;
 }
 
+/* bulk entries go in (object, record_id) order: their index inserts then walk the index once */
+static int
+pending_cmp(const void *a, const void *b)
+{
+	const PendingEntry *x = *(PendingEntry *const *) a;
+	const PendingEntry *y = *(PendingEntry *const *) b;
+	int			c = strcmp(x->object ? x->object : "", y->object ? y->object : "");
+
+	if (c != 0)
+		return c;
+	return x->record_id < y->record_id ? -1 : x->record_id > y->record_id ? 1 : 0;
+}
+
+#define AUDIT_BATCH 256
+
 /*
- * The fast path: insert the entries straight into the month's partition, with its indexes, as the
- * executor would (no SPI, no plan, no routing). Column values are what the defaults would give.
- * Returns false when it cannot (no such partition yet, another layout): the caller uses SQL.
+ * The fast path: insert the entries straight into the month's partition, with its indexes, as COPY
+ * would (no SPI, no plan, no routing; pages filled a batch at a time). Column values are what the
+ * defaults would give. Returns false when it cannot (no such partition yet, another layout): the
+ * caller uses SQL.
  */
 static bool
 direct_insert(List *todo)
 {
-	Oid			nsp = get_namespace_oid("crm", false);
-	Oid			seq = get_relname_relid("audit_log_id_seq", nsp);
+	Oid			seq;
 	TimestampTz *ts;
 	char	   *name;
 	Oid			relid;
@@ -480,7 +528,9 @@ direct_insert(List *todo)
 	int			att[13];
 	EState	   *estate;
 	ResultRelInfo *rri;
-	TupleTableSlot *slot;
+	TupleTableSlot *slots[AUDIT_BATCH];
+	int			nslots = Min(n, AUDIT_BATCH), k = 0;
+	PendingEntry **order;
 	Datum	   *values;
 	bool	   *nulls;
 	int64		xid = (int64) U64FromFullTransactionId(GetTopFullTransactionId());
@@ -489,28 +539,60 @@ direct_insert(List *todo)
 	static NameData session_name;
 	Datum		addr = (Datum) 0;
 	bool		addr_null = true;
+	Datum		session_d, app_d;
+	BulkInsertState bis = NULL;
+	CommandId	cid;
 	MemoryContext rowcxt;
 
-	if (!OidIsValid(seq))
-		return false;
 	ts = palloc(sizeof(TimestampTz) * n);
+	order = palloc(sizeof(PendingEntry *) * n);
 	foreach(lc, todo)
-		ts[i++] = ((PendingEntry *) lfirst(lc))->at;
+	{
+		order[i] = lfirst(lc);
+		ts[i] = order[i]->at;
+		i++;
+	}
 	relid = flush_relation(ts, n, &name);
 	if (!OidIsValid(relid) || strcmp(name, "audit_log") == 0)
 		return false;
 	rel = table_open(relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);
-	for (int c = 0; c < 13; c++)
-		if ((att[c] = SPI_fnumber(desc, cols[c])) <= 0)
-		{
-			table_close(rel, RowExclusiveLock);
-			return false;
-		}
+	if (flush_cache.valid && flush_cache.part == relid)
 	{
-		uint64		k[2] = {GetSystemIdentifier(), (uint64) MyDatabaseId};
+		seq = flush_cache.seq;
+		memcpy(att, flush_cache.att, sizeof(att));
+	}
+	else
+	{
+		struct pg_tm tm;
+		fsec_t		fsec;
+		Oid			nsp = get_namespace_oid("crm", false);
 
-		era = (int64) (hash_bytes_extended((const unsigned char *) k, sizeof(k), 0x63726d) & INT64CONST(0x7fffffffffffffff));
+		seq = get_relname_relid("audit_log_id_seq", nsp);
+		for (int c = 0; c < 13; c++)
+			if ((att[c] = SPI_fnumber(desc, cols[c])) <= 0 || !OidIsValid(seq))
+			{
+				table_close(rel, RowExclusiveLock);
+				return false;
+			}
+		/* the relation is locked now: what was looked up stays true until an invalidation says not */
+		if (timestamp2tm(ts[0], NULL, &tm, &fsec, NULL, NULL) == 0)
+		{
+			flush_cache.year = tm.tm_year;
+			flush_cache.mon = tm.tm_mon;
+			flush_cache.part = relid;
+			strlcpy(flush_cache.name, name, NAMEDATALEN);
+			flush_cache.seq = seq;
+			memcpy(flush_cache.att, att, sizeof(att));
+			flush_cache.valid = true;
+		}
+	}
+	if (n > 1)
+		qsort(order, n, sizeof(PendingEntry *), pending_cmp);
+	{
+		uint64		kk[2] = {GetSystemIdentifier(), (uint64) MyDatabaseId};
+
+		era = (int64) (hash_bytes_extended((const unsigned char *) kk, sizeof(kk), 0x63726d) & INT64CONST(0x7fffffffffffffff));
 	}
 	if (session_oid != GetSessionUserId())
 	{
@@ -522,19 +604,24 @@ direct_insert(List *todo)
 		addr = DirectFunctionCall1(inet_in, CStringGetDatum(MyProcPort->remote_host));
 		addr_null = false;
 	}
+	session_d = CStringGetTextDatum(NameStr(session_name));
+	app_d = CStringGetTextDatum(application_name ? application_name : "");
 	estate = CreateExecutorState();
-	estate->es_output_cid = GetCurrentCommandId(true);
+	cid = GetCurrentCommandId(true);
+	estate->es_output_cid = cid;
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
-	slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	for (int s = 0; s < nslots; s++)
+		slots[s] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	if (n > 1)
+		bis = GetBulkInsertState();
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
-	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "crm audit row", ALLOCSET_SMALL_SIZES);
-	foreach(lc, todo)
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "crm audit rows", ALLOCSET_DEFAULT_SIZES);
+	for (i = 0; i < n; i++)
 	{
-		PendingEntry *p = lfirst(lc);
-		HeapTuple	tup;
+		PendingEntry *p = order[i];
 		MemoryContext old = MemoryContextSwitchTo(rowcxt);
 
 		for (int c = 0; c < desc->natts; c++)
@@ -546,11 +633,11 @@ direct_insert(List *todo)
 		SETV(3, Int64GetDatum(era));
 		if (p->principal != 0)
 			SETV(4, Int64GetDatum(p->principal));
-		SETV(5, CStringGetTextDatum(NameStr(session_name)));
+		SETV(5, session_d);
 		SETV(6, CStringGetTextDatum(p->current_user_name));
 		if (!addr_null)
 			SETV(7, addr);
-		SETV(8, CStringGetTextDatum(application_name ? application_name : ""));
+		SETV(8, app_d);
 		SETV(9, CStringGetTextDatum(p->action));
 		if (p->object)
 			SETV(10, CStringGetTextDatum(p->object));
@@ -559,19 +646,43 @@ direct_insert(List *todo)
 		if (p->detail)
 			SETV(12, DirectFunctionCall1(jsonb_in, CStringGetDatum(p->detail)));
 #undef SETV
-		tup = heap_form_tuple(desc, values, nulls);
-		ExecStoreHeapTuple(tup, slot, true);
-		simple_table_tuple_insert(rel, slot);
-		ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-		ExecClearTuple(slot);
+		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[k++], true);
 		MemoryContextSwitchTo(old);
-		MemoryContextReset(rowcxt);
+		if (k == nslots || i == n - 1)
+		{
+			if (k == 1)
+				simple_table_tuple_insert(rel, slots[0]);
+			else
+				table_multi_insert(rel, slots, k, cid, 0, bis);
+			for (int s = 0; s < k; s++)
+			{
+				ExecInsertIndexTuples(rri, slots[s], estate, false, false, NULL, NIL);
+				ExecClearTuple(slots[s]);
+			}
+			k = 0;
+			MemoryContextReset(rowcxt);
+		}
 	}
 	MemoryContextDelete(rowcxt);
-	ExecDropSingleTupleTableSlot(slot);
+	if (bis)
+	{
+		table_finish_bulk_insert(rel, 0);
+		FreeBulkInsertState(bis);
+	}
+	for (int s = 0; s < nslots; s++)
+		ExecDropSingleTupleTableSlot(slots[s]);
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
+	/* written: their memory is not needed until the transaction ends */
+	for (i = 0; i < n; i++)
+	{
+		if (order[i]->detail)
+			pfree(order[i]->detail);
+		pfree(order[i]);
+	}
+	pfree(order);
+	pfree(ts);
 	return true;
 }
 
@@ -593,9 +704,10 @@ crm_audit_flush_pending(void)
 		pending = NIL;
 		return;
 	}
-	/* measured: straight inserts win for the usual few entries; one set-based INSERT for bulk */
-	if (n <= 16 && direct_insert(todo))
+	/* straight into the partition (any number of entries); SQL only when there is no such partition */
+	if (direct_insert(todo))
 	{
+		list_free(todo);
 		pending = NIL;
 		crm_auditq_mark_dirty();
 		return;
@@ -804,18 +916,21 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		HeapTuple	o = td->tg_trigtuple, n = td->tg_newtuple;
+		Datum	   *ovs = palloc(sizeof(Datum) * desc->natts), *nvs = palloc(sizeof(Datum) * desc->natts);
+		bool	   *ons = palloc(sizeof(bool) * desc->natts), *nns = palloc(sizeof(bool) * desc->natts);
 
 		action = "UPDATE";
 		row = n;
+		/* each row once, not attribute by attribute (that walks the row again for every column) */
+		heap_deform_tuple(o, desc, ovs, ons);
+		heap_deform_tuple(n, desc, nvs, nns);
 		for (int att = 1; att <= desc->natts; att++)
 		{
-			bool		on, nn;
-			Datum		ov, nv;
+			bool		on = ons[att - 1], nn = nns[att - 1];
+			Datum		ov = ovs[att - 1], nv = nvs[att - 1];
 
 			if (ar->kind[att - 1] == AF_SKIP)
 				continue;
-			ov = heap_getattr(o, att, desc, &on);
-			nv = heap_getattr(n, att, desc, &nn);
 			if (same_value(desc, att, ov, on, nv, nn))
 				continue;
 			if (any)

@@ -13,7 +13,6 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
@@ -166,22 +165,16 @@ emit(void)
 		else
 		{
 			uint8		h[32];
-			pg_cryptohash_ctx *c = pg_cryptohash_create(PG_SHA256);
 			static const char hx[] = "0123456789abcdef";
 
-			if (c && pg_cryptohash_init(c) == 0 && pg_cryptohash_update(c, (uint8 *) s->ids, sizeof(int64) * n) == 0 &&
-				pg_cryptohash_final(c, h, 32) == 0)
+			crm_sha256(s->ids, sizeof(int64) * n, h);
+			appendStringInfo(&d, "\"%s\": \"", strcmp(s->object, "customer") == 0 ? "customers_digest" : "ids_digest");
+			for (int i = 0; i < 32; i++)
 			{
-				appendStringInfo(&d, "\"%s\": \"", strcmp(s->object, "customer") == 0 ? "customers_digest" : "ids_digest");
-				for (int i = 0; i < 32; i++)
-				{
-					appendStringInfoChar(&d, hx[h[i] >> 4]);
-					appendStringInfoChar(&d, hx[h[i] & 15]);
-				}
-				appendStringInfoChar(&d, '"');
+				appendStringInfoChar(&d, hx[h[i] >> 4]);
+				appendStringInfoChar(&d, hx[h[i] & 15]);
 			}
-			if (c)
-				pg_cryptohash_free(c);
+			appendStringInfoChar(&d, '"');
 		}
 		appendStringInfoChar(&d, '}');
 		crm_auditq_session_event("READ_SENSITIVE", s->object, n == 1 ? s->ids[0] : 0, principal, d.data);

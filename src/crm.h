@@ -128,6 +128,24 @@ extern bool crm_auditq_push(const char *db, const char *action, const char *obje
 extern void crm_auditq_session_event(const char *action, const char *object, int64 record_id, int64 principal,
 									 const char *detail);
 
+/* sha256.c: SHA-256 and HMAC-SHA256 without per-call allocation */
+typedef struct CrmSha256
+{
+	uint64		opaque[16];		/* an OpenSSL SHA256_CTX */
+} CrmSha256;
+typedef struct CrmHmacKey
+{
+	CrmSha256	inner;
+	CrmSha256	outer;
+} CrmHmacKey;
+extern void crm_sha256_init(CrmSha256 *c);
+extern void crm_sha256_update(CrmSha256 *c, const void *data, size_t len);
+extern void crm_sha256_final(CrmSha256 *c, uint8 *out);
+extern void crm_sha256(const void *data, size_t len, uint8 *out);
+extern void crm_hmac_key(CrmHmacKey *k, const uint8 *key, size_t len);
+extern void crm_hmac_start(const CrmHmacKey *k, CrmSha256 *c);
+extern void crm_hmac_finish(const CrmHmacKey *k, CrmSha256 *c, uint8 *out);
+
 /* validate.c: validators return NULL when the value is good, else the reason */
 extern const char *crm_cn_id_number_problem(const char *s, size_t len);
 extern const char *crm_uscc_problem(const char *s, size_t len);

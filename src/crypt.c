@@ -32,7 +32,6 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
-#include "common/hmac.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -70,16 +69,16 @@ extern Datum crm_mask(PG_FUNCTION_ARGS);
 static void
 hmac_parts(const uint8 *key, size_t klen, int n, const void *const *parts, const size_t *lens, uint8 *out)
 {
-	pg_hmac_ctx *ctx = pg_hmac_create(PG_SHA256);
+	CrmHmacKey	k;
+	CrmSha256	c;
 
-	if (ctx == NULL || pg_hmac_init(ctx, key, klen) < 0)
-		elog(ERROR, "could not initialise HMAC-SHA256");
+	crm_hmac_key(&k, key, klen);
+	crm_hmac_start(&k, &c);
 	for (int i = 0; i < n; i++)
-		if (pg_hmac_update(ctx, (const uint8 *) parts[i], lens[i]) < 0)
-			elog(ERROR, "HMAC-SHA256 failed: %s", pg_hmac_error(ctx));
-	if (pg_hmac_final(ctx, out, 32) < 0)
-		elog(ERROR, "HMAC-SHA256 failed: %s", pg_hmac_error(ctx));
-	pg_hmac_free(ctx);
+		crm_sha256_update(&c, parts[i], lens[i]);
+	crm_hmac_finish(&k, &c, out);
+	explicit_bzero(&k, sizeof(k));
+	explicit_bzero(&c, sizeof(c));
 }
 
 static void
