@@ -1092,43 +1092,85 @@ crm_audit_detach(PG_FUNCTION_ARGS)
 
 /* --- canonical entries, sealing, verification ------------------------------------------------------- */
 
-#define ENTRY_COLS "l.id, l.logged_at, l.xid::text, l.era, l.principal_id, l.session_user_name, l.current_user_name," \
-	" l.client_addr::text, l.application_name, l.action, l.object, l.record_id, l.detail::text"
+/*
+ * An entry's canonical bytes, column by column: 'n' for NULL, else 'v' and the value: 8 bytes
+ * big-endian for id, logged_at, era, principal_id and record_id; for the others an 8-byte length
+ * and their text (xid in decimal, client_addr as inet's text cast shows it, detail as jsonb prints).
+ */
+#define ENTRY_COLS "l.id, l.logged_at, l.xid, l.era, l.principal_id, l.session_user_name, l.current_user_name," \
+	" l.client_addr, l.application_name, l.action, l.object, l.record_id, l.detail"
 
-/* SHA-256 of an entry's canonical bytes, from a row of ENTRY_COLS */
 static void
-entry_hash(HeapTuple t, TupleDesc d, uint8 *out, int64 *id)
+put_text(StringInfo s, const char *p, size_t len)
 {
-	StringInfoData s;
+	put64(s, len);
+	appendBinaryStringInfo(s, p, len);
+}
 
-	initStringInfo(&s);
-	for (int c = 1; c <= 13; c++)
+/* SHA-256 of an entry's canonical bytes, from a row of ENTRY_COLS (s: scratch buffer) */
+static void
+entry_hash(HeapTuple t, TupleDesc d, StringInfo s, uint8 *out, int64 *id)
+{
+	Datum		v[13];
+	bool		isnull[13];
+
+	resetStringInfo(s);
+	heap_deform_tuple(t, d, v, isnull);
+	for (int c = 0; c < 13; c++)
 	{
-		bool		isnull;
-		Datum		v = SPI_getbinval(t, d, c, &isnull);
-		Oid			typ = SPI_gettypeid(d, c);
-
-		appendStringInfoChar(&s, isnull ? 'n' : 'v');
-		if (isnull)
+		appendStringInfoChar(s, isnull[c] ? 'n' : 'v');
+		if (isnull[c])
 			continue;
-		if (typ == INT8OID || typ == TIMESTAMPTZOID)
-			put64(&s, (uint64) DatumGetInt64(v));
-		else
+		switch (c)
 		{
-			text	   *x = DatumGetTextPP(v);
-			uint32		len = VARSIZE_ANY_EXHDR(x);
+			case 0:				/* id */
+			case 1:				/* logged_at */
+			case 3:				/* era */
+			case 4:				/* principal_id */
+			case 11:			/* record_id */
+				put64(s, (uint64) DatumGetInt64(v[c]));
+				break;
+			case 2:				/* xid */
+				{
+					char		buf[32];
+					int			len = snprintf(buf, sizeof(buf), INT64_FORMAT, DatumGetInt64(v[c]));
 
-			put64(&s, len);
-			appendBinaryStringInfo(&s, VARDATA_ANY(x), len);
+					put_text(s, buf, len);
+				}
+				break;
+			case 7:				/* client_addr */
+				{
+					text	   *x = DatumGetTextPP(DirectFunctionCall1(network_show, v[c]));
+
+					put_text(s, VARDATA_ANY(x), VARSIZE_ANY_EXHDR(x));
+				}
+				break;
+			case 12:			/* detail */
+				{
+					Jsonb	   *j = DatumGetJsonbP(v[c]);
+					StringInfoData js;
+
+					initStringInfo(&js);
+					JsonbToCString(&js, &j->root, VARSIZE(j));
+					put_text(s, js.data, js.len);
+					pfree(js.data);
+					if ((Pointer) j != DatumGetPointer(v[c]))
+						pfree(j);
+				}
+				break;
+			default:
+				{
+					text	   *x = DatumGetTextPP(v[c]);
+
+					put_text(s, VARDATA_ANY(x), VARSIZE_ANY_EXHDR(x));
+					if ((Pointer) x != DatumGetPointer(v[c]))
+						pfree(x);
+				}
+				break;
 		}
 	}
-	sha256(s.data, s.len, out);
-	pfree(s.data);
-	{
-		bool		isnull;
-
-		*id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
-	}
+	sha256(s->data, s->len, out);
+	*id = DatumGetInt64(v[0]);
 }
 
 static void
@@ -1163,6 +1205,25 @@ block_hash(const uint8 *prev, int64 block_no, int64 era, const char *lo, const c
  */
 typedef bool (*entry_cb) (void *arg, int64 id, const uint8 *e);
 
+typedef struct EntryHash
+{
+	int64		id;
+	uint8		h[32];
+} EntryHash;
+
+static int
+entry_hash_cmp(const void *a, const void *b)
+{
+	int64		x = ((const EntryHash *) a)->id, y = ((const EntryHash *) b)->id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Walk the entries of (era, [lo, hi)) in id order, feeding each (id, entry hash) to cb. The rows
+ * stream through a cursor in whatever order the scan finds them; only (id, hash) pairs are kept
+ * and sorted, 40 bytes an entry, rather than sorting the rows themselves.
+ */
 static void
 walk_entries(int64 era, const char *lo, const char *hi, entry_cb cb, void *arg, bool fresh)
 {
@@ -1170,32 +1231,52 @@ walk_entries(int64 era, const char *lo, const char *hi, entry_cb cb, void *arg, 
 	Datum		vals[3] = {Int64GetDatum(era), CStringGetTextDatum(lo), CStringGetTextDatum(hi)};
 	SPIPlanPtr	plan;
 	Portal		portal;
-	bool		go = true;
+	EntryHash  *all;
+	Size		n = 0, cap = 1024;
+	StringInfoData buf;
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "crm audit walk", ALLOCSET_DEFAULT_SIZES);
 
 	plan = SPI_prepare("SELECT " ENTRY_COLS " FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) $1"
-					   " AND l.xid OPERATOR(pg_catalog.>=) $2::pg_catalog.int8 AND l.xid OPERATOR(pg_catalog.<) $3::pg_catalog.int8"
-					   " ORDER BY l.id", 3, types);
+					   " AND l.xid OPERATOR(pg_catalog.>=) $2::pg_catalog.int8 AND l.xid OPERATOR(pg_catalog.<) $3::pg_catalog.int8",
+					   3, types);
 	if (plan == NULL)
 		elog(ERROR, "crm audit scan could not be prepared");
+	all = palloc_extended(sizeof(EntryHash) * cap, MCXT_ALLOC_HUGE);
+	initStringInfo(&buf);
 	/* sealing reads with a snapshot taken after its horizon: every entry below it is visible */
 	portal = SPI_cursor_open(NULL, plan, vals, NULL, !fresh);
-	while (go)
+	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, 2000);
 		if (SPI_processed == 0)
 			break;
-		for (uint64 i = 0; i < SPI_processed && go; i++)
+		if (n + SPI_processed > cap)
 		{
-			uint8		e[32];
-			int64		id;
+			while (n + SPI_processed > cap)
+				cap *= 2;
+			all = repalloc_huge(all, sizeof(EntryHash) * cap);
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(rowcxt);
 
-			entry_hash(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, e, &id);
-			go = cb(arg, id, e);
+			entry_hash(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &buf, all[n].h, &all[n].id);
+			n++;
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(rowcxt);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
+	MemoryContextDelete(rowcxt);
+	pfree(buf.data);
+	if (n > 1)
+		qsort(all, n, sizeof(EntryHash), entry_hash_cmp);
+	for (Size i = 0; i < n; i++)
+		if (!cb(arg, all[i].id, all[i].h))
+			break;
+	pfree(all);
 }
 
 typedef struct SealState

@@ -36,8 +36,11 @@ BEGIN
       detail           jsonb
     ) PARTITION BY RANGE (logged_at);
     ALTER SEQUENCE crm.audit_log_id_seq OWNED BY crm.audit_log.id;
-    -- xids grow with the log, so a BRIN index finds a sealing range at almost no cost per insert
-    CREATE INDEX audit_log_xid ON crm.audit_log USING brin (era, xid);
+    -- the sealer's range of transactions. A btree: xids grow, so an insert goes to the rightmost leaf
+    -- without a descent. (A BRIN index cost writers nothing but left every range filled since the
+    -- last vacuum unsummarized, and the sealer read all of it every second: measured, the sealer's
+    -- share of the CPU grew with the time since autovacuum last ran.)
+    CREATE INDEX audit_log_xid ON crm.audit_log (era, xid);
     -- one record's history: record_id alone (object is checked on the few rows it finds). Every
     -- entry inserts into it at a random place, so it is kept as small and cheap to compare as can be:
     -- an int8 key deduplicates well and is a third of the (object, record_id) index (measured).
