@@ -306,7 +306,8 @@ typedef struct PendingEntry
 	char	   *action;
 	char	   *object;
 	int64		record_id;
-	char	   *detail;			/* JSON text */
+	char	   *detail;			/* JSON text, or */
+	Jsonb	   *jdetail;		/* the same already built (row entries) */
 	int			nest_level;
 } PendingEntry;
 
@@ -357,7 +358,7 @@ register_callbacks(void)
 }
 
 static void
-add_pending(const char *action, const char *object, int64 record_id, const char *detail)
+add_pending_jsonb(const char *action, const char *object, int64 record_id, const char *detail, Jsonb *jdetail)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	PendingEntry *p = palloc(sizeof(PendingEntry));
@@ -383,9 +384,22 @@ add_pending(const char *action, const char *object, int64 record_id, const char 
 	p->object = object ? pstrdup(object) : NULL;
 	p->record_id = record_id;
 	p->detail = detail ? pstrdup(detail) : NULL;
+	if (jdetail)
+	{
+		p->jdetail = palloc(VARSIZE(jdetail));
+		memcpy(p->jdetail, jdetail, VARSIZE(jdetail));
+	}
+	else
+		p->jdetail = NULL;
 	p->nest_level = GetCurrentTransactionNestLevel();
 	pending = lappend(pending, p);
 	MemoryContextSwitchTo(old);
+}
+
+static void
+add_pending(const char *action, const char *object, int64 record_id, const char *detail)
+{
+	add_pending_jsonb(action, object, record_id, detail, NULL);
 }
 
 static SPIPlanPtr flush_plan = NULL;
@@ -643,7 +657,9 @@ direct_insert(List *todo)
 			SETV(10, CStringGetTextDatum(p->object));
 		if (p->record_id != 0)
 			SETV(11, Int64GetDatum(p->record_id));
-		if (p->detail)
+		if (p->jdetail)
+			SETV(12, JsonbPGetDatum(p->jdetail));
+		else if (p->detail)
 			SETV(12, DirectFunctionCall1(jsonb_in, CStringGetDatum(p->detail)));
 #undef SETV
 		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[k++], true);
@@ -679,6 +695,8 @@ direct_insert(List *todo)
 	{
 		if (order[i]->detail)
 			pfree(order[i]->detail);
+		if (order[i]->jdetail)
+			pfree(order[i]->jdetail);
 		pfree(order[i]);
 	}
 	pfree(order);
@@ -736,8 +754,11 @@ crm_audit_flush_pending(void)
 		nn_ob[i] = p->object == NULL;
 		ri[i] = Int64GetDatum(p->record_id);
 		nn_ri[i] = p->record_id == 0;
-		de[i] = p->detail ? CStringGetTextDatum(p->detail) : (Datum) 0;
-		nn_de[i] = p->detail == NULL;
+		if (p->jdetail)
+			de[i] = CStringGetTextDatum(JsonbToCString(NULL, &p->jdetail->root, VARSIZE(p->jdetail)));
+		else
+			de[i] = p->detail ? CStringGetTextDatum(p->detail) : (Datum) 0;
+		nn_de[i] = p->detail == NULL && p->jdetail == NULL;
 		i++;
 	}
 	pending = NIL;
@@ -825,36 +846,60 @@ crm_audit_flush_pending(void)
 
 /* --- the row trigger ------------------------------------------------------------------------------------ */
 
+/* jsonb built directly (no JSON text to write and parse again) */
 static void
-append_value(StringInfo js, AuditRel *ar, TupleDesc desc, int att, Datum v, bool isnull, const char *key, Relation rel)
+jb_string(JsonbParseState **st, JsonbIteratorToken tok, const char *str, int len)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) str;
+	v.val.string.len = len;
+	pushJsonbValue(st, tok, &v);
+}
+
+static void
+jb_key(JsonbParseState **st, const char *key)
+{
+	jb_string(st, WJB_KEY, key, strlen(key));
+}
+
+/* "key": value, or "key_hash": keyed hash for protected fields; NULL stays null */
+static void
+append_value(JsonbParseState **st, AuditRel *ar, TupleDesc desc, int att, Datum v, bool isnull, const char *key, Relation rel)
 {
 	Form_pg_attribute a = TupleDescAttr(desc, att - 1);
 	int			kind = ar->kind[att - 1];
 
 	if (isnull)
 	{
-		appendStringInfo(js, "\"%s\": null", key);
+		JsonbValue	nv;
+
+		nv.type = jbvNull;
+		jb_key(st, key);
+		pushJsonbValue(st, WJB_VALUE, &nv);
 		return;
 	}
 	if (kind == AF_PLAIN)
 	{
-		char	   *s = OutputFunctionCall(&ar->out[att - 1], v);
+		char	   *str = OutputFunctionCall(&ar->out[att - 1], v);
 
-		appendStringInfo(js, "\"%s\": ", key);
-		escape_json(js, s);
+		jb_key(st, key);
+		jb_string(st, WJB_VALUE, str, strlen(str));
 	}
 	else
 	{
 		StringInfoData h;
-		char	   *s;
+		char	   *str;
 
 		if (kind == AF_ENCRYPTED)
-			s = crm_crypt_plaintext(rel, NameStr(a->attname), DatumGetTextPP(v));
+			str = crm_crypt_plaintext(rel, NameStr(a->attname), DatumGetTextPP(v));
 		else
-			s = OutputFunctionCall(&ar->out[att - 1], v);
+			str = OutputFunctionCall(&ar->out[att - 1], v);
 		initStringInfo(&h);
-		keyed_hash(ar->object, NameStr(a->attname), s, strlen(s), &h);
-		appendStringInfo(js, "\"%s_hash\": \"%s\"", key, h.data);
+		keyed_hash(ar->object, NameStr(a->attname), str, strlen(str), &h);
+		jb_key(st, psprintf("%s_hash", key));
+		jb_string(st, WJB_VALUE, h.data, h.len);
 	}
 }
 
@@ -891,7 +936,8 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	AuditRel   *ar;
-	StringInfoData js;
+	JsonbParseState *st = NULL;
+	Jsonb	   *detail;
 	HeapTuple	row;
 	const char *action;
 	bool		any = false;
@@ -906,13 +952,17 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	audit_trigger_table(rel);
 	desc = RelationGetDescr(rel);
 	ar = audit_rel(rel);
-	initStringInfo(&js);
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	/* on crm's catalogs the trigger names the event (GRANT, SHARE, POLICY, DDL ...) */
 	if (td->tg_trigger->tgnargs > 0)
-		appendStringInfo(&js, "{\"operation\": \"%s\", \"fields\": {",
-						 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" : "DELETE");
-	else
-		appendStringInfoString(&js, "{\"fields\": {");
+	{
+		const char *op = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" : "DELETE";
+
+		jb_key(&st, "operation");
+		jb_string(&st, WJB_VALUE, op, strlen(op));
+	}
+	jb_key(&st, "fields");
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		HeapTuple	o = td->tg_trigtuple, n = td->tg_newtuple;
@@ -933,13 +983,11 @@ crm_audit_row(PG_FUNCTION_ARGS)
 				continue;
 			if (same_value(desc, att, ov, on, nv, nn))
 				continue;
-			if (any)
-				appendStringInfoString(&js, ", ");
-			appendStringInfo(&js, "\"%s\": {", NameStr(TupleDescAttr(desc, att - 1)->attname));
-			append_value(&js, ar, desc, att, ov, on, "old", rel);
-			appendStringInfoString(&js, ", ");
-			append_value(&js, ar, desc, att, nv, nn, "new", rel);
-			appendStringInfoChar(&js, '}');
+			jb_key(&st, NameStr(TupleDescAttr(desc, att - 1)->attname));
+			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+			append_value(&st, ar, desc, att, ov, on, "old", rel);
+			append_value(&st, ar, desc, att, nv, nn, "new", rel);
+			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 			any = true;
 		}
 		if (!any)
@@ -948,28 +996,24 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	else
 	{
 		bool		ins = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+		Datum	   *vs = palloc(sizeof(Datum) * desc->natts);
+		bool	   *ns = palloc(sizeof(bool) * desc->natts);
 
 		action = ins ? "INSERT" : "DELETE";
 		row = td->tg_trigtuple;
+		heap_deform_tuple(row, desc, vs, ns);
 		for (int att = 1; att <= desc->natts; att++)
 		{
-			Datum		v;
-			bool		vn;
-
-			if (ar->kind[att - 1] == AF_SKIP)
+			if (ar->kind[att - 1] == AF_SKIP || ns[att - 1])
 				continue;
-			v = heap_getattr(row, att, desc, &vn);
-			if (vn)
-				continue;
-			if (any)
-				appendStringInfoString(&js, ", ");
-			appendStringInfo(&js, "\"%s\": {", NameStr(TupleDescAttr(desc, att - 1)->attname));
-			append_value(&js, ar, desc, att, v, false, ins ? "new" : "old", rel);
-			appendStringInfoChar(&js, '}');
-			any = true;
+			jb_key(&st, NameStr(TupleDescAttr(desc, att - 1)->attname));
+			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+			append_value(&st, ar, desc, att, vs[att - 1], false, ins ? "new" : "old", rel);
+			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 		}
 	}
-	appendStringInfoString(&js, "}}");
+	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	detail = JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 	{
 		int			idatt = SPI_fnumber(desc, "id");
 
@@ -980,7 +1024,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	}
 	if (td->tg_trigger->tgnargs > 0)
 		action = td->tg_trigger->tgargs[0];
-	add_pending(action, ar->object, isnull ? 0 : id, js.data);
+	add_pending_jsonb(action, ar->object, isnull ? 0 : id, NULL, detail);
 	return PointerGetDatum(NULL);
 }
 
