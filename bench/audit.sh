@@ -66,7 +66,8 @@ fi
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
 printf '\\set id random(1, %s)\nUPDATE crm_data.customer SET aum = aum + 1 WHERE id = :id;\n' "$N" > "$tmp/update.sql"
-tps() { pgbench -n -M prepared -c "$2" -j "$2" -T "$T" -f "$tmp/update.sql" "$1" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'; }
+# every run starts right after a checkpoint, so none of them pays more full-page writes than another
+tps() { psql -X -q -d "$1" -c "CHECKPOINT" >/dev/null; pgbench -n -M prepared -c "$2" -j "$2" -T "$T" -f "$tmp/update.sql" "$1" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'; }
 med() { python3 -c "import statistics as s, sys; print(f'{s.median([float(x) for x in sys.argv[1:]]):.1f}')" "$@"; }
 dbs="$src crm_bench_noaudit crm_bench_plpgsql"
 [ $pgaudit = yes ] && dbs="$dbs crm_bench_pgaudit"
