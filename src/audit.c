@@ -18,6 +18,8 @@
  */
 #include "crm.h"
 
+#include "access/brin.h"
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -51,6 +53,8 @@
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -1367,6 +1371,56 @@ seal_cb(void *arg, int64 id, const uint8 *e)
 }
 
 /* Seal one era's entries in [lo, hi) into a new block; returns the number sealed. */
+
+/*
+ * Keep the log's BRIN index on (era, xid) summarized up to the last complete block range, so that
+ * a seal reads only the ranges holding its transactions and the partial range at the end. Writers
+ * then pay nothing for the index (a range that is not summarized yet costs an insert nothing), and
+ * the sealer does not reread everything since the last vacuum. Skipped for a partition that
+ * (auto)vacuum is working on: the next seal catches up.
+ */
+static void
+summarize_log_ranges(void)
+{
+	uint64		n;
+	SPITupleTable *tt;
+
+	if (SPI_execute("SELECT i.indexrelid, i.indrelid FROM pg_catalog.pg_inherits h"
+					" JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) h.inhrelid"
+					" JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid"
+					" JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam AND a.amname OPERATOR(pg_catalog.=) 'brin'"
+					" WHERE h.inhparent OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "crm audit index lookup failed");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Oid			index = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		Oid			heap = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		Relation	hrel, irel;
+		BlockNumber nblocks, ppr;
+
+		if (!ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
+			continue;
+		hrel = table_open(heap, NoLock);
+		irel = index_open(index, AccessShareLock);
+		nblocks = RelationGetNumberOfBlocks(hrel);
+		ppr = BrinGetPagesPerRange(irel);
+		index_close(irel, AccessShareLock);
+		table_close(hrel, NoLock);
+		/* from the last complete range back to the first one already summarized */
+		for (int64 k = (int64) (nblocks / ppr) - 1, done = 0; k >= 0 && done < 4096; k--, done++)
+		{
+			if (DatumGetInt32(DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(index),
+												  Int64GetDatum(k * (int64) ppr))) == 0 && done > 0)
+				break;
+		}
+		UnlockRelationOid(heap, ShareUpdateExclusiveLock);
+	}
+}
+
 static int64
 seal_range(int64 era, const char *lo, const char *hi)
 {
@@ -1496,6 +1550,7 @@ crm_audit_seal_internal(void)
 				elog(ERROR, "crm audit block lookup failed");
 			lo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		}
+		summarize_log_ranges();
 		n += seal_range(era, lo, hi);
 		SPI_finish();
 	}
