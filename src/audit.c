@@ -1386,12 +1386,14 @@ summarize_log_ranges(void)
 	SPITupleTable *tt;
 
 	if (SPI_execute("SELECT i.indexrelid, i.indrelid FROM pg_catalog.pg_inherits h"
-					" JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) h.inhrelid"
+					" JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) h.inhrelid AND i.indisvalid"
 					" JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid"
 					" JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam AND a.amname OPERATOR(pg_catalog.=) 'brin'"
 					" WHERE h.inhparent OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "crm audit index lookup failed");
+	if (RecoveryInProgress())
+		return;
 	tt = SPI_tuptable;
 	n = SPI_processed;
 	for (uint64 i = 0; i < n; i++)
