@@ -1380,7 +1380,7 @@ seal_cb(void *arg, int64 id, const uint8 *e)
  * (auto)vacuum is working on: the next seal catches up.
  */
 static void
-summarize_log_ranges(void)
+summarize_log_ranges_now(void)
 {
 	uint64		n;
 	SPITupleTable *tt;
@@ -1421,6 +1421,35 @@ summarize_log_ranges(void)
 		}
 		UnlockRelationOid(heap, ShareUpdateExclusiveLock);
 	}
+}
+
+/* the same, never in the way of sealing: a failure (a lock, a permission) is logged and skipped */
+static void
+summarize_log_ranges(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		summarize_log_ranges_now();
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(LOG, (errmsg("crm audit: block ranges of the log were not summarized: %s", e->message)));
+		FreeErrorData(e);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
 }
 
 static int64
