@@ -439,6 +439,16 @@ flush_cache_forget(Datum arg, Oid relid)
 	ready_known = false;
 }
 
+static void
+watch_log_relcache(void)
+{
+	if (!flush_cache_cb)
+	{
+		CacheRegisterRelcacheCallback(flush_cache_forget, (Datum) 0);
+		flush_cache_cb = true;
+	}
+}
+
 static Oid
 flush_relation(TimestampTz *at, int n, char **name)
 {
@@ -447,11 +457,7 @@ flush_relation(TimestampTz *at, int n, char **name)
 	Oid			nsp;
 	Oid			relid;
 
-	if (!flush_cache_cb)
-	{
-		CacheRegisterRelcacheCallback(flush_cache_forget, (Datum) 0);
-		flush_cache_cb = true;
-	}
+	watch_log_relcache();
 	if (timestamp2tm(at[0], NULL, &tm, &fsec, NULL, NULL) == 0)
 	{
 		bool		same = true;
@@ -498,11 +504,7 @@ audit_log_ready(void)
 	Relation	rel;
 	bool		ready = false;
 
-	if (!flush_cache_cb)
-	{
-		CacheRegisterRelcacheCallback(flush_cache_forget, (Datum) 0);
-		flush_cache_cb = true;
-	}
+	watch_log_relcache();
 	if (ready_known)
 		return ready_cached;
 	nsp = get_namespace_oid("crm", true);
