@@ -4,7 +4,12 @@
 # Source this file; it defines functions and sets PGBIN.
 
 PGVER=15
-PGBIN=/usr/lib/postgresql/$PGVER/bin
+# CRM_PG_ROOT: a private copy of the PostgreSQL install (made by crm_private_root) that crm is
+# installed into and run from, so that several checkouts on one machine do not overwrite each
+# other's crm.so. Unset: the system's PostgreSQL.
+CRM_PG_ROOT=${CRM_PG_ROOT:-}
+PGBIN=$CRM_PG_ROOT/usr/lib/postgresql/$PGVER/bin
+export CRM_PG_ROOT PGBIN
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -16,7 +21,8 @@ as_pg() {
 
 crm_ensure_packages() {
   local need=()
-  [ -f /usr/lib/postgresql/$PGVER/lib/pgxs/src/makefiles/pgxs.mk ] || need+=(postgresql-server-dev-$PGVER)
+  # postgresql-client ships pgxs.mk too: the server headers are what tells the dev package is here
+  [ -f /usr/include/postgresql/$PGVER/server/postgres.h ] && [ -f /usr/lib/postgresql/$PGVER/lib/pgxs/src/makefiles/pgxs.mk ] || need+=(postgresql-server-dev-$PGVER)
   [ -d /usr/share/postgresql/$PGVER/extension ] && ls /usr/share/postgresql/$PGVER/extension/pgtap*.control >/dev/null 2>&1 || need+=(postgresql-$PGVER-pgtap)
   command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
   [ -x $PGBIN/pgbench ] || need+=(postgresql-$PGVER)
@@ -36,10 +42,25 @@ crm_ensure_packages() {
   fi
 }
 
+# crm_private_root: copy the system's PostgreSQL tree into $CRM_PG_ROOT once (the server finds its
+# share and lib directories relative to its own binary).
+crm_private_root() {
+  [ -n "$CRM_PG_ROOT" ] || return 0
+  [ -x "$PGBIN/postgres" ] && return 0
+  log "copying PostgreSQL into $CRM_PG_ROOT"
+  mkdir -p "$CRM_PG_ROOT/usr/lib/postgresql" "$CRM_PG_ROOT/usr/share/postgresql"
+  cp -a /usr/lib/postgresql/$PGVER "$CRM_PG_ROOT/usr/lib/postgresql/"
+  cp -a /usr/share/postgresql/$PGVER "$CRM_PG_ROOT/usr/share/postgresql/"
+  chmod 755 "$CRM_PG_ROOT"
+}
+
 crm_build_install() {
   log "building crm"
+  crm_private_root
   make -C "$TOP" -s with_llvm=no >/dev/null
-  if [ "$(id -u)" = 0 ]; then make -C "$TOP" -s with_llvm=no install >/dev/null
+  local dest=()
+  [ -n "$CRM_PG_ROOT" ] && dest=(DESTDIR="$CRM_PG_ROOT")
+  if [ "$(id -u)" = 0 ] || [ -n "$CRM_PG_ROOT" ]; then make -C "$TOP" -s with_llvm=no install "${dest[@]}" >/dev/null
   else sudo make -C "$TOP" -s with_llvm=no install >/dev/null; fi
 }
 

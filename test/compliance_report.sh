@@ -92,7 +92,7 @@ ok "$(st keyring)" "pass" "keyring back: pass"
 ok "$(su -c "BEGIN; UPDATE pg_trigger SET tgenabled = 'D' WHERE tgname LIKE 'crm_append_only%'; UPDATE crm.audit_log SET detail = '{}' WHERE id = (SELECT min(id) FROM crm.audit_log WHERE action = 'GRANT'); SELECT status FROM crm.compliance_report() WHERE \"check\" = 'audit chain'; ROLLBACK;" | grep -E '^(pass|warn|fail)$')" "fail" "an edited audit entry: fail"
 
 # crm not preloaded (a restart without it, then back)
-pgctl() { as_pg /usr/lib/postgresql/15/bin/pg_ctl "$@"; }
+pgctl() { as_pg $PGBIN/pg_ctl "$@"; }
 psql -X -q -d postgres -c "ALTER SYSTEM SET shared_preload_libraries = 'plpgsql'" >/dev/null
 pgctl -D "$datadir" -m fast -w -t 60 restart -o "-p $PGPORT" -l "$datadir/../server.log" >/dev/null 2>&1
 ok "$(st 'crm preloaded')" "fail" "crm not preloaded: fail"

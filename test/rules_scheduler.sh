@@ -88,7 +88,7 @@ ok "$(su -c "SELECT status, attempts, next_attempt_at > now() FROM crm.outbox WH
 ok "$(psql -X -qAt -U rs_relay -d $db -c "SELECT count(*) FROM crm_data.customer" 2>&1 | grep -c 'permission denied')" "1" "the relay's role reads the outbox, not the customers"
 
 # a restart: the scheduler stops with the server and is back after it
-pgctl() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl "$@"; else /usr/lib/postgresql/15/bin/pg_ctl "$@"; fi; }
+pgctl() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- $PGBIN/pg_ctl "$@"; else $PGBIN/pg_ctl "$@"; fi; }
 start=$(date +%s)
 pgctl -D "$datadir" -m fast -w -t 60 restart -o "-p $PGPORT" -l "$datadir/../server.log" >/dev/null 2>&1
 ok "$(( $(date +%s) - start < 30 ))" "1" "a fast restart completes with the scheduler running"
