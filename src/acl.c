@@ -162,7 +162,7 @@ acl_compute(AclEntry *e, MemoryContext cxt)
 		e->owners = spi_array(
 			"WITH s AS (SELECT g.scope FROM crm.object_grant g JOIN crm.principal_role pr ON pr.role OPERATOR(pg_catalog.=) g.role"
 			"           JOIN crm.principal me ON me.id OPERATOR(pg_catalog.=) pr.principal_id AND me.active"
-			"           WHERE pr.principal_id OPERATOR(pg_catalog.=) $1 AND g.object IN ($2, '*') AND g.privilege OPERATOR(pg_catalog.=) $3)"
+			"           WHERE pr.principal_id OPERATOR(pg_catalog.=) $1 AND g.object OPERATOR(pg_catalog.=) ANY (ARRAY[$2, '*'::pg_catalog.text]) AND g.privilege OPERATOR(pg_catalog.=) $3)"
 			" SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN NULL"
 			"             WHEN EXISTS (SELECT 1 FROM s WHERE s.scope OPERATOR(pg_catalog.=) 'team') THEN"
 			"               (WITH RECURSIVE r(id) AS (SELECT $1 UNION SELECT p.id FROM crm.principal p JOIN r ON p.manager_id OPERATOR(pg_catalog.=) r.id)"
@@ -173,12 +173,12 @@ acl_compute(AclEntry *e, MemoryContext cxt)
 		/* units: the subtree of one's unit at org_unit scope; every unit at all scope or by sharing */
 		e->units = spi_array(
 			"WITH s AS (SELECT g.scope FROM crm.object_grant g JOIN crm.principal_role pr ON pr.role OPERATOR(pg_catalog.=) g.role"
-			"           WHERE pr.principal_id OPERATOR(pg_catalog.=) $1 AND g.object IN ($2, '*') AND g.privilege OPERATOR(pg_catalog.=) $3),"
+			"           WHERE pr.principal_id OPERATOR(pg_catalog.=) $1 AND g.object OPERATOR(pg_catalog.=) ANY (ARRAY[$2, '*'::pg_catalog.text]) AND g.privilege OPERATOR(pg_catalog.=) $3),"
 			"     me AS (SELECT p.org_unit_id FROM crm.principal p WHERE p.id OPERATOR(pg_catalog.=) $1 AND p.active),"
 			"     sh AS (SELECT o.sharing FROM crm.object o WHERE o.name OPERATOR(pg_catalog.=) $2)"
 			" SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM me) THEN NULL"
 			"   WHEN EXISTS (SELECT 1 FROM s WHERE s.scope OPERATOR(pg_catalog.=) 'all')"
-			"     OR ($3 OPERATOR(pg_catalog.=) 'read' AND EXISTS (SELECT 1 FROM sh WHERE sh.sharing IN ('public_read', 'public_read_write')))"
+			"     OR ($3 OPERATOR(pg_catalog.=) 'read' AND EXISTS (SELECT 1 FROM sh WHERE sh.sharing OPERATOR(pg_catalog.=) ANY ('{public_read,public_read_write}'::pg_catalog.text[])))"
 			"     OR ($3 OPERATOR(pg_catalog.=) 'edit' AND EXISTS (SELECT 1 FROM sh WHERE sh.sharing OPERATOR(pg_catalog.=) 'public_read_write'))"
 			"   THEN (SELECT pg_catalog.array_agg(u.id ORDER BY u.id) FROM crm.org_unit u)"
 			"   ELSE (SELECT pg_catalog.array_agg(x ORDER BY x) FROM ("
@@ -199,7 +199,7 @@ acl_compute(AclEntry *e, MemoryContext cxt)
 				" SELECT pg_catalog.array_agg(DISTINCT s.record_id) FROM crm.record_share s"
 				"  WHERE s.object OPERATOR(pg_catalog.=) $2 AND (s.access OPERATOR(pg_catalog.=) 'edit' OR $3 OPERATOR(pg_catalog.=) 'read')"
 				"    AND (s.expires_at IS NULL OR s.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp())"
-				"    AND (s.principal_id OPERATOR(pg_catalog.=) $1 OR s.org_unit_id IN (SELECT up.id FROM up))"
+				"    AND (s.principal_id OPERATOR(pg_catalog.=) $1 OR s.org_unit_id OPERATOR(pg_catalog.=) ANY (SELECT up.id FROM up))"
 				"    AND EXISTS (SELECT 1 FROM up)",
 				3, types3, vals3, cxt);
 			if (SPI_execute_with_args(
@@ -207,7 +207,7 @@ acl_compute(AclEntry *e, MemoryContext cxt)
 					"                          UNION SELECT u.parent_id FROM crm.org_unit u JOIN up ON u.id OPERATOR(pg_catalog.=) up.id WHERE u.parent_id IS NOT NULL)"
 					" SELECT pg_catalog.min(s.expires_at) FROM crm.record_share s"
 					"  WHERE s.object OPERATOR(pg_catalog.=) $2 AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()"
-					"    AND (s.principal_id OPERATOR(pg_catalog.=) $1 OR s.org_unit_id IN (SELECT up.id FROM up))",
+					"    AND (s.principal_id OPERATOR(pg_catalog.=) $1 OR s.org_unit_id OPERATOR(pg_catalog.=) ANY (SELECT up.id FROM up))",
 					2, types3, vals3, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			{
 				bool		isnull;
@@ -442,6 +442,8 @@ typedef struct WallEntry
 {
 	WallKey		key;
 	bool		excluded;
+	char	   *statement;		/* principal -1: the wall's compiled query (NULL: no such wall) */
+	char	   *object;			/* principal -1: the wall's object */
 } WallEntry;
 
 static void
@@ -535,36 +537,80 @@ crm_wall_excludes_principal(PG_FUNCTION_ARGS)
  * row security), but only for records the caller could read were it not for walls, so that it
  * is no oracle about records beyond the caller's reach. A wall that no longer exists hides.
  */
+/*
+ * The query that evaluates a wall's condition for one record ($2) the principal $1 could read, its
+ * condition compiled (crm_condition_sql: built-in and crm objects only, resolved when compiled) and
+ * kept until walls change. NULL when the wall does not exist.
+ */
+static WallEntry *
+wall_statement(const char *wall)
+{
+	WallKey		key;
+	WallEntry  *e;
+	bool		found;
+	Oid			types[1] = {TEXTOID};
+	Datum		vals[1];
+	Datum		out[2];
+	bool		outnull[2];
+	char	   *sql = NULL;
+	char	   *object = NULL;
+
+	wall_init_cache();
+	memset(&key, 0, sizeof(key));
+	key.principal = -1;
+	strlcpy(key.wall, wall, ACL_OBJECT_LEN);
+	e = hash_search(wall_cache, &key, HASH_FIND, &found);
+	if (found)
+		return e;
+	vals[0] = CStringGetTextDatum(wall);
+	if (crm_query_row_as_owner("SELECT w.condition, w.object FROM crm.wall w WHERE w.name OPERATOR(pg_catalog.=) $1",
+							   1, types, vals, out, outnull, 2) && !outnull[0] && !outnull[1])
+	{
+		object = TextDatumGetCString(out[1]);
+		sql = psprintf("SELECT (%s) FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $2"
+					   " AND (t.owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners($1, 'read'))"
+					   "   OR t.org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units($1, 'read'))"
+					   "   OR t.id OPERATOR(pg_catalog.=) ANY (crm.acl_records($1, 'read')))",
+					   crm_condition_sql(object, TextDatumGetCString(out[0])), quote_identifier(object));
+	}
+	wall_init_cache();			/* the callback may have reset it meanwhile */
+	e = hash_search(wall_cache, &key, HASH_ENTER, &found);
+	e->excluded = false;
+	e->statement = sql ? MemoryContextStrdup(acl_cxt, sql) : NULL;
+	e->object = object ? MemoryContextStrdup(acl_cxt, object) : NULL;
+	return e;
+}
+
+/*
+ * SQL function: crm._wall_matches(wall text, record_id bigint) returns boolean
+ * Whether a wall's condition holds for a record of the wall's object (walls on a parent, for its
+ * children's policies). Evaluated as crm's catalog owner on the real values (never masked, past
+ * row security), with search_path pinned and the condition compiled to built-in and crm objects
+ * only, so that no user-defined code sees those values; and only for records the caller could read
+ * were it not for walls, so that it is no oracle about records beyond the caller's reach. A wall
+ * that no longer exists hides.
+ */
 PG_FUNCTION_INFO_V1(crm_wall_matches);
 Datum
 crm_wall_matches(PG_FUNCTION_ARGS)
 {
-	char	   *wall;
+	WallEntry  *w;
+	char	   *sql;
 	Oid			types[2] = {TEXTOID, INT8OID};
 	Datum		vals[2];
-	Datum		out[2];
-	bool		outnull[2];
-	char	   *condition;
-	char	   *object;
-	char	   *sql;
+	Datum		out[1];
+	bool		outnull[1];
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(true);
 	if (PG_ARGISNULL(1))
 		PG_RETURN_BOOL(false);
-	wall = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	vals[0] = CStringGetTextDatum(wall);
-	if (!crm_query_row_as_owner("SELECT w.condition, w.object FROM crm.wall w WHERE w.name OPERATOR(pg_catalog.=) $1",
-								1, types, vals, out, outnull, 2) || outnull[0] || outnull[1])
+	w = wall_statement(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (w->statement == NULL)
 		PG_RETURN_BOOL(true);
-	condition = TextDatumGetCString(out[0]);
-	object = TextDatumGetCString(out[1]);
-	sql = psprintf("SELECT (%s) FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $2"
-				   " AND (t.owner_id OPERATOR(pg_catalog.=) ANY (crm.acl_owners($1, 'read'))"
-				   "   OR t.org_unit_id OPERATOR(pg_catalog.=) ANY (crm.acl_units($1, 'read'))"
-				   "   OR t.id OPERATOR(pg_catalog.=) ANY (crm.acl_records($1, 'read')))",
-				   condition, quote_identifier(object));
-	vals[0] = CStringGetTextDatum(object);
+	/* copied: running the statement may reset the cache */
+	sql = pstrdup(w->statement);
+	vals[0] = CStringGetTextDatum(w->object);
 	vals[1] = PG_GETARG_DATUM(1);
 	if (!crm_query_row_as_owner(sql, 2, types, vals, out, outnull, 1) || outnull[0])
 		PG_RETURN_BOOL(false);

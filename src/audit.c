@@ -266,7 +266,7 @@ audit_rel(Relation rel)
 		Datum		vals[1] = {CStringGetTextDatum(RelationGetRelationName(rel))};
 
 		SPI_connect();
-		if (SPI_execute_with_args("SELECT f.name, f.encrypted, f.sensitivity IN ('personal', 'sensitive')"
+		if (SPI_execute_with_args("SELECT f.name, f.encrypted, f.sensitivity OPERATOR(pg_catalog.=) ANY ('{personal,sensitive}'::pg_catalog.text[])"
 								  " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1",
 								  1, types, vals, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "crm audit metadata query failed");
@@ -1538,7 +1538,7 @@ crm_audit_seal_internal(void)
 		/* one sealer at a time; writers are not blocked (they never lock audit_block) */
 		if (SPI_execute("LOCK TABLE crm.audit_block IN EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "crm audit lock failed");
-		if (SPI_execute("SELECT crm._audit_era(), (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text)::pg_catalog.int8::text",
+		if (SPI_execute("SELECT crm._audit_era(), (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::pg_catalog.text)::pg_catalog.int8::pg_catalog.text",
 						false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "crm audit horizon failed");
 		era = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -1560,7 +1560,7 @@ crm_audit_seal_internal(void)
 				SPITupleTable *tt;
 				uint64		rows;
 
-				if (SPI_execute_with_args("SELECT e.era, COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) e.era), 0::pg_catalog.int8)::text"
+				if (SPI_execute_with_args("SELECT e.era, COALESCE((SELECT pg_catalog.max(b.hi_xid) FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) e.era), 0::pg_catalog.int8)::pg_catalog.text"
 										  " FROM (SELECT DISTINCT l.era FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.<>) $1) e ORDER BY 1",
 										  1, t1, v1, NULL, false, 0) != SPI_OK_SELECT)
 					elog(ERROR, "crm audit era lookup failed");
@@ -1578,7 +1578,7 @@ crm_audit_seal_internal(void)
 			Oid			t1[1] = {INT8OID};
 			Datum		v1[1] = {Int64GetDatum(era)};
 
-			if (SPI_execute_with_args("SELECT COALESCE(max(b.hi_xid), 0::pg_catalog.int8)::text FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) $1",
+			if (SPI_execute_with_args("SELECT COALESCE(pg_catalog.max(b.hi_xid), 0::pg_catalog.int8)::pg_catalog.text FROM crm.audit_block b WHERE b.era OPERATOR(pg_catalog.=) $1",
 									  1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "crm audit block lookup failed");
 			lo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -1679,7 +1679,7 @@ verify_blocks(const char *where, int nargs, Oid *types, Datum *vals, bool *ok, i
 	*entries = 0;
 	*first_broken = 0;
 	*problem = NULL;
-	plan = SPI_prepare(psprintf("SELECT b.block_no, b.era, b.lo_xid::text, b.hi_xid::text, b.entries, b.ids, b.chain, b.prev_hash, b.block_hash"
+	plan = SPI_prepare(psprintf("SELECT b.block_no, b.era, b.lo_xid::pg_catalog.text, b.hi_xid::pg_catalog.text, b.entries, b.ids, b.chain, b.prev_hash, b.block_hash"
 								" FROM crm.audit_block b %s ORDER BY b.block_no", where), nargs, types);
 	if (plan == NULL)
 		elog(ERROR, "crm audit verify could not be prepared");
@@ -1777,8 +1777,8 @@ count_unsealed(void)
 {
 	bool		isnull;
 
-	if (SPI_execute("SELECT count(*) FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) crm._audit_era()"
-					" AND l.xid OPERATOR(pg_catalog.>=) COALESCE((SELECT max(b.hi_xid) FROM crm.audit_block b"
+	if (SPI_execute("SELECT pg_catalog.count(*) FROM crm.audit_log l WHERE l.era OPERATOR(pg_catalog.=) crm._audit_era()"
+					" AND l.xid OPERATOR(pg_catalog.>=) COALESCE((SELECT pg_catalog.max(b.hi_xid) FROM crm.audit_block b"
 					" WHERE b.era OPERATOR(pg_catalog.=) crm._audit_era()), 0::pg_catalog.int8)", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "crm audit count failed");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -1795,8 +1795,8 @@ orphan_entry(void)
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_execute("WITH e AS (SELECT b.era, max(b.hi_xid) AS hi FROM crm.audit_block b GROUP BY b.era)"
-					" SELECT min(l.id) FROM crm.audit_log l LEFT JOIN e ON e.era OPERATOR(pg_catalog.=) l.era"
+	if (SPI_execute("WITH e AS (SELECT b.era, pg_catalog.max(b.hi_xid) AS hi FROM crm.audit_block b GROUP BY b.era)"
+					" SELECT pg_catalog.min(l.id) FROM crm.audit_log l LEFT JOIN e ON e.era OPERATOR(pg_catalog.=) l.era"
 					" WHERE l.era OPERATOR(pg_catalog.<>) crm._audit_era() AND (e.era IS NULL OR l.xid OPERATOR(pg_catalog.>=) e.hi)",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "crm audit orphan check failed");
@@ -1900,7 +1900,7 @@ crm_audit_digest(PG_FUNCTION_ARGS)
 	{
 		SPI_connect();
 		if (SPI_execute("SELECT b.block_no, b.block_hash, pg_catalog.to_char(b.sealed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-						" b.last_id, (SELECT sum(x.entries) FROM crm.audit_block x)"
+						" b.last_id, (SELECT pg_catalog.sum(x.entries) FROM crm.audit_block x)"
 						" FROM crm.audit_block b ORDER BY b.block_no DESC LIMIT 1", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "crm audit digest failed");
 		if (SPI_processed == 0)

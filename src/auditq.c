@@ -467,7 +467,7 @@ crm_audit_db_main(Datum arg)
 			Oid			t1[1] = {TEXTOID};
 			Datum		v1[1] = {CStringGetTextDatum(d)};
 
-			SPI_execute_with_args("INSERT INTO crm.audit_log (action, detail) VALUES ('MAINTENANCE', $1::jsonb)", 1, t1, v1, NULL, false, 0);
+			SPI_execute_with_args("INSERT INTO crm.audit_log (action, detail) VALUES ('MAINTENANCE', $1::pg_catalog.jsonb)", 1, t1, v1, NULL, false, 0);
 		}
 		SPI_execute("SELECT crm._audit_partitions()", false, 0);
 		(void) crm_audit_seal_internal();

@@ -196,20 +196,67 @@ crm_catalog_owner(void)
 /* >0 while crm runs its own catalog queries (which the masking hooks leave alone) */
 int			crm_internal_depth = 0;
 
+/*
+ * Pin search_path to pg_catalog, crm, pg_temp for code that runs with rights other than the
+ * caller's: nothing in a schema the caller controls can be resolved, and pg_temp (named last) is
+ * searched after pg_catalog and crm, for relations and types only (never for functions or
+ * operators). Returns the GUC nest level to hand to crm_unpin_search_path(). Like a function's SET
+ * clause: an error unwinds it with the (sub)transaction.
+ */
+int
+crm_pin_search_path(const char *path)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+void
+crm_unpin_search_path(int nest)
+{
+	if (nest > 0)
+		AtEOXact_GUC(true, nest);
+}
+
+/*
+ * Become another role (crm's catalog owner, a rule's owner, the outer user) in a fixed environment:
+ * search_path pinned, and the security context flags given (SECURITY_RESTRICTED_OPERATION keeps
+ * the code from creating temporary objects or changing session state). crm_restore_user() undoes
+ * both.
+ */
+void
+crm_switch_to_role(CrmUserSwitch *sw, Oid role, int extra_sec)
+{
+	crm_internal_depth++;
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
+	SetUserIdAndSecContext(role, sw->save_sec_context | SECURITY_LOCAL_USERID_CHANGE | extra_sec);
+	sw->guc_nest = 0;
+	PG_TRY();
+	{
+		sw->guc_nest = crm_pin_search_path(CRM_SAFE_SEARCH_PATH);
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
+		crm_internal_depth--;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 void
 crm_switch_to_owner(CrmUserSwitch *sw)
 {
-	Oid			owner = crm_catalog_owner();
-
-	crm_internal_depth++;
-	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
-	SetUserIdAndSecContext(owner, sw->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	crm_switch_to_role(sw, crm_catalog_owner(), SECURITY_RESTRICTED_OPERATION);
 }
 
 void
 crm_restore_user(CrmUserSwitch *sw)
 {
+	crm_unpin_search_path(sw->guc_nest);
+	sw->guc_nest = 0;
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
 	crm_internal_depth--;
 }

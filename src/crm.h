@@ -17,7 +17,12 @@ typedef struct CrmUserSwitch
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			guc_nest;		/* the GUC nest level pinning search_path; 0: none */
 } CrmUserSwitch;
+#define CRM_SAFE_SEARCH_PATH "pg_catalog, crm, pg_temp"
+extern int	crm_pin_search_path(const char *path);
+extern void crm_unpin_search_path(int nest);
+extern void crm_switch_to_role(CrmUserSwitch *sw, Oid role, int extra_sec);
 extern Oid	crm_catalog_owner(void);
 extern int	crm_internal_depth;
 extern void crm_switch_to_owner(CrmUserSwitch *sw);
@@ -27,6 +32,16 @@ struct _SPI_plan;
 extern struct _SPI_plan *crm_kept_plan(const char *sql, int nargs, Oid *argtypes);
 extern bool crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 								   Datum *out, bool *outnull, int nout);
+
+/* expr.c: conditions admins write over a record (walls, rules, workflow guards) */
+typedef struct CrmFnCheck
+{
+	Oid			bad;			/* the first function or type found wanting */
+	bool		untrusted;		/* neither built in nor crm's (else: volatile) */
+	bool		is_type;		/* bad is a type (a domain or a type of another schema) */
+} CrmFnCheck;
+extern bool crm_find_bad_function(Node *node, CrmFnCheck *fc);
+extern char *crm_condition_sql(const char *object, const char *cond);
 
 /* acl.c: record-level access cache */
 extern void crm_acl_reset(void);

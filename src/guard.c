@@ -114,7 +114,7 @@ guard_lookup(int64 principal, Relation rel)
 		if (plan == NULL)
 		{
 			SPIPlanPtr	p = SPI_prepare(
-				"SELECT l.field, l.level, l.own_level, f.default_value #>> '{}', l.mask, f.encrypted,"
+				"SELECT l.field, l.level, l.own_level, f.default_value OPERATOR(pg_catalog.#>>) '{}'::pg_catalog.text[], l.mask, f.encrypted,"
 				"       COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false),"
 				"       f.sensitivity OPERATOR(pg_catalog.=) 'sensitive'"
 				"  FROM crm._field_levels($1, $2) l JOIN crm.field f ON f.object OPERATOR(pg_catalog.=) $2 AND f.name OPERATOR(pg_catalog.=) l.field"

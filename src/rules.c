@@ -361,42 +361,6 @@ check_raw(Node *node, CondCheck *c)
 	return raw_expression_tree_walker(node, check_raw, (void *) c);
 }
 
-typedef struct FnCheck
-{
-	Oid			bad;
-	bool		untrusted;		/* not crm's or built in */
-} FnCheck;
-
-static bool
-bad_function(Oid func, void *ctx)
-{
-	FnCheck    *f = ctx;
-	Oid			nsp = get_func_namespace(func);
-
-	if (nsp != PG_CATALOG_NAMESPACE && nsp != get_namespace_oid("crm", true))
-	{
-		f->bad = func;
-		f->untrusted = true;
-		return true;
-	}
-	if (func_volatile(func) == PROVOLATILE_VOLATILE)
-	{
-		f->bad = func;
-		return true;
-	}
-	return false;
-}
-
-static bool
-find_bad_function(Node *node, void *ctx)
-{
-	if (node == NULL)
-		return false;
-	if (check_functions_in_node(node, bad_function, ctx))
-		return true;
-	return expression_tree_walker(node, find_bad_function, ctx);
-}
-
 typedef struct ErrCtx
 {
 	const char *what;
@@ -476,7 +440,7 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 {
 	ParseState *ps = make_parsestate(NULL);
 	Node	   *node;
-	FnCheck		fc = {InvalidOid, false};
+	CrmFnCheck	fc = {InvalidOid, false, false};
 	bool		event = strcmp(c->event, "schedule") != 0;
 
 	if (event)
@@ -505,11 +469,11 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 		ereport(ERROR,
 				(errcode(ERRCODE_GROUPING_ERROR),
 				 errmsg("the %s of %s cannot use aggregate functions", c->what, c->rule)));
-	if (find_bad_function(node, &fc) && fc.untrusted)
+	if (crm_find_bad_function(node, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the %s of %s calls %s, which is neither built in nor crm's", c->what, c->rule,
-						format_procedure(fc.bad)),
+				 errmsg("the %s of %s %s %s, which is neither built in nor crm's", c->what, c->rule,
+						fc.is_type ? "uses type" : "calls", fc.is_type ? format_type_be(fc.bad) : format_procedure(fc.bad)),
 				 errdetail("Conditions run with crm's privileges; only PostgreSQL's and crm's own functions are allowed in them."),
 				 errhint("Use a \"call\" action for your own function: it runs with your privileges.")));
 	if (OidIsValid(fc.bad))
@@ -1156,6 +1120,7 @@ crm_rule_call(PG_FUNCTION_ARGS)
 	Oid			save_user;
 	int			save_sec;
 	int			save_depth = crm_internal_depth;
+	volatile int nest = 0;
 	FmgrInfo	fi;
 
 	if (PG_ARGISNULL(1))
@@ -1172,6 +1137,9 @@ crm_rule_call(PG_FUNCTION_ARGS)
 	{
 		LOCAL_FCINFO(fc, 1);
 
+		/* the caller's search_path must not reach into what runs as another role */
+		nest = crm_pin_search_path(CRM_SAFE_SEARCH_PATH);
+
 		fmgr_info(fn, &fi);
 		InitFunctionCallInfoData(*fc, &fi, 1, InvalidOid, NULL, NULL);
 		fc->args[0].value = PG_GETARG_DATUM(1);
@@ -1180,6 +1148,7 @@ crm_rule_call(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		crm_unpin_search_path(nest);
 		crm_internal_depth = save_depth;
 		SetUserIdAndSecContext(save_user, save_sec);
 	}

@@ -91,7 +91,7 @@ crm_suitability_check(PG_FUNCTION_ARGS)
 	/* tolerance, the most it allows, the product's level, KYC, assessment, its validity, an override */
 	if (!crm_query_row_as_owner(
 			"SELECT c.risk_tolerance, m.max_risk, p.risk_level, c.kyc_status, c.kyc_expires_on,"
-			"       (c.risk_assessed_on OPERATOR(pg_catalog.+) coalesce((SELECT s.value FROM crm.setting s WHERE s.name OPERATOR(pg_catalog.=) 'risk_assessment_validity'), '1 year')::pg_catalog.interval)::date,"
+			"       (c.risk_assessed_on OPERATOR(pg_catalog.+) coalesce((SELECT s.value FROM crm.setting s WHERE s.name OPERATOR(pg_catalog.=) 'risk_assessment_validity'), '1 year')::pg_catalog.interval)::pg_catalog.date,"
 			"       EXISTS (SELECT 1 FROM crm_data.suitability_override o WHERE o.customer_id OPERATOR(pg_catalog.=) c.id"
 			"               AND o.product_id OPERATOR(pg_catalog.=) p.id AND o.status OPERATOR(pg_catalog.=) 'approved'"
 			"               AND (o.valid_until IS NULL OR o.valid_until OPERATOR(pg_catalog.>=) crm.today()))"

@@ -183,6 +183,7 @@ crm_visible(PG_FUNCTION_ARGS)
 	Oid			types[1] = {INT8OID};
 	Datum		vals[1] = {Int64GetDatum(id)};
 	int			save_depth = crm_internal_depth;
+	volatile int nest = 0;
 
 	{
 		Oid			nsp = get_namespace_oid("crm_data", false);
@@ -199,6 +200,9 @@ crm_visible(PG_FUNCTION_ARGS)
 		const char *sql = psprintf("SELECT 1 FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1", quote_identifier(object));
 		SPIPlanPtr	plan;
 
+		/* the caller's search_path must not reach into what runs as another role */
+		nest = crm_pin_search_path(CRM_SAFE_SEARCH_PATH);
+
 		SPI_connect();
 		plan = crm_kept_plan(sql, 1, types);
 		if ((plan ? SPI_execute_plan(plan, vals, NULL, true, 1)
@@ -208,6 +212,7 @@ crm_visible(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		crm_unpin_search_path(nest);
 		crm_internal_depth = save_depth;
 		SetUserIdAndSecContext(save_user, save_sec);
 	}

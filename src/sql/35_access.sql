@@ -5,6 +5,9 @@ CREATE FUNCTION crm._caller_has_role(role name) RETURNS boolean
   LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crm_caller_has_role';
 CREATE FUNCTION crm.check_condition(object text, condition text) RETURNS text
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_check_condition';
+-- a checked condition compiled to SQL over alias t that resolves only built-in and crm objects
+CREATE FUNCTION crm._condition_sql(object text, condition text) RETURNS text
+  LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_condition_sql_fn';
 CREATE FUNCTION crm.wall_excludes(wall text) RETURNS boolean
   LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crm_wall_excludes';
 CREATE FUNCTION crm.wall_excludes_principal(wall text, principal bigint) RETURNS boolean
@@ -361,7 +364,7 @@ BEGIN
     walled := false;
     FOR w IN SELECT x.* FROM crm.wall x WHERE x.object IN (explain_access.object, par.parent) ORDER BY x.name LOOP
       IF crm.wall_excludes_principal(w.name, explain_access.principal) THEN
-        EXECUTE format('SELECT (%s) FROM crm_data.%I WHERE id = $1', w.condition, w.object)
+        EXECUTE format('SELECT (%s) FROM crm_data.%I t WHERE t.id OPERATOR(pg_catalog.=) $1', crm._condition_sql(w.object, w.condition), w.object)
           INTO hit USING CASE WHEN w.object = explain_access.object THEN explain_access.record_id ELSE rec.parent_key END;
         IF hit THEN
           walled := true;
@@ -396,11 +399,11 @@ BEGIN
       SELECT * INTO par FROM crm._parent_of(o.name);
       r := crm.acl_for(p.id, COALESCE(par.parent, o.name), 'read');
       e := crm.acl_for(p.id, o.name, 'edit');
-      SELECT string_agg(format(' AND NOT (%s)', w.condition), '') INTO walls FROM crm.wall w
+      SELECT string_agg(format(' AND NOT (%s)', crm._condition_sql(w.object, w.condition)), '') INTO walls FROM crm.wall w
        WHERE w.object = o.name AND crm.wall_excludes_principal(w.name, p.id);
       EXECUTE format('SELECT count(*) FILTER (WHERE owner_id = ANY ($1) OR org_unit_id = ANY ($2) OR %1$s = ANY ($3)),
                              count(*) FILTER (WHERE owner_id = ANY ($4) OR org_unit_id = ANY ($5) OR %1$s = ANY ($6))
-                        FROM crm_data.%2$I WHERE true %3$s',
+                        FROM crm_data.%2$I t WHERE true %3$s',
                      COALESCE(quote_ident(par.field), 'id'), o.name, COALESCE(walls, ''))
         INTO can_read, can_edit USING r.owners, r.units, r.records, e.owners, e.units, e.records;
       principal_id := p.id; login := p.login; display_name := p.display_name; org_unit := p.org_unit;
