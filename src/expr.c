@@ -186,9 +186,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 				 errmsg("invalid condition for object \"%s\": it is of type %s, not boolean",
 						object, format_type_be(exprType((Node *) te->expr))),
 				 errhint("Compare a field with a value, e.g. segment = 'private_banking'.")));
-	if (contain_volatile_functions((Node *) te->expr))
-		refuse(object, "volatile functions (such as random() or now()-changing ones) are not allowed");
-	if (crm_find_bad_function((Node *) te->expr, &fc))
+	if (crm_find_bad_function((Node *) te->expr, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("invalid condition for object \"%s\": %s %s is neither built in nor crm's", object,
@@ -196,6 +194,8 @@ compile(const char *object, const char *cond, Oid *relid_out)
 						fc.is_type ? format_type_be(fc.bad) : format_procedure(fc.bad)),
 				 errdetail("Conditions are evaluated with crm's privileges on values the caller may not see; only PostgreSQL's and crm's own functions, operators and types are allowed in them."),
 				 errhint("Name crm's functions with their schema, e.g. crm.days_until(kyc_expires_on) < 30.")));
+	if (contain_volatile_functions((Node *) te->expr))
+		refuse(object, "volatile functions (such as random() or now()-changing ones) are not allowed");
 	*relid_out = relid;
 	return (Node *) te->expr;
 }

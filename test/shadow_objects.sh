@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# TAP: code that crm runs with rights other than the caller's (as its catalog owner, a rule's owner,
+# the outer user) never resolves an object the caller planted: shadow operators, functions,
+# aggregates and domains in a schema the caller owns and puts first in its search_path, and objects
+# in pg_temp. Every planted object records who called it and with what in a table (evil.loot), so
+# any call from crm's own code shows there: as another role (escalation) or with a value the caller
+# may only see masked (a leak). The caller's own statements below use only qualified operators, so
+# every loot row after the control is crm's doing.
+set -u
+source "$(dirname "$0")/lib/tap.bash"
+db=crm_shadow
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
+psql -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null <<'SQL' || { echo "not ok 1 - set-up"; exit 1; }
+SET client_min_messages = warning;
+CREATE EXTENSION crm CASCADE;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sh_tl') THEN CREATE ROLE sh_tl LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sh_rm') THEN CREATE ROLE sh_rm LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sh_app') THEN CREATE ROLE sh_app LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sh_admin') THEN CREATE ROLE sh_admin LOGIN; END IF;
+END $$;
+GRANT crm_app TO sh_app;
+GRANT crm_admin TO sh_admin;
+SELECT crm.add_org_unit('SH HQ') AS hq \gset
+SELECT crm.add_principal('sh_admin', 'Admin', :hq, ARRAY['admin']) AS adm \gset
+SELECT crm.add_principal('sh_tl', 'Team lead', :hq, ARRAY['team_lead']) AS tl \gset
+SELECT crm.add_principal('sh_rm', 'RM', :hq, ARRAY['rm'], :tl) AS rm \gset
+-- the RM's customers: the team lead sees them with ID numbers masked
+INSERT INTO crm_data.customer (owner_id, name, id_type, id_number, segment, aum)
+  VALUES (:rm, 'Wang Fang', 'id_card', '11010519491231002X', 'affluent', 1000),
+         (:rm, 'Li Lei', 'id_card', crm.make_cn_id_number('110105', '1980-01-01', 1), 'mass', 2000);
+-- a wall keeping the team lead out of customers with one ID number: evaluated on real values
+SELECT crm.add_wall('sh_wall', 'customer', $$id_number = '11010519491231002X' OR segment = 'corporate'$$, ARRAY[:tl]::bigint[]);
+-- a rule that fires on the RM's updates (its actions run as the rule's owner)
+-- and a call action: the function runs as the role that defined the rule (here a superuser); its
+-- unqualified = must not resolve to a shadow of the caller's
+CREATE TABLE public.sh_calls (record_id bigint, called_as name);
+CREATE FUNCTION public.sh_note(id bigint) RETURNS void LANGUAGE sql
+  AS $$ INSERT INTO public.sh_calls SELECT id, current_user WHERE id = id $$;
+SELECT crm.create_rule('sh_rule', 'customer', 'update', $$NEW.aum < OLD.aum$$,
+  '[{"type": "create_task", "assignee": "owner", "title": "AUM fell"}, {"type": "call", "function": "public.sh_note"}]'::jsonb,
+  '{"run_as": "sh_admin"}'::jsonb) IS NOT NULL AS rule;
+-- the attackers' schema: the team lead may create objects in it
+CREATE SCHEMA evil AUTHORIZATION sh_tl;
+GRANT USAGE ON SCHEMA evil TO PUBLIC;
+SQL
+[ $? = 0 ] || { echo "not ok 1 - set-up"; exit 1; }
+
+# sh_tl plants its shadows. Each records current_user and its arguments.
+psql -X -q -v ON_ERROR_STOP=1 -U sh_tl -d $db >/dev/null <<'SQL' || { echo "not ok 1 - planting"; exit 1; }
+CREATE TABLE evil.loot (who text, what text, args text);
+GRANT INSERT, SELECT ON evil.loot TO PUBLIC;
+CREATE FUNCTION evil.spy(what text, args text) RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN INSERT INTO evil.loot VALUES (current_user, what, args); RETURN true; END $$;
+GRANT EXECUTE ON FUNCTION evil.spy(text, text) TO PUBLIC;
+-- comparison operators on the types crm's queries compare
+CREATE FUNCTION evil.eq(a text, b text) RETURNS boolean LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+  $$ SELECT evil.spy('text =', a || ' ' || b) AND a OPERATOR(pg_catalog.=) b $$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq);
+CREATE FUNCTION evil.ne(a text, b text) RETURNS boolean LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+  $$ SELECT evil.spy('text <>', a || ' ' || b) AND a OPERATOR(pg_catalog.<>) b $$;
+CREATE OPERATOR evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.ne);
+CREATE FUNCTION evil.eq8(a bigint, b bigint) RETURNS boolean LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+  $$ SELECT evil.spy('int8 =', a || ' ' || b) AND a OPERATOR(pg_catalog.=) b $$;
+CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.eq8);
+CREATE FUNCTION evil.gt(a timestamptz, b timestamptz) RETURNS boolean LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+  $$ SELECT evil.spy('timestamptz >', a || ' ' || b) AND a OPERATOR(pg_catalog.>) b $$;
+CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.gt);
+CREATE FUNCTION evil.cat(a text, b text) RETURNS text LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+  $$ SELECT CASE WHEN evil.spy('text ||', a || ' ' || b) THEN a OPERATOR(pg_catalog.||) b END $$;
+CREATE OPERATOR evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.cat);
+CREATE FUNCTION evil.get(a jsonb, b text[]) RETURNS text LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+  $$ SELECT CASE WHEN evil.spy('jsonb #>>', a::text) THEN a OPERATOR(pg_catalog.#>>) b END $$;
+CREATE OPERATOR evil.#>> (LEFTARG = jsonb, RIGHTARG = text[], FUNCTION = evil.get);
+-- functions and aggregates crm's queries call
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT CASE WHEN evil.spy('now', '') THEN pg_catalog.now() END $$;
+CREATE FUNCTION evil.statement_timestamp() RETURNS timestamptz LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT CASE WHEN evil.spy('statement_timestamp', '') THEN pg_catalog.now() END $$;
+CREATE FUNCTION evil.lower(a text) RETURNS text LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT CASE WHEN evil.spy('lower', a) THEN pg_catalog.lower(a) END $$;
+CREATE FUNCTION evil.mx(s bigint, v bigint) RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT CASE WHEN evil.spy('max', v::text) THEN GREATEST(s, v) END $$;
+CREATE AGGREGATE evil.max(bigint) (SFUNC = evil.mx, STYPE = bigint);
+CREATE AGGREGATE evil.array_agg(bigint) (SFUNC = evil.mx, STYPE = bigint);
+CREATE FUNCTION evil.cnt(s bigint) RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT CASE WHEN evil.spy('count', '') THEN s + 1 END $$;
+CREATE AGGREGATE evil.count(*) (SFUNC = evil.cnt, STYPE = bigint, INITCOND = '0');
+-- domains that shadow the types crm casts to: their checks would see every value cast
+CREATE DOMAIN evil.text AS pg_catalog.text CHECK (evil.spy('domain text', VALUE));
+CREATE DOMAIN evil.int8 AS pg_catalog.int8 CHECK (evil.spy('domain int8', VALUE::pg_catalog.text));
+CREATE DOMAIN evil.jsonb AS pg_catalog.jsonb CHECK (evil.spy('domain jsonb', VALUE::pg_catalog.text));
+CREATE DOMAIN evil.date AS pg_catalog.date CHECK (evil.spy('domain date', VALUE::pg_catalog.text));
+CREATE COLLATION evil."C" (locale = 'C');
+SQL
+[ $? = 0 ] || { echo "not ok 1 - planting"; exit 1; }
+
+# sessions of the team lead, the RM and a pooled app, each with the shadows first in its path
+# (pg_temp first too: crm must not resolve relations or types there either)
+prelude="SET search_path = pg_temp, evil, pg_catalog, public;
+CREATE TEMP TABLE principal (id bigint, login text, org_unit_id bigint, active boolean);
+CREATE TEMP TABLE wall (name text, object text, condition text);
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (evil.spy('temp domain', VALUE));"
+as() { local who=$1; shift; psql -X -qAt -U "$who" -d $db "$@" 2>&1; }
+loot() { psql -X -qAt -d $db -c "SELECT count(*) FROM evil.loot WHERE $1"; }
+
+# control: the shadows do capture whatever resolves them
+as sh_tl -c "$prelude SELECT 'a'::text = 'b'::text, 1::bigint = 2::bigint, 'x'::evil.text IS NOT NULL;" >/dev/null
+ok "$(loot "what IN ('text =', 'int8 =', 'domain text')")" "3" "control: the planted operators and domain are reached by a query that resolves them"
+psql -X -q -d $db -c "TRUNCATE evil.loot"
+
+# the team lead's reads: row security (grants, team, shares, walls), masking, the audit of reads
+as sh_tl >/dev/null <<SQL
+$prelude
+SELECT * FROM crm_data.customer;
+SELECT name, id_number FROM crm_data.customer WHERE aum OPERATOR(pg_catalog.>) 0;
+COPY crm_data.customer TO STDOUT;
+COPY (SELECT * FROM crm_data.customer) TO STDOUT;
+PREPARE q AS SELECT * FROM crm_data.customer; EXECUTE q; EXECUTE q;
+SELECT * FROM crm.explain_access(crm.current_principal(), 'customer', (SELECT pg_catalog.min(id) FROM crm_data.customer));
+SELECT crm.current_principal(), crm.acting_as();
+SELECT * FROM crm.field_levels(crm.current_principal(), 'customer');
+SELECT * FROM crm_report.customer_360;
+SQL
+ok "$(as sh_tl -c "$prelude SELECT pg_catalog.count(*) FROM crm_data.customer" | tail -1)" "1" \
+   "the team lead sees the customer not behind the wall, and the wall still works under a shadowed path"
+
+# the RM's writes: stamp, field guard, encryption, audit trigger, rule firing as its owner
+as sh_rm >/dev/null <<SQL
+$prelude
+UPDATE crm_data.customer SET aum = 10 WHERE name OPERATOR(pg_catalog.=) 'Li Lei';
+INSERT INTO crm_data.customer (owner_id, name, segment) VALUES (crm.current_principal(), 'New One', 'mass');
+UPDATE crm_data.customer SET segment = 'affluent' WHERE name OPERATOR(pg_catalog.=) 'New One';
+DELETE FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'New One';
+SELECT crm.share('customer', (SELECT pg_catalog.min(id) FROM crm_data.customer), 'sh_admin', 'read', NULL, 'cover');
+SELECT * FROM crm.subject_export((SELECT pg_catalog.min(id) FROM crm_data.customer));
+SQL
+ok "$(psql -X -qAt -d $db -c "SELECT count(*) FROM crm_data.task WHERE title = 'AUM fell'")" "1" "the rule fired for the RM's update"
+ok "$(psql -X -qAt -d $db -c "SELECT count(*) FROM public.sh_calls")" "1" "and its call action ran"
+
+# a pooled app acting for the team lead
+as sh_app >/dev/null <<SQL
+$prelude
+BEGIN;
+SELECT crm.act_as('sh_tl');
+SELECT * FROM crm_data.customer;
+COMMIT;
+SQL
+
+# the team lead tries to slip the shadows into crm's definitions (it is not an admin: refused anyway),
+# and an admin with the shadows on its path defines a wall: the condition is compiled to built-in objects
+as sh_admin >/dev/null <<SQL
+$prelude
+SELECT crm.add_wall('sh_wall2', 'customer', \$\$name = 'nobody'\$\$, ARRAY[crm.current_principal()]::bigint[]);
+SELECT pg_catalog.count(*) FROM crm_data.customer;
+SQL
+ok "$(loot "true")" "0" "no planted object was called by crm's code (as any role)"
+ok "$(loot "args LIKE '%11010519491231002%'")" "0" "no planted object saw a real ID number"
+
+# definitions that name the shadows explicitly are refused
+out=$(as sh_admin -c "SELECT crm.add_wall('sh_w3', 'customer', \$\$id_number OPERATOR(evil.=) 'x'\$\$, ARRAY[1]::bigint[])")
+ok "$(echo "$out" | grep -c "neither built in nor crm's")" "1" "a wall condition using a planted operator is refused"
+out=$(as sh_admin -c "SELECT crm.add_wall('sh_w3', 'customer', \$\$evil.lower(id_number) = 'x'\$\$, ARRAY[1]::bigint[])")
+ok "$(echo "$out" | grep -c "neither built in nor crm's")" "1" "a wall condition calling a planted function is refused"
+out=$(as sh_admin -c "SELECT crm.add_wall('sh_w3', 'customer', \$\$id_number::evil.text = 'x'\$\$, ARRAY[1]::bigint[])")
+ok "$(echo "$out" | grep -c "neither built in nor crm's")" "1" "a wall condition casting to a planted domain is refused"
+out=$(as sh_admin -c "SELECT crm.create_rule('sh_r3', 'customer', 'update', \$\$NEW.id_number::evil.text = 'x'\$\$, '[{\"type\": \"notify\", \"channel\": \"email\", \"to\": \"owner\", \"template\": \"x\"}]'::jsonb)")
+ok "$(echo "$out" | grep -c "neither built in nor crm's")" "1" "a rule condition casting to a planted domain is refused"
+ok "$(loot "args LIKE '%11010519491231002%'")" "0" "and no planted object saw a real ID number while they were checked"
+
+# the compiled form of a condition names no object outside pg_catalog and crm
+ok "$(psql -X -qAt -d $db -c "$prelude SELECT crm._condition_sql('customer', \$\$id_number = 'x' AND crm.days_until(kyc_expires_on) < 5\$\$)" | tail -1)" \
+   "((t.id_number = 'x'::text) AND (crm.days_until(t.kyc_expires_on) < 5))" "a condition compiles to built-in operators and schema-qualified crm functions"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+finish
