@@ -906,9 +906,31 @@ append_value(JsonbParseState **st, AuditRel *ar, TupleDesc desc, int att, Datum 
 	if (kind == AF_PLAIN)
 	{
 		char	   *str = OutputFunctionCall(&ar->out[att - 1], v);
+		size_t		len = strlen(str);
 
-		jb_key(st, key);
-		jb_string(st, WJB_VALUE, str, strlen(str));
+		if (len > (size_t) crm_audit_max_value_bytes)
+		{
+			/* bounded entries: a huge value is recorded as its hash and length */
+			uint8		h[32];
+			StringInfoData hx;
+			JsonbValue	n;
+
+			crm_sha256(str, len, h);
+			initStringInfo(&hx);
+			for (int i = 0; i < 32; i++)
+				appendStringInfo(&hx, "%02x", h[i]);
+			jb_key(st, psprintf("%s_sha256", key));
+			jb_string(st, WJB_VALUE, hx.data, hx.len);
+			jb_key(st, psprintf("%s_bytes", key));
+			n.type = jbvNumeric;
+			n.val.numeric = int64_to_numeric((int64) len);
+			pushJsonbValue(st, WJB_VALUE, &n);
+		}
+		else
+		{
+			jb_key(st, key);
+			jb_string(st, WJB_VALUE, str, len);
+		}
 	}
 	else
 	{

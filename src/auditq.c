@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "libpq/auth.h"
@@ -75,6 +76,7 @@ static shmem_startup_hook_type prev_shmem_startup = NULL;
 static ClientAuthentication_hook_type prev_client_auth = NULL;
 static emit_log_hook_type prev_emit_log = NULL;
 int			crm_audit_interval_ms = 1000;
+int			crm_audit_max_value_bytes = 8192;
 int			crm_audit_max_ids = 100;
 int			crm_export_threshold = 10000;
 
@@ -155,6 +157,28 @@ crm_auditq_push(const char *db, const char *action, const char *object, int64 re
 	if (q->worker_latch)
 		SetLatch(q->worker_latch);
 	return ok;
+}
+
+/*
+ * An event's detail as the writer stores it: the JSON text if it is valid, else (a producer's bug)
+ * the text as a JSON string, so that one bad event never costs the others of its batch.
+ */
+static char *
+json_or_wrapped(char *detail)
+{
+	JsonLexContext *lex;
+	StringInfoData d;
+
+	if (detail[0] == '\0')
+		return detail;
+	lex = makeJsonLexContextCstringLen(detail, strlen(detail), GetDatabaseEncoding(), false);
+	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+		return detail;
+	initStringInfo(&d);
+	appendStringInfoString(&d, "{\"invalid_detail\": ");
+	escape_json(&d, detail);
+	appendStringInfoChar(&d, '}');
+	return d.data;
 }
 
 /* This database has entries to seal. */
@@ -457,7 +481,7 @@ crm_audit_db_main(Datum arg)
 			v[6] = CStringGetTextDatum(e->action);
 			v[7] = CStringGetTextDatum(e->object);
 			v[8] = Int64GetDatum(e->record_id);
-			v[9] = CStringGetTextDatum(e->detail);
+			v[9] = CStringGetTextDatum(json_or_wrapped(e->detail));
 			if (SPI_execute_plan(plan, v, nulls, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "crm audit writer: insert failed");
 		}
@@ -512,6 +536,8 @@ crm_auditq_init(void)
 							NULL, &crm_audit_interval_ms, 1000, 100, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("crm.audit_max_ids", "READ_SENSITIVE/EXPORT events list at most this many record ids; beyond it, a digest.",
 							NULL, &crm_audit_max_ids, 100, 0, 1000, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("crm.audit_max_value_bytes", "A value longer than this is audited as its SHA-256 hash and length, not the value.",
+							NULL, &crm_audit_max_value_bytes, 8192, 64, MaxAllocSize / 2, PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("crm.export_threshold", "A result set of more rows than this from managed tables is audited as EXPORT.",
 							NULL, &crm_export_threshold, 10000, 1, INT_MAX, PGC_SUSET, 0, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)

@@ -131,6 +131,7 @@ extern void crm_auditread_abort(void);
 
 /* auditq.c: events that outlive their transaction; the audit worker */
 extern int	crm_audit_max_ids;
+extern int	crm_audit_max_value_bytes;
 extern int	crm_export_threshold;
 extern void crm_auditq_init(void);
 struct BackgroundWorkerHandle;

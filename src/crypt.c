@@ -1535,6 +1535,58 @@ crm_blind_index(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
 }
 
+/*
+ * crm._bidx_lookup(object text, field text, value text) returns setof bigint
+ * The records the caller may read whose blind index of field matches value, in id order. The query
+ * runs as the caller (row security and field levels apply: a reader who may not read the field
+ * finds nothing by it), and the keyed hash never leaves C: crm._blind_index, which returns it, is
+ * not granted, since a raw blind index is an equality oracle for anyone holding one from elsewhere.
+ */
+PG_FUNCTION_INFO_V1(crm_bidx_lookup);
+Datum
+crm_bidx_lookup(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *object, *field;
+	CryptRel   *cr;
+	CryptField *f;
+	text	   *v;
+	Oid			types[1] = {BYTEAOID};
+	Datum		vals[1];
+	char	   *sql;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("object, field and value must not be NULL")));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	object = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	field = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	cr = crypt_rel_by_oid(data_relid(object));
+	f = crypt_field(cr, field);
+	if (f == NULL || f->bidx_attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("field %s.%s has no blind index", object, field),
+				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
+	v = PG_GETARG_TEXT_PP(2);
+	vals[0] = PointerGetDatum(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
+	sql = psprintf("SELECT t.id FROM crm_data.%s t WHERE t.%s OPERATOR(pg_catalog.=) $1 ORDER BY t.id",
+				   quote_identifier(object), quote_identifier(psprintf("crm_bidx_%s", field)));
+	SPI_connect();
+	if (SPI_execute_with_args(sql, 1, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "crm: blind index lookup failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
 /* crm.rotate_master_key() returns bigint: re-wraps every data key under the current master key */
 PG_FUNCTION_INFO_V1(crm_rotate_master_key);
 Datum

@@ -18,6 +18,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "tcop/pquery.h"
 #include "utils/portal.h"
@@ -253,8 +254,16 @@ act_as_common(bool by_login, Datum key, const char *shown)
 	/* plans made for the previous actor's field levels must not serve this one */
 	crm_masking_actor_changed();
 	/* audited whether or not the transaction commits: what it read, it read as this principal */
-	crm_auditq_session_event("ACT_AS", "principal", principal, principal,
-							 psprintf("{\"app_login\": \"%s\"}", GetUserNameFromId(outer, false)));
+	{
+		StringInfoData d;
+
+		/* a role name may hold any character: escaped, never pasted into the JSON */
+		initStringInfo(&d);
+		appendStringInfoString(&d, "{\"app_login\": ");
+		escape_json(&d, GetUserNameFromId(outer, false));
+		appendStringInfoChar(&d, '}');
+		crm_auditq_session_event("ACT_AS", "principal", principal, principal, d.data);
+	}
 	return principal;
 }
 

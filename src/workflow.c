@@ -167,16 +167,13 @@ crm_workflow_set_status(PG_FUNCTION_ARGS)
 }
 
 /*
- * SQL function: crm._visible(object text, record_id bigint) returns boolean
  * Whether the user outside crm's SECURITY DEFINER functions (and the principal acting for it) can
- * see the record: the query runs as that user, under row security.
+ * see the record (edit: and update it): the query runs as that user, under row security (SELECT
+ * ... FOR UPDATE applies the update policies too, and locks the row for the write that follows).
  */
-PG_FUNCTION_INFO_V1(crm_visible);
-Datum
-crm_visible(PG_FUNCTION_ARGS)
+static bool
+outer_user_reaches(const char *object, int64 id, bool edit)
 {
-	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	int64		id = PG_GETARG_INT64(1);
 	Oid			save_user;
 	int			save_sec;
 	volatile bool seen = false;
@@ -189,24 +186,25 @@ crm_visible(PG_FUNCTION_ARGS)
 		Oid			nsp = get_namespace_oid("crm_data", false);
 		Oid			relid = get_relname_relid(object, nsp);
 
-		if (!OidIsValid(relid) || pg_class_aclcheck(relid, GetOuterUserId(), ACL_SELECT) != ACLCHECK_OK)
-			PG_RETURN_BOOL(false);
+		if (!OidIsValid(relid) ||
+			pg_class_aclcheck(relid, GetOuterUserId(), edit ? ACL_UPDATE : ACL_SELECT) != ACLCHECK_OK)
+			return false;
 	}
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(GetOuterUserId(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	crm_internal_depth = 0;
 	PG_TRY();
 	{
-		const char *sql = psprintf("SELECT 1 FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1", quote_identifier(object));
+		const char *sql = psprintf("SELECT 1 FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1%s",
+								   quote_identifier(object), edit ? " FOR UPDATE" : "");
 		SPIPlanPtr	plan;
 
 		/* the caller's search_path must not reach into what runs as another role */
 		nest = crm_pin_search_path(CRM_SAFE_SEARCH_PATH);
-
 		SPI_connect();
 		plan = crm_kept_plan(sql, 1, types);
-		if ((plan ? SPI_execute_plan(plan, vals, NULL, true, 1)
-			 : SPI_execute_with_args(sql, 1, types, vals, NULL, true, 1)) == SPI_OK_SELECT)
+		if ((plan ? SPI_execute_plan(plan, vals, NULL, !edit, 1)
+			 : SPI_execute_with_args(sql, 1, types, vals, NULL, !edit, 1)) == SPI_OK_SELECT)
 			seen = SPI_processed == 1;
 		SPI_finish();
 	}
@@ -217,7 +215,23 @@ crm_visible(PG_FUNCTION_ARGS)
 		SetUserIdAndSecContext(save_user, save_sec);
 	}
 	PG_END_TRY();
-	PG_RETURN_BOOL(seen);
+	return seen;
+}
+
+/* SQL function: crm._visible(object text, record_id bigint) returns boolean (STRICT) */
+PG_FUNCTION_INFO_V1(crm_visible);
+Datum
+crm_visible(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(outer_user_reaches(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1), false));
+}
+
+/* SQL function: crm._editable(object text, record_id bigint) returns boolean (STRICT) */
+PG_FUNCTION_INFO_V1(crm_editable);
+Datum
+crm_editable(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(outer_user_reaches(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1), true));
 }
 
 /*

@@ -33,6 +33,8 @@ CREATE FUNCTION crm.check_encrypted(object text, field text, value text) RETURNS
   LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_check_encrypted';
 CREATE FUNCTION crm._blind_index(object text, field text, value text) RETURNS bytea
   LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crm_blind_index';
+CREATE FUNCTION crm._bidx_lookup(object text, field text, value text) RETURNS SETOF bigint
+  LANGUAGE c STABLE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crm_bidx_lookup';
 CREATE FUNCTION crm.rotate_master_key() RETURNS bigint
   LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crm_rotate_master_key';
 COMMENT ON FUNCTION crm.rotate_master_key() IS 're-wrap every data key under the current (last) master key of the key file; rows are not touched; returns how many were re-wrapped';
@@ -61,8 +63,8 @@ BEGIN
   SELECT array_agg('crm_bidx_' || f.name) INTO bidx FROM crm.fields_searchable f
    WHERE f.object = find.object AND f.searchable;
   RETURN QUERY EXECUTE format('SELECT t.id, pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.-) $2 FROM crm_data.%I t'
-                              ' WHERE t.%I OPERATOR(pg_catalog.=) $1 ORDER BY t.id', find.object, 'crm_bidx_' || find.field)
-    USING crm._blind_index(find.object, find.field, find.value), bidx;
+                              ' WHERE t.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT crm._bidx_lookup($3, $4, $1))) ORDER BY t.id', find.object)
+    USING find.value, bidx, find.object, find.field;
 END $$;
 COMMENT ON FUNCTION crm.find(text, text, text) IS 'equality search on an encrypted, searchable field through its blind index';
 

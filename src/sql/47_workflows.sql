@@ -85,6 +85,8 @@ CREATE FUNCTION crm._workflow_trigger(workflow text, object text, field text, in
   LANGUAGE c AS 'MODULE_PATHNAME', 'crm_workflow_trigger';
 CREATE FUNCTION crm._visible(object text, record_id bigint) RETURNS boolean
   LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_visible';
+CREATE FUNCTION crm._editable(object text, record_id bigint) RETURNS boolean
+  LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'crm_editable';
 CREATE FUNCTION crm._record_owner(object text, record_id bigint) RETURNS bigint
   LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_record_owner';
 CREATE FUNCTION crm._record_unit(object text, record_id bigint) RETURNS bigint

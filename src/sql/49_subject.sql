@@ -49,17 +49,27 @@ COMMENT ON FUNCTION crm.withdraw_consent(bigint, text, text, text) IS 'withdraw 
 
 -- Everything about one person: the customer, every record referring to it (and records referring
 -- to those), consents, and the audit entries about them. For compliance principals; an EXPORT event.
-CREATE FUNCTION crm._subject_rows(obj text, cond text, ids bigint[]) RETURNS jsonb
+CREATE FUNCTION crm._subject_rows(obj text, field text, ids bigint[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   cols text;
   out jsonb;
 BEGIN
+  -- a part of crm.subject_export, for the same callers; the field is a name, never SQL
+  IF NOT crm._acting_has_role('compliance') THEN
+    RAISE EXCEPTION 'permission denied to export records of %', obj USING ERRCODE = '42501',
+      HINT = 'Use crm.subject_export(customer_id); it is for compliance principals.';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM crm.fields f WHERE f.object OPERATOR(pg_catalog.=) obj
+                  AND (f.name OPERATOR(pg_catalog.=) field OR field OPERATOR(pg_catalog.=) 'id')) THEN
+    RAISE EXCEPTION 'field %.% does not exist', obj, field USING ERRCODE = '42703';
+  END IF;
   -- named columns (not the whole row), so that masking and decryption apply to each
   SELECT string_agg(format('%L, t.%I', a.attname, a.attname), ', ' ORDER BY a.attnum) INTO cols
     FROM pg_attribute a WHERE a.attrelid = format('crm_data.%I', obj)::regclass AND a.attnum > 0 AND NOT a.attisdropped
      AND a.attname !~ '^crm_bidx_';
-  EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_object(%s) ORDER BY t.id), ''[]'') FROM crm_data.%I t WHERE %s', cols, obj, cond)
+  EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_object(%s) ORDER BY t.id), ''[]'') FROM crm_data.%I t WHERE t.%I OPERATOR(pg_catalog.=) ANY ($1)',
+                 cols, obj, field)
     INTO out USING ids;
   RETURN out;
 END $$;
@@ -101,7 +111,7 @@ BEGIN
     RAISE EXCEPTION 'permission denied to export the data of customer %', customer_id USING ERRCODE = '42501',
       HINT = 'A subject export is for compliance principals.';
   END IF;
-  rows_ := crm._subject_rows('customer', 't.id = ANY ($1)', ARRAY[customer_id]);
+  rows_ := crm._subject_rows('customer', 'id', ARRAY[customer_id]);
   IF jsonb_array_length(rows_) = 0 THEN
     RAISE EXCEPTION 'customer % does not exist or is not visible to you', customer_id USING ERRCODE = '42704';
   END IF;
@@ -114,7 +124,7 @@ BEGIN
               WHERE x.type = 'reference' AND x.references_object = ANY (frontier) ORDER BY x.object, x.position LOOP
       IF f.object = 'customer' THEN CONTINUE; END IF;
       SELECT array_agg((r->>'id')::bigint) INTO ids FROM jsonb_array_elements(records->f.target) r;
-      rows_ := crm._subject_rows(f.object, format('t.%I = ANY ($1)', f.name), ids);
+      rows_ := crm._subject_rows(f.object, f.name, ids);
       IF jsonb_array_length(rows_) > 0 THEN
         have := coalesce(records->f.object, '[]');
         records := jsonb_set(records, ARRAY[f.object],
@@ -301,12 +311,14 @@ CREATE FUNCTION crm._external_ref_add(obj text, src text, ext text, rid bigint) 
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE old bigint;
 BEGIN
-  IF NOT coalesce(crm._visible(obj, rid), false) THEN
-    RAISE EXCEPTION '% % does not exist or is not visible to you', obj, rid USING ERRCODE = '42501';
+  -- mapping a source id to a record (or away from one) changes what that system's writes reach:
+  -- it needs edit access to both records
+  IF NOT coalesce(crm._editable(obj, rid), false) THEN
+    RAISE EXCEPTION '% % does not exist or you may not edit it', obj, rid USING ERRCODE = '42501';
   END IF;
   SELECT r.record_id INTO old FROM crm.external_ref r WHERE r.object = obj AND r.source_system = src AND r.external_id = ext;
-  IF old IS NOT NULL AND old <> rid AND NOT coalesce(crm._visible(obj, old), false) THEN
-    RAISE EXCEPTION '% id % of % already stands for a record you cannot see', src, ext, obj USING ERRCODE = '42501';
+  IF old IS NOT NULL AND old <> rid AND NOT coalesce(crm._editable(obj, old), false) THEN
+    RAISE EXCEPTION '% id % of % already stands for a record you may not edit', src, ext, obj USING ERRCODE = '42501';
   END IF;
   INSERT INTO crm.external_ref (object, source_system, external_id, record_id) VALUES (obj, src, ext, rid)
     ON CONFLICT (object, source_system, external_id) DO UPDATE SET record_id = EXCLUDED.record_id;
@@ -363,8 +375,7 @@ BEGIN
       FROM crm.fields f JOIN crm.fields_searchable s ON s.object = f.object AND s.name = f.name
      WHERE f.object = 'customer' AND f.name = 'id_number';
     IF idf.encrypted AND idf.searchable THEN
-      EXECUTE 'SELECT c.id FROM crm_data.customer c WHERE c.crm_bidx_id_number = crm._blind_index(''customer'', ''id_number'', $1) ORDER BY c.id LIMIT 1'
-        INTO rid USING attrs->>'id_number';
+      SELECT pg_catalog.min(x) INTO rid FROM crm._bidx_lookup('customer', 'id_number', attrs->>'id_number') x;
     ELSIF NOT idf.encrypted THEN
       SELECT c.id INTO rid FROM crm_data.customer c WHERE c.id_number = upper(attrs->>'id_number')
          AND c.id_type IS NOT DISTINCT FROM coalesce(attrs->>'id_type', c.id_type) ORDER BY c.id LIMIT 1;
@@ -399,12 +410,13 @@ $$;
 CREATE FUNCTION crm._external_refs_add(obj text, src text, exts text[], ids bigint[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF EXISTS (SELECT 1 FROM unnest(ids) i WHERE NOT coalesce(crm._visible(obj, i), false)) THEN
-    RAISE EXCEPTION 'a record to map is not visible to you' USING ERRCODE = '42501';
+  -- mapping a source id to a record (or away from one) needs edit access to both records
+  IF EXISTS (SELECT 1 FROM unnest(ids) i WHERE NOT coalesce(crm._editable(obj, i), false)) THEN
+    RAISE EXCEPTION 'a record to map does not exist or you may not edit it' USING ERRCODE = '42501';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.external_ref r JOIN unnest(exts, ids) x(e, i) ON r.external_id = x.e
-              WHERE r.object = obj AND r.source_system = src AND r.record_id <> x.i AND NOT coalesce(crm._visible(obj, r.record_id), false)) THEN
-    RAISE EXCEPTION 'a source id already stands for a record you cannot see' USING ERRCODE = '42501';
+              WHERE r.object = obj AND r.source_system = src AND r.record_id <> x.i AND NOT coalesce(crm._editable(obj, r.record_id), false)) THEN
+    RAISE EXCEPTION 'a source id already stands for a record you may not edit' USING ERRCODE = '42501';
   END IF;
   INSERT INTO crm.external_ref (object, source_system, external_id, record_id)
     SELECT obj, src, x.e, x.i FROM unnest(exts, ids) x(e, i)

@@ -60,7 +60,7 @@ GRANT SELECT ON crm.field_access TO crm_user, crm_auditor;
 
 -- encryption at rest
 GRANT EXECUTE ON FUNCTION crm._decrypt(text, text, text, bigint), crm.check_encrypted(text, text, text) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION crm.find(text, text, text), crm._blind_index(text, text, text) TO crm_user, crm_admin, crm_auditor;
+GRANT EXECUTE ON FUNCTION crm.find(text, text, text), crm._bidx_lookup(text, text, text) TO crm_user, crm_admin, crm_auditor;
 GRANT SELECT ON crm.fields_searchable TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.forget_subject(bigint, text) TO crm_user, crm_admin;
 GRANT EXECUTE ON FUNCTION crm.rotate_master_key(), crm.keyring_status() TO crm_admin;
