@@ -7,8 +7,8 @@ set -u
 source "$(dirname "$0")/lib/tap.bash"
 db=crm_hardening
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
-# a pooled app whose login name holds a quote, a backslash and a newline
-weird=$'hd_app"q\\b\nnl'
+# a pooled app whose login name holds a quote, a backslash, a newline, a tab and a JSON escape
+weird=$'hd_app"q\\b\nnl\t\\u0000'
 weird_sql=${weird//\"/\"\"}
 psql -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null <<SQL || { echo "not ok 1 - set-up"; exit 1; }
 SET client_min_messages = warning;
@@ -47,8 +47,8 @@ as hd_app -c "BEGIN" -c "SELECT crm.act_as($rm2)" -c "COMMIT" >/dev/null
 for i in $(seq 1 40); do
   [ "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'ACT_AS' AND record_id IN ($rm1, $rm2)")" = 2 ] && break; sleep 0.25
 done
-ok "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'ACT_AS' AND record_id = $rm1 AND detail->>'app_login' = E'hd_app\"q\\\\b\\nnl'")" "1" \
-   "an ACT_AS by a login named with a quote, a backslash and a newline is recorded, its name intact"
+ok "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'ACT_AS' AND record_id = $rm1 AND detail->>'app_login' = E'hd_app\"q\\\\b\\nnl\\t\\\\u0000'")" "1" \
+   "an ACT_AS by a login named with a quote, a backslash, a newline, a tab and a literal \\u0000 is recorded, its name intact"
 ok "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'ACT_AS' AND record_id = $rm2 AND detail->>'app_login' = 'hd_app'")" "1" \
    "and the event queued with it is recorded too"
 ok "$(q "SELECT count(*) FROM crm.audit_log WHERE detail ? 'invalid_detail' OR detail->>'operation' = 'audit queue overflow'")" "0" \
