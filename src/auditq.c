@@ -18,6 +18,7 @@
 #include "executor/spi.h"
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -163,6 +164,22 @@ crm_auditq_push(const char *db, const char *action, const char *object, int64 re
  * An event's detail as the writer stores it: the JSON text if it is valid, else (a producer's bug)
  * the text as a JSON string, so that one bad event never costs the others of its batch.
  */
+/* whether JSON text holds the escape \u0000 (a backslash that is not itself escaped, then u0000) */
+static bool
+has_nul_escape(const char *s)
+{
+	for (const char *p = s; (p = strstr(p, "\\u0000")) != NULL; p++)
+	{
+		int			n = 0;
+
+		for (const char *b = p; b > s && b[-1] == '\\'; b--)
+			n++;
+		if (n % 2 == 0)
+			return true;
+	}
+	return false;
+}
+
 static char *
 json_or_wrapped(char *detail)
 {
@@ -171,8 +188,11 @@ json_or_wrapped(char *detail)
 
 	if (detail[0] == '\0')
 		return detail;
+	if (!pg_verifymbstr(detail, strlen(detail), true))
+		return psprintf("{\"invalid_detail\": \"not valid in the database encoding\", \"bytes\": %zu}", strlen(detail));
 	lex = makeJsonLexContextCstringLen(detail, strlen(detail), GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+	/* valid JSON that jsonb also takes (it refuses \u0000) */
+	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS && !has_nul_escape(detail))
 		return detail;
 	initStringInfo(&d);
 	appendStringInfoString(&d, "{\"invalid_detail\": ");
@@ -255,6 +275,39 @@ crm_client_auth(Port *port, int status)
 						   port->user_name, port->user_name, addr, port->application_name, d.data);
 }
 
+/*
+ * A DENIED event's detail: the message and the statement, cut at character boundaries to fit an
+ * event however much escaping grows them (a long or odd statement must not make the event vanish);
+ * "truncated": true says they were cut.
+ */
+static void
+denied_detail(StringInfo d, const char *message, const char *statement)
+{
+	static const int cuts[][2] = {{500, 1000}, {200, 300}, {60, 60}};
+	int			mlen = strlen(message);
+	int			slen = strlen(statement);
+
+	initStringInfo(d);
+	for (int i = 0; i < (int) lengthof(cuts); i++)
+	{
+		int			m = pg_mbcliplen(message, mlen, Min(mlen, cuts[i][0]));
+		int			st = pg_mbcliplen(statement, slen, Min(slen, cuts[i][1]));
+
+		resetStringInfo(d);
+		appendStringInfoString(d, "{\"message\": ");
+		escape_json(d, pnstrdup(message, m));
+		appendStringInfoString(d, ", \"statement\": ");
+		escape_json(d, pnstrdup(statement, st));
+		if (m < mlen || st < slen)
+			appendStringInfoString(d, ", \"truncated\": true");
+		appendStringInfoChar(d, '}');
+		if (d->len < DETAIL_LEN)
+			return;
+	}
+	resetStringInfo(d);
+	appendStringInfo(d, "{\"truncated\": true, \"message_bytes\": %d, \"statement_bytes\": %d}", mlen, slen);
+}
+
 /* DENIED: statements refused for want of privilege (crm's checks and PostgreSQL's alike) */
 static bool in_emit = false;
 
@@ -278,13 +331,8 @@ crm_emit_log(ErrorData *edata)
 			strlcpy(db, MyProcPort->database_name, sizeof(db));
 		if (MyProcPort && MyProcPort->remote_host && MyProcPort->raddr.addr.ss_family != AF_UNIX)
 			strlcpy(addr, MyProcPort->remote_host, sizeof(addr));
-		initStringInfo(&d);
-		appendStringInfoString(&d, "{\"message\": ");
-		escape_json(&d, edata->message ? edata->message : "");
-		appendStringInfoString(&d, ", \"statement\": ");
-		escape_json(&d, debug_query_string ? pnstrdup(debug_query_string, 1000) : "");
-		appendStringInfoChar(&d, '}');
-		if (d.len < DETAIL_LEN && db[0] != '\0')
+		denied_detail(&d, edata->message ? edata->message : "", debug_query_string ? debug_query_string : "");
+		if (db[0] != '\0')
 			(void) crm_auditq_push(db, "DENIED", NULL, 0, crm_last_principal,
 								   MyProcPort && MyProcPort->user_name ? MyProcPort->user_name : "", cu, addr,
 								   application_name, d.data);

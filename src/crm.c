@@ -11,6 +11,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "parser/parser.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -197,11 +198,14 @@ crm_catalog_owner(void)
 int			crm_internal_depth = 0;
 
 /*
- * Pin search_path to pg_catalog, crm, pg_temp for code that runs with rights other than the
- * caller's: nothing in a schema the caller controls can be resolved, and pg_temp (named last) is
- * searched after pg_catalog and crm, for relations and types only (never for functions or
- * operators). Returns the GUC nest level to hand to crm_unpin_search_path(). Like a function's SET
- * clause: an error unwinds it with the (sub)transaction.
+ * Pin the parsing environment for code that runs with rights other than the caller's: search_path
+ * (e.g. pg_catalog, crm, pg_temp: nothing in a schema the caller controls can be resolved, and
+ * pg_temp, named last, is searched after pg_catalog and crm, for relations and types only, never
+ * for functions or operators), and the settings that change what a given SQL text means
+ * (standard_conforming_strings: '\d' would lose its backslash; DateStyle: ISO, so that dates read
+ * back as written), set only when the caller has changed them. Returns the GUC nest level to hand
+ * to crm_unpin_search_path(). Like a function's SET clause: an error unwinds it with the
+ * (sub)transaction.
  */
 int
 crm_pin_search_path(const char *path)
@@ -210,6 +214,12 @@ crm_pin_search_path(const char *path)
 
 	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	if (!standard_conforming_strings)
+		(void) set_config_option("standard_conforming_strings", "on", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	if (DateStyle != USE_ISO_DATES)
+		(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	return nest;
 }
 

@@ -39,8 +39,10 @@ typedef struct CrmFnCheck
 	Oid			bad;			/* the first function or type found wanting */
 	bool		untrusted;		/* neither built in nor crm's (else: volatile) */
 	bool		is_type;		/* bad is a type (a domain or a type of another schema) */
+	const char *why;			/* what is wrong with it, for messages */
 } CrmFnCheck;
 extern bool crm_find_bad_function(Node *node, CrmFnCheck *fc);
+extern char *crm_bad_function_text(CrmFnCheck *fc);
 extern char *crm_condition_sql(const char *object, const char *cond);
 
 /* acl.c: record-level access cache */

@@ -10,9 +10,13 @@
  */
 #include "crm.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_cast.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "nodes/nodeFuncs.h"
@@ -22,6 +26,7 @@
 #include "parser/parse_relation.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
@@ -37,28 +42,134 @@ trusted_namespace(Oid nsp)
 	return nsp == PG_CATALOG_NAMESPACE || nsp == get_namespace_oid("crm", true);
 }
 
+/*
+ * crm's functions a condition may call: date helpers, validators, masks and who is acting. crm's
+ * internals (crm._*) and everything that reads data (find, churn_score, ...) are not among them:
+ * conditions run with the rights of crm's owner.
+ */
+static const char *const crm_condition_functions[] = {
+	"acting_as", "anniversary_key", "anniversary_keys", "bank_card_valid", "cn_id_number_birthday",
+	"cn_id_number_gender", "cn_id_number_valid", "cn_mobile_valid", "current_principal", "days_until",
+	"days_until_anniversary", "email_valid", "has_consent", "mask", "mask_bank_card", "mask_email",
+	"mask_full", "mask_id_number", "mask_mobile", "mask_name", "next_anniversary", "today",
+	"uscc_valid", "validation_problem"
+};
+
+/* stable built-ins a condition may call besides operators and casts: time and its formatting */
+static const char *const stable_builtins[] = {
+	"age", "date_part", "date_trunc", "now", "statement_timestamp", "timezone", "to_char", "to_date",
+	"to_timestamp", "transaction_timestamp"
+};
+
+static bool
+in_list(const char *name, const char *const *list, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(name, list[i]) == 0)
+			return true;
+	return false;
+}
+
+/* whether a function implements an operator or a cast (scanned: conditions are compiled rarely) */
+static bool
+operator_or_cast(Oid func)
+{
+	static const struct
+	{
+		Oid			rel;
+		AttrNumber	att;
+	}			where[2] = {{OperatorRelationId, Anum_pg_operator_oprcode}, {CastRelationId, Anum_pg_cast_castfunc}};
+	bool		found = false;
+
+	for (int i = 0; i < 2 && !found; i++)
+	{
+		Relation	rel = table_open(where[i].rel, AccessShareLock);
+		ScanKeyData key;
+		SysScanDesc scan;
+
+		ScanKeyInit(&key, where[i].att, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(func));
+		scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &key);
+		found = HeapTupleIsValid(systable_getnext(scan));
+		systable_endscan(scan);
+		table_close(rel, AccessShareLock);
+	}
+	return found;
+}
+
+/*
+ * Conditions run with crm's owner's rights on real values, so what they may call is a list, not
+ * "whatever is not volatile": immutable built-ins; stable built-ins that implement an operator or a
+ * cast (date against timestamptz, ...) or handle time (now(), to_char(), ...), never those that run
+ * queries or read the server's state (table_to_xml(), current_setting(), pg_stat_*); and crm's own
+ * helpers above. Volatile functions are refused too.
+ */
 static bool
 bad_function(Oid func, void *ctx)
 {
 	CrmFnCheck *f = ctx;
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(func));
+	Form_pg_proc p;
+	bool		bad = false;
 
-	if (!trusted_namespace(get_func_namespace(func)))
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for function %u", func);
+	p = (Form_pg_proc) GETSTRUCT(tp);
+	if (!trusted_namespace(p->pronamespace))
 	{
-		f->bad = func;
 		f->untrusted = true;
-		return true;
+		f->why = "is neither built in nor crm's";
+		bad = true;
 	}
-	if (func_volatile(func) == PROVOLATILE_VOLATILE)
+	else if (p->provolatile == PROVOLATILE_VOLATILE)
 	{
-		f->bad = func;
-		return true;
+		f->why = "is volatile";
+		bad = true;
 	}
-	return false;
+	else if (p->pronamespace != PG_CATALOG_NAMESPACE)
+		bad = !in_list(NameStr(p->proname), crm_condition_functions, lengthof(crm_condition_functions));
+	else if (p->provolatile == PROVOLATILE_STABLE)
+		bad = strncmp(NameStr(p->proname), "pg_", 3) == 0 || strstr(NameStr(p->proname), "xml") != NULL ||
+			!(in_list(NameStr(p->proname), stable_builtins, lengthof(stable_builtins)) || operator_or_cast(func));
+	if (bad && f->why == NULL)
+	{
+		f->untrusted = true;
+		f->why = "is not one of the functions conditions may use";
+	}
+	ReleaseSysCache(tp);
+	if (bad)
+		f->bad = func;
+	return bad;
+}
+
+/* node types whose result type is judged: what can produce a value of a domain or foreign type */
+static bool
+typed_node(Node *node)
+{
+	switch (nodeTag(node))
+	{
+		case T_Const:
+		case T_FuncExpr:
+		case T_OpExpr:
+		case T_CoerceViaIO:
+		case T_CoerceToDomain:
+		case T_RelabelType:
+		case T_ArrayCoerceExpr:
+		case T_ConvertRowtypeExpr:
+		case T_RowExpr:
+		case T_ArrayExpr:
+		case T_CaseExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_FieldSelect:
+			return true;
+		default:
+			return false;
+	}
 }
 
 /*
  * Whether an analyzed expression calls a function (directly, through an operator, a cast or a type's
- * input/output) that is volatile or neither built in nor crm's, or produces a value of a type from
+ * input/output) that conditions may not use (see bad_function), or produces a value of a type from
  * another schema or of a domain (whose checks could run user code). Column references are what the
  * table has and are not judged. Sets fc and returns true at the first one found.
  */
@@ -67,7 +178,7 @@ crm_find_bad_function(Node *node, CrmFnCheck *fc)
 {
 	if (node == NULL)
 		return false;
-	if (!IsA(node, Var))
+	if (typed_node(node))
 	{
 		Oid			type = exprType(node);
 		HeapTuple	tp;
@@ -83,6 +194,7 @@ crm_find_bad_function(Node *node, CrmFnCheck *fc)
 				fc->bad = type;
 				fc->untrusted = true;
 				fc->is_type = true;
+				fc->why = "is neither built in nor crm's, or is a domain";
 				return true;
 			}
 		}
@@ -90,6 +202,15 @@ crm_find_bad_function(Node *node, CrmFnCheck *fc)
 	if (check_functions_in_node(node, bad_function, fc))
 		return true;
 	return expression_tree_walker(node, crm_find_bad_function, fc);
+}
+
+/* "calls f(args), which ..." / "uses type t, which ...": for the callers' messages */
+char *
+crm_bad_function_text(CrmFnCheck *fc)
+{
+	if (fc->is_type)
+		return psprintf("uses type %s, which %s", format_type_be(fc->bad), fc->why);
+	return psprintf("calls %s, which %s", format_procedure(fc->bad), fc->why);
 }
 
 static void
@@ -116,7 +237,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 	RangeTblEntry *rte;
 	Oid			nsp, relid;
 	MemoryContext oldcxt = CurrentMemoryContext;
-	CrmFnCheck	fc = {InvalidOid, false, false};
+	CrmFnCheck	fc = {InvalidOid, false, false, NULL};
 
 	if (strspn(cond, " \t\r\n") == strlen(cond))
 		refuse(object, "the condition is empty");
@@ -189,10 +310,8 @@ compile(const char *object, const char *cond, Oid *relid_out)
 	if (crm_find_bad_function((Node *) te->expr, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("invalid condition for object \"%s\": %s %s is neither built in nor crm's", object,
-						fc.is_type ? "type" : "function",
-						fc.is_type ? format_type_be(fc.bad) : format_procedure(fc.bad)),
-				 errdetail("Conditions are evaluated with crm's privileges on values the caller may not see; only PostgreSQL's and crm's own functions, operators and types are allowed in them."),
+				 errmsg("invalid condition for object \"%s\": it %s", object, crm_bad_function_text(&fc)),
+				 errdetail("Conditions are evaluated with crm's privileges on values the caller may not see; only PostgreSQL's operators, casts and immutable functions, its time functions and crm's date helpers, validators and masks are allowed in them."),
 				 errhint("Name crm's functions with their schema, e.g. crm.days_until(kyc_expires_on) < 30.")));
 	if (contain_volatile_functions((Node *) te->expr))
 		refuse(object, "volatile functions (such as random() or now()-changing ones) are not allowed");

@@ -440,7 +440,7 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 {
 	ParseState *ps = make_parsestate(NULL);
 	Node	   *node;
-	CrmFnCheck	fc = {InvalidOid, false, false};
+	CrmFnCheck	fc = {InvalidOid, false, false, NULL};
 	bool		event = strcmp(c->event, "schedule") != 0;
 
 	if (event)
@@ -472,8 +472,7 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 	if (crm_find_bad_function(node, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the %s of %s %s %s, which is neither built in nor crm's", c->what, c->rule,
-						fc.is_type ? "uses type" : "calls", fc.is_type ? format_type_be(fc.bad) : format_procedure(fc.bad)),
+				 errmsg("the %s of %s %s", c->what, c->rule, crm_bad_function_text(&fc)),
 				 errdetail("Conditions run with crm's privileges; only PostgreSQL's and crm's own functions are allowed in them."),
 				 errhint("Use a \"call\" action for your own function: it runs with your privileges.")));
 	if (OidIsValid(fc.bad))
@@ -516,6 +515,7 @@ crm_rule_expr(PG_FUNCTION_ARGS)
 	ErrorContextCallback cb;
 	ErrCtx		ec;
 	char	   *out;
+	int			nest;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(5))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("crm._rule_expr: only the expression may be NULL")));
@@ -535,6 +535,8 @@ crm_rule_expr(PG_FUNCTION_ARGS)
 	cb.arg = &ec;
 	cb.previous = error_context_stack;
 	error_context_stack = &cb;
+	/* parsed and written back in a fixed environment: the text means the same wherever it runs */
+	nest = crm_pin_search_path("pg_catalog, pg_temp");
 	raw = parse_rule_expr(&c, src);
 	node = transform_rule_expr(&c, raw, rel, PG_GETARG_BOOL(5));
 	error_context_stack = cb.previous;
@@ -542,6 +544,7 @@ crm_rule_expr(PG_FUNCTION_ARGS)
 		out = deparse_expression(node, deparse_context_for("t", RelationGetRelid(rel)), true, false);
 	else
 		out = src;				/* crm._rule_trigger parses it again */
+	crm_unpin_search_path(nest);
 	table_close(rel, AccessShareLock);
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
@@ -565,6 +568,7 @@ crm_rule_trigger(PG_FUNCTION_ARGS)
 	CreateTrigStmt *st;
 	ObjectAddress addr;
 	char	   *def;
+	int			nest;
 
 	table_close(rel, AccessShareLock);
 	crm_drop_trigger(relid, tgname);
@@ -599,6 +603,7 @@ crm_rule_trigger(PG_FUNCTION_ARGS)
 		cb.arg = &ec;
 		cb.previous = error_context_stack;
 		error_context_stack = &cb;
+		nest = crm_pin_search_path("pg_catalog, pg_temp");
 		st->whenClause = parse_rule_expr(&c, ec.text);
 		(void) transform_rule_expr(&c, st->whenClause, r, true);
 		error_context_stack = cb.previous;
@@ -606,6 +611,7 @@ crm_rule_trigger(PG_FUNCTION_ARGS)
 	}
 	addr = CreateTrigger(st, "crm.create_rule()", relid, InvalidOid, InvalidOid, InvalidOid, InvalidOid,
 						 InvalidOid, NULL, false, false);
+	crm_unpin_search_path(nest);
 	CommandCounterIncrement();
 	def = TextDatumGetCString(DirectFunctionCall1(pg_get_triggerdef, ObjectIdGetDatum(addr.objectId)));
 	PG_RETURN_TEXT_P(cstring_to_text(def));

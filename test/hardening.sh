@@ -58,6 +58,19 @@ ok "$(echo "$out" | grep -c '^ERROR')" "1" "a field name with a quote is refused
 out=$(q "SELECT crm.create_object(E'x\\\\y', 'X', 'private', '{}')")
 ok "$(echo "$out" | grep -c '^ERROR')" "1" "an object name with a backslash is refused with an error"
 
+# 1b. DENIED events of statements that escaping makes long, or that are cut inside a character
+ctl=$(printf '\001%.0s' $(seq 1 400))
+as hd_rm1 -c "SELECT * FROM crm.audit_key WHERE 'hd_marker_ctl$ctl' IS NOT NULL" >/dev/null
+pad=$(printf 'x%.0s' $(seq 1 985))
+as hd_rm1 -c "SELECT * FROM crm.audit_key WHERE 'hd_marker_utf$pad中中中' IS NOT NULL" >/dev/null
+for i in $(seq 1 40); do
+  [ "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'DENIED' AND detail->>'statement' LIKE '%hd_marker_%'")" = 2 ] && break; sleep 0.25
+done
+ok "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'DENIED' AND detail->>'statement' LIKE '%hd_marker_ctl%' AND (detail->>'truncated')::boolean")" "1" \
+   "a refused statement that escaping makes too long is still a DENIED event, cut and marked truncated"
+ok "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'DENIED' AND detail->>'statement' LIKE '%hd_marker_utf%' AND right(detail->>'statement', 1) IN ('x', '中')")" "1" \
+   "a statement cut at its 1000th byte is cut at a character boundary (the entry stays valid UTF-8)"
+
 # 2. bounded entries: a 1 MB value is audited as its hash and length
 q "UPDATE crm_data.customer SET hd_note = repeat('x', 1048576) WHERE id = $c2" >/dev/null
 ok "$(q "SELECT pg_column_size(detail) < 4096, (detail->'fields'->'hd_note'->>'new_bytes')::int, length(detail->'fields'->'hd_note'->>'new_sha256'), detail->'fields'->'hd_note' ? 'new'

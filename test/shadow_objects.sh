@@ -163,6 +163,47 @@ out=$(as sh_admin -c "SELECT crm.create_rule('sh_r3', 'customer', 'update', \$\$
 ok "$(echo "$out" | grep -c "neither built in nor crm's")" "1" "a rule condition casting to a planted domain is refused"
 ok "$(loot "args LIKE '%11010519491231002%'")" "0" "and no planted object saw a real ID number while they were checked"
 
+# an admin principal who is not a superuser tries to run its own code as crm's owner through a
+# condition: a stable built-in that runs a query (table_to_xml over a temporary view calling its
+# function), or one that reads the server's settings. Refused for walls, rules and workflow guards.
+psql -X -q -d $db -c "CREATE TABLE public.sh_pwned (who name)" -c "GRANT INSERT ON public.sh_pwned TO PUBLIC" >/dev/null
+adm_prelude="CREATE FUNCTION pg_temp.pwn() RETURNS int LANGUAGE plpgsql AS \$\$ BEGIN INSERT INTO public.sh_pwned VALUES (current_user); RETURN 1; END \$\$;
+CREATE TEMP VIEW v AS SELECT pg_temp.pwn() AS x;"
+xml="table_to_xml('v'::regclass, true, false, '') IS NOT NULL"
+out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.add_wall('sh_pwn', 'customer', \$\$$xml\$\$, ARRAY[crm.current_principal()]::bigint[])" -c "SELECT count(*) FROM crm_data.customer")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "a wall condition calling table_to_xml() is refused"
+out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.create_rule('sh_pwn', 'customer', 'schedule', \$\$$xml\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "so is a scheduled rule's"
+out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.create_rule('sh_pwn2', 'customer', 'update', \$\$$xml\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "and an event rule's"
+out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.define_workflow('sh_pwn', 'customer', \$j\${\"status_field\": \"segment\", \"start\": \"mass\", \"states\": {\"mass\": {}, \"corporate\": {\"kind\": \"end\"}}, \"transitions\": [{\"action\": \"go\", \"from\": \"mass\", \"to\": \"corporate\", \"guard\": \"$xml\"}]}\$j\$)")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "and a workflow guard"
+out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$current_setting('crm.keyring') IS NOT NULL\$\$)")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "a condition reading a setting is refused"
+out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$crm.audit_hash('customer', 'name', name) IS NOT NULL\$\$)")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "and one calling a crm function outside the conditions' list (the audit HMAC)"
+ok "$(psql -X -qAt -d $db -c "SELECT count(*) FROM public.sh_pwned") $(psql -X -qAt -d $db -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'sh_admin'")" \
+   "0 f" "the admin's function never ran, and it is no superuser"
+
+# ordinary conditions still compile: IN lists, arrays, GREATEST, CASE, dates against now()
+for c in "segment IN ('mass', 'affluent')" "GREATEST(aum, 0) > 5" "ARRAY[segment] <@ ARRAY['mass']" \
+         "CASE WHEN aum > 0 THEN true ELSE false END" "kyc_expires_on < now() + interval '30 days'" \
+         "crm.days_until(kyc_expires_on) < 30" "to_char(birthday, 'MMDD') = '0101'"; do
+  out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$$c\$\$) IS NOT NULL")
+  ok "$out" "t" "the condition $c is accepted"
+done
+out=$(as sh_admin -c "SELECT crm.create_rule('sh_in', 'customer', 'update', \$\$NEW.segment IN ('mass', 'affluent')\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
+ok "$out" "sh_in" "an event rule with an IN list is accepted"
+
+# a wall on a regular expression holds whatever the reader does to how strings are read
+as sh_admin -c "SELECT crm.add_wall('sh_re', 'customer', \$\$name ~ '^\\w+ Lei\$'\$\$, ARRAY[crm.current_principal()]::bigint[])" >/dev/null
+ok "$(as sh_admin -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Li Lei'")" "0" "the regex wall hides Li Lei from the admin"
+ok "$(as sh_admin -c "SET standard_conforming_strings = off" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Li Lei'" | tail -1)" "0" \
+   "also with standard_conforming_strings off (the backslash is not lost)"
+lilei=$(psql -X -qAt -d $db -c "SELECT id FROM crm_data.customer WHERE name = 'Li Lei'")
+ok "$(as sh_admin -c "SET standard_conforming_strings = off" -c "SELECT bool_and(NOT allowed) FROM crm.explain_access(crm.current_principal(), 'customer', $lilei)" | tail -1)" \
+   "t" "and explain_access agrees"
+
 # the compiled form of a condition names no object outside pg_catalog and crm
 ok "$(psql -X -qAt -d $db -c "$prelude SELECT crm._condition_sql('customer', \$\$id_number = 'x' AND crm.days_until(kyc_expires_on) < 5\$\$)" | tail -1)" \
    "((t.id_number = 'x'::text) AND (crm.days_until(t.kyc_expires_on) < 5))" "a condition compiles to built-in operators and schema-qualified crm functions"

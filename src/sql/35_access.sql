@@ -275,7 +275,9 @@ END $$;
 -- Why can (or can't) a principal reach a record? One row per privilege, with the reasons.
 CREATE FUNCTION crm.explain_access(principal bigint, object text, record_id bigint)
 RETURNS TABLE (privilege text, allowed boolean, because text[])
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  -- walls are compiled SQL: read them back in the environment they were written in
+  SET standard_conforming_strings = on SET datestyle = 'ISO' AS $$
 DECLARE
   par record; rec record; a record; w record; s record;
   priv text; obj text; keyval bigint; assignee boolean := false;
@@ -384,7 +386,9 @@ END $$;
 CREATE FUNCTION crm.access_review(org_unit_id bigint)
 RETURNS TABLE (principal_id bigint, login text, display_name text, org_unit text, roles text[], object text,
                can_read bigint, can_edit bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  -- walls are compiled SQL: read them back in the environment they were written in
+  SET standard_conforming_strings = on SET datestyle = 'ISO' AS $$
 DECLARE p record; o record; par record; r record; e record; walls text;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') AND NOT crm._caller_has_role('crm_auditor') THEN
