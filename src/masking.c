@@ -232,17 +232,29 @@ masked_value(RteMask *rm, Var *var, int rank, const char *mask)
 	return (Node *) makeNullConst(var->vartype, var->vartypmod, var->varcollid);
 }
 
+/*
+ * The level entry of a column of the table (not of its blind index unless asked): its cached
+ * number must still name that column (cache.c).
+ */
+static CrmFieldLevel *
+level_of(RteMask *rm, AttrNumber attnum, bool blind_index_too)
+{
+	for (int i = 0; i < rm->levels->nfields; i++)
+	{
+		CrmFieldLevel *f = &rm->levels->fields[i];
+
+		if (f->attnum == attnum && (blind_index_too || f->kind != CRM_FIELD_BLIND_INDEX) &&
+			crm_attnum_valid(RelationGetDescr(rm->rel), f->attnum, f->name, f->atttypid))
+			return f;
+	}
+	return NULL;
+}
+
 static Node *
 field_expr(RteMask *rm, Var *var)
 {
-	CrmFieldLevel *f = NULL;
+	CrmFieldLevel *f = level_of(rm, var->varattno, true);
 
-	for (int i = 0; i < rm->levels->nfields; i++)
-		if (rm->levels->fields[i].attnum == var->varattno)
-		{
-			f = &rm->levels->fields[i];
-			break;
-		}
 	if (f != NULL && f->kind == CRM_FIELD_ENCRYPTED)
 	{
 		/* crm._decrypt(field, object, name, owner_id) applies the level itself, row by row */
@@ -341,9 +353,7 @@ guard_assignments(RteMask *rm, List *targetList, int rti, const char *object)
 
 		if (te->resjunk)
 			continue;
-		for (int i = 0; i < rm->levels->nfields; i++)
-			if (rm->levels->fields[i].attnum == te->resno)
-				f = &rm->levels->fields[i];
+		f = level_of(rm, te->resno, true);
 		if (f == NULL || (f->rank >= 2 && f->own_rank >= 2))
 			continue;
 		if (IsA(te->expr, Var) && ((Var *) te->expr)->varno == rti &&
@@ -400,9 +410,7 @@ saw_mutator(Node *node, SawCtx *c)
 
 		if (v->varno != c->rti || v->varlevelsup != 0 || v->varattno <= 0)
 			return node;
-		for (int i = 0; i < c->rm->levels->nfields; i++)
-			if (c->rm->levels->fields[i].attnum == v->varattno && c->rm->levels->fields[i].kind != CRM_FIELD_BLIND_INDEX)
-				f = &c->rm->levels->fields[i];
+		f = level_of(c->rm, v->varattno, false);
 		if (f == NULL || !f->sensitive || (f->rank < 2 && f->own_rank < 2))
 			return node;
 		return (Node *) makeFuncExpr(c->rm->st->saw_fn, v->vartype,
