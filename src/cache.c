@@ -23,7 +23,9 @@
 #include "access/parallel.h"
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 uint64		crm_cache_generation = 1;
@@ -125,6 +127,25 @@ crm_attnum(TupleDesc desc, const char *name)
 			return i + 1;
 	}
 	return 0;
+}
+
+/*
+ * The number of a standard column (id, owner_id, ...) of a managed table, of type int8 unless
+ * typid says otherwise; an error when the table lacks it (crm's API never drops one).
+ */
+int
+crm_std_attnum(Relation rel, const char *name, Oid typid)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			att = crm_attnum(desc, name);
+
+	if (att == 0 || TupleDescAttr(desc, att - 1)->atttypid != typid)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("managed table %s has no standard column %s of type %s", RelationGetRelationName(rel), name,
+						format_type_be(typid)),
+				 errhint("Standard columns are made by crm.create_object(); they cannot be dropped or changed.")));
+	return att;
 }
 
 /* Does attnum still name the live column "name" (of type typid, unless InvalidOid)? */

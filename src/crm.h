@@ -39,6 +39,7 @@ extern bool crm_cache_rel_watched(Oid relid);
 extern void crm_cache_unwatch_rels(void);
 extern int	crm_attnum(TupleDesc desc, const char *name);
 extern bool crm_attnum_valid(TupleDesc desc, int attnum, const char *name, Oid typid);
+extern int	crm_std_attnum(Relation rel, const char *name, Oid typid);
 extern int	crm_spi_latest(struct _SPI_plan *plan, Datum *values);
 
 /* acl.c: record-level access cache */

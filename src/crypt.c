@@ -1138,7 +1138,7 @@ row_subject(CryptRel *cr, Relation rel, HeapTuple tup, int64 *customer_id)
 	*customer_id = 0;
 	if (strcmp(obj, "customer") == 0)
 	{
-		id = DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "id"), desc, &isnull));
+		id = DatumGetInt64(heap_getattr(tup, crm_std_attnum(rel, "id", INT8OID), desc, &isnull));
 		*customer_id = id;
 		return psprintf("customer:%lld", (long long) id);
 	}
@@ -1491,7 +1491,8 @@ crm_decrypt(PG_FUNCTION_ARGS)
 		CrmFieldLevels *lv = crm_field_levels(principal, rel);
 		MemoryContext old;
 
-		c->rank = c->own_rank = 3;
+		/* fail closed: a field that is not (now) an encrypted field of the object shows nothing */
+		c->rank = c->own_rank = 0;
 		if (c->mask)
 			pfree(c->mask);
 		c->mask = NULL;

@@ -253,12 +253,12 @@ crm_guard(PG_FUNCTION_ARGS)
 	/* a record's id never changes (the audit trail, shares and data keys hang on it) */
 	if (oldtup != NULL)
 	{
-		int			idatt = SPI_fnumber(desc, "id");
+		int			idatt = crm_std_attnum(rel, "id", INT8OID);
 		bool		n1, n2;
 		Datum		a = heap_getattr(oldtup, idatt, desc, &n1);
 		Datum		b = heap_getattr(newtup, idatt, desc, &n2);
 
-		if (idatt > 0 && (n1 != n2 || (!n1 && DatumGetInt64(a) != DatumGetInt64(b))))
+		if ((n1 != n2 || (!n1 && DatumGetInt64(a) != DatumGetInt64(b))))
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("the id of record %lld of %s cannot change", (long long) DatumGetInt64(a),
@@ -283,8 +283,8 @@ crm_guard(PG_FUNCTION_ARGS)
 	if (oldtup != NULL)
 	{
 		const char *relname = RelationGetRelationName(rel);
-		int			oatt = SPI_fnumber(desc, "owner_id");
-		int			uatt = SPI_fnumber(desc, "org_unit_id");
+		int			oatt = crm_std_attnum(rel, "owner_id", INT8OID);
+		int			uatt = crm_std_attnum(rel, "org_unit_id", INT8OID);
 		bool		n1, n2, n3, n4;
 		int64		old_owner = DatumGetInt64(heap_getattr(oldtup, oatt, desc, &n1));
 		int64		new_owner = DatumGetInt64(heap_getattr(newtup, oatt, desc, &n2));
@@ -293,7 +293,7 @@ crm_guard(PG_FUNCTION_ARGS)
 
 		if (!(n1 || n2 || n3 || n4) && (old_owner != new_owner || old_unit != new_unit))
 		{
-			int64		id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &n1));
+			int64		id = DatumGetInt64(heap_getattr(oldtup, crm_std_attnum(rel, "id", INT8OID), desc, &n1));
 			int64		owner_home = crm_principal_unit(new_owner);
 
 			if (!crm_acl_reaches(principal, relname, "edit", old_owner, old_unit))
@@ -316,7 +316,7 @@ crm_guard(PG_FUNCTION_ARGS)
 	if (e->levels.nfields == 0)
 		return PointerGetDatum(newtup);
 
-	owner_att = SPI_fnumber(desc, "owner_id");
+	owner_att = crm_std_attnum(rel, "owner_id", INT8OID);
 	{
 		Datum		owner = heap_getattr(oldtup ? oldtup : newtup, owner_att, desc, &isnull);
 
@@ -337,7 +337,7 @@ crm_guard(PG_FUNCTION_ARGS)
 					ereport(ERROR,
 							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 							 errmsg("permission denied to take record %lld of %s into your own book",
-									(long long) DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "id"), desc, &isnull)),
+									(long long) DatumGetInt64(heap_getattr(newtup, crm_std_attnum(rel, "id", INT8OID), desc, &isnull)),
 									RelationGetRelationName(rel)),
 							 errdetail("Field %s.%s is %s for you on others' records and %s on your own.",
 									   RelationGetRelationName(rel), e->levels.fields[i].name,

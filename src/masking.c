@@ -437,7 +437,7 @@ wrap_reads(RteMask *rm, Query *q, int rti)
 		return;
 	c.rm = rm;
 	c.rti = rti;
-	c.id_attno = SPI_fnumber(RelationGetDescr(rm->rel), "id");
+	c.id_attno = crm_attnum(RelationGetDescr(rm->rel), "id");
 	if (c.id_attno <= 0)
 		return;
 	if (q->commandType == CMD_SELECT)
@@ -498,7 +498,7 @@ mask_query(Query *q, MaskState *st)
 		rm.st = st;
 		rm.rel = table_open(rte->relid, NoLock);
 		rm.levels = crm_field_levels(st->principal, rm.rel);
-		rm.owner_attno = SPI_fnumber(RelationGetDescr(rm.rel), "owner_id");
+		rm.owner_attno = crm_std_attnum(rm.rel, "owner_id", INT8OID);
 		/* seen: the final plan check accepts only managed tables marked so */
 		rt_fetch(rti, q->rtable)->security_barrier = true;
 		if (!rm.levels->any_unreadable)

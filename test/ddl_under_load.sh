@@ -48,6 +48,23 @@ principals=($(q -c "SELECT id FROM crm.principal WHERE login LIKE 'ld\_%' ORDER 
 ids=($(q -c "SELECT id FROM crm_data.customer ORDER BY id"))
 ok "${#principals[@]} ${#ids[@]}" "6 300" "set-up: 6 principals (a team lead and 5 RMs), 300 customers"
 
+# A statement that waits for an admin's definition change plans with a snapshot taken before it
+# waited, and runs with one taken after: crm must read its field metadata as the table is now.
+tl=${principals[0]}
+c0=${ids[0]}
+owner=$(q -c "SELECT owner_id FROM crm_data.customer WHERE id = $c0")
+psql -X -q -d $db -c "BEGIN" -c "SELECT crm.add_field('customer', 'ld_secret', 'text', '{\"sensitivity\": \"sensitive\"}')" \
+     -c "UPDATE crm_data.customer SET ld_secret = 'S3CRET' WHERE id = $c0" -c "SELECT pg_sleep(1.5)" -c "COMMIT" >/dev/null 2>&1 &
+sleep 0.5
+ok "$(psql -X -qAt -U ld_app -d $db -c "SELECT crm.act_as($tl); SELECT ld_secret FROM crm_data.customer WHERE id = $c0" 2>&1 | tail -1)" \
+   "****" "a read that waited for add_field of a sensitive field gets it masked (not the value committed meanwhile)"
+wait
+psql -X -q -d $db -c "BEGIN" -c "SELECT crm.drop_field('customer', 'ld_secret')" -c "SELECT pg_sleep(1.5)" -c "COMMIT" >/dev/null 2>&1 &
+sleep 0.5
+ok "$(psql -X -qAt -U ld_app -d $db -v VERBOSITY=verbose -c "SELECT crm.act_as($owner); SELECT count(*) FROM (SELECT * FROM crm_data.customer WHERE id = $c0) x" 2>&1 | tail -1)" \
+   "1" "a read by the owner that waited for drop_field of a sensitive field runs (no XX000)"
+wait
+
 end=$((SECONDS + secs))
 # a generator stays at most two rounds ahead of its psql (which echoes "tick N" after round N), so
 # that the load stops on time and what was sent was run; it gives up when psql is gone
