@@ -23,6 +23,9 @@ all:
 	@echo "PostgreSQL server headers are missing: run 'make test' or 'make demo' (they install postgresql-server-dev-15), or apt-get install postgresql-server-dev-15" >&2; exit 1
 endif
 
+# every source includes src/crm.h: a change there (e.g. a struct's layout) rebuilds them all
+$(OBJS): src/crm.h
+
 crm--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 

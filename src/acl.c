@@ -63,13 +63,9 @@ crm_acl_reset(void)
 {
 	acl_generation++;
 	wall_cache = NULL;			/* allocated in acl_cxt */
-	if (acl_cache != NULL)
-	{
-		hash_destroy(acl_cache);
-		acl_cache = NULL;
-	}
-	if (acl_cxt != NULL)
-		MemoryContextReset(acl_cxt);
+	acl_cache = NULL;
+	/* a reset can come while an entry is computed or used: retire the memory, do not free it */
+	crm_cache_retire(&acl_cxt);
 }
 
 static void
@@ -77,14 +73,12 @@ acl_init_cache(void)
 {
 	HASHCTL		ctl;
 
-	if (acl_cxt == NULL)
-		acl_cxt = AllocSetContextCreate(CacheMemoryContext, "crm access cache", ALLOCSET_DEFAULT_SIZES);
 	if (acl_cache == NULL)
 	{
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(AclKey);
 		ctl.entrysize = sizeof(AclEntry);
-		ctl.hcxt = acl_cxt;
+		ctl.hcxt = crm_cache_context(&acl_cxt, "crm access cache");
 		acl_cache = hash_create("crm access cache", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 }
@@ -263,6 +257,7 @@ acl_lookup(int64 principal, const char *object, int priv)
 		/* compute into a temporary entry first, so an error leaves no half-made entry */
 		AclEntry	tmp;
 		AclEntry   *n;
+		uint64		generation = acl_generation;
 
 		memset(&tmp, 0, sizeof(tmp));
 		tmp.key = key;
@@ -278,7 +273,9 @@ acl_lookup(int64 principal, const char *object, int priv)
 		}
 		else
 			acl_compute(&tmp, acl_cxt);
-		/* the callback may have reset the cache while we ran queries */
+		/* the callback reset the cache while we ran queries: what we computed is stale, again */
+		if (generation != acl_generation)
+			return acl_lookup(principal, object, priv);
 		acl_init_cache();
 		n = hash_search(acl_cache, &key, HASH_ENTER, &found);
 		*n = tmp;
@@ -468,6 +465,7 @@ wall_excludes(int64 principal, const char *wall)
 	WallEntry  *e;
 	bool		found;
 	bool		excluded = true;	/* fail closed */
+	uint64		generation;
 
 	wall_init_cache();
 	memset(&key, 0, sizeof(key));
@@ -478,6 +476,7 @@ wall_excludes(int64 principal, const char *wall)
 		return e->excluded;
 
 	crm_watch_catalogs();
+	generation = acl_generation;
 	{
 		Oid			types[2] = {INT8OID, TEXTOID};
 		Datum		vals[2] = {Int64GetDatum(principal), CStringGetTextDatum(wall)};
@@ -495,7 +494,9 @@ wall_excludes(int64 principal, const char *wall)
 				2, types, vals, out, outnull, 1))
 			excluded = outnull[0] ? true : DatumGetBool(out[0]);
 	}
-	wall_init_cache();			/* the callback may have reset it meanwhile */
+	if (generation != acl_generation)	/* the callback reset it meanwhile: this answer may be stale */
+		return wall_excludes(principal, wall);
+	wall_init_cache();
 	e = hash_search(wall_cache, &key, HASH_ENTER, &found);
 	e->excluded = excluded;
 	return excluded;

@@ -202,8 +202,8 @@ void
 crm_audit_rel_reset(void)
 {
 	audit_rels = NULL;
-	if (audit_cxt != NULL)
-		MemoryContextReset(audit_cxt);
+	/* callers may hold entries still (a reset can come in the middle of a trigger): retire, not free */
+	crm_cache_retire(&audit_cxt);
 }
 
 static AuditRel *
@@ -215,9 +215,9 @@ audit_rel(Relation rel)
 	AuditRel	tmp;
 	CrmUserSwitch sw;
 	TupleDesc	desc = RelationGetDescr(rel);
+	uint64		generation;
+	MemoryContext build_cxt;
 
-	if (audit_cxt == NULL)
-		audit_cxt = AllocSetContextCreate(CacheMemoryContext, "crm audit metadata", ALLOCSET_SMALL_SIZES);
 	if (audit_rels == NULL)
 	{
 		HASHCTL		ctl;
@@ -225,19 +225,23 @@ audit_rel(Relation rel)
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(AuditRel);
-		ctl.hcxt = audit_cxt;
+		ctl.hcxt = crm_cache_context(&audit_cxt, "crm audit metadata");
 		audit_rels = hash_create("crm audit metadata", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	e = hash_search(audit_rels, &relid, HASH_FIND, &found);
 	if (found && e->natts == desc->natts)
 		return e;
 	crm_watch_catalogs();
+	generation = crm_cache_generation;
+	crm_cache_watch_rel(relid);
+	/* (if a reset retires build_cxt while we query, the entry is built again below) */
+	build_cxt = audit_cxt;
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.relid = relid;
 	tmp.natts = desc->natts;
-	tmp.object = MemoryContextStrdup(audit_cxt, RelationGetRelationName(rel));
-	tmp.kind = MemoryContextAllocZero(audit_cxt, sizeof(int) * Max(desc->natts, 1));
-	tmp.out = MemoryContextAllocZero(audit_cxt, sizeof(FmgrInfo) * Max(desc->natts, 1));
+	tmp.object = MemoryContextStrdup(build_cxt, RelationGetRelationName(rel));
+	tmp.kind = MemoryContextAllocZero(build_cxt, sizeof(int) * Max(desc->natts, 1));
+	tmp.out = MemoryContextAllocZero(build_cxt, sizeof(FmgrInfo) * Max(desc->natts, 1));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute a = TupleDescAttr(desc, i);
@@ -249,7 +253,7 @@ audit_rel(Relation rel)
 			bool		varlena;
 
 			getTypeOutputInfo(a->atttypid, &out, &varlena);
-			fmgr_info_cxt(out, &tmp.out[i], audit_cxt);
+			fmgr_info_cxt(out, &tmp.out[i], build_cxt);
 		}
 
 		if (a->attisdropped || strcmp(n, "id") == 0 || strcmp(n, "updated_at") == 0 ||
@@ -266,15 +270,16 @@ audit_rel(Relation rel)
 		Datum		vals[1] = {CStringGetTextDatum(RelationGetRelationName(rel))};
 
 		SPI_connect();
-		if (SPI_execute_with_args("SELECT f.name, f.encrypted, f.sensitivity OPERATOR(pg_catalog.=) ANY ('{personal,sensitive}'::pg_catalog.text[])"
-								  " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1",
-								  1, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+		/* the latest snapshot: what the relation's descriptor says too (cache.c) */
+		if (crm_spi_latest(crm_kept_plan("SELECT f.name, f.encrypted, f.sensitivity OPERATOR(pg_catalog.=) ANY ('{personal,sensitive}'::pg_catalog.text[])"
+										 " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1",
+										 1, types), vals) != SPI_OK_SELECT)
 			elog(ERROR, "crm audit metadata query failed");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 			bool		isnull;
-			int			att = SPI_fnumber(desc, SPI_getvalue(t, SPI_tuptable->tupdesc, 1));
+			int			att = crm_attnum(desc, SPI_getvalue(t, SPI_tuptable->tupdesc, 1));
 
 			if (att <= 0)
 				continue;
@@ -293,7 +298,7 @@ audit_rel(Relation rel)
 		crm_restore_user(&sw);
 	}
 	PG_END_TRY();
-	if (audit_rels == NULL)
+	if (generation != crm_cache_generation || audit_rels == NULL)	/* reset while we queried: again */
 		return audit_rel(rel);
 	e = hash_search(audit_rels, &relid, HASH_ENTER, &found);
 	*e = tmp;
@@ -1024,7 +1029,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 			bool		on = ons[att - 1], nn = nns[att - 1];
 			Datum		ov = ovs[att - 1], nv = nvs[att - 1];
 
-			if (ar->kind[att - 1] == AF_SKIP)
+			if (ar->kind[att - 1] == AF_SKIP || TupleDescAttr(desc, att - 1)->attisdropped)
 				continue;
 			if (same_value(desc, att, ov, on, nv, nn))
 				continue;
@@ -1049,7 +1054,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 		heap_deform_tuple(row, desc, vs, ns);
 		for (int att = 1; att <= desc->natts; att++)
 		{
-			if (ar->kind[att - 1] == AF_SKIP || ns[att - 1])
+			if (ar->kind[att - 1] == AF_SKIP || ns[att - 1] || TupleDescAttr(desc, att - 1)->attisdropped)
 				continue;
 			jb_key(&st, NameStr(TupleDescAttr(desc, att - 1)->attname));
 			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);

@@ -237,7 +237,9 @@ note_referenced(QueryDesc *qd)
 		{
 			CrmFieldLevel *f = &lv->fields[i];
 
+			/* (a field the table does not have now was not read) */
 			if (f->sensitive && f->kind != CRM_FIELD_BLIND_INDEX && (f->rank >= 2 || f->own_rank >= 2) &&
+				crm_attnum_valid(RelationGetDescr(rel), f->attnum, f->name, f->atttypid) &&
 				(whole || bms_is_member(f->attnum - FirstLowInvalidHeapAttributeNumber, rte->selectedCols)))
 			{
 				SeenObject *so = seen_object(RelationGetRelationName(rel));

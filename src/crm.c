@@ -86,6 +86,8 @@ crm_reset_caches(void)
 	 */
 	if (IsTransactionState())
 		reset_at_xact_end = true;
+	crm_cache_generation++;
+	crm_cache_unwatch_rels();
 	crm_identity_reset();
 	crm_acl_reset();
 	crm_guard_reset();
@@ -93,6 +95,20 @@ crm_reset_caches(void)
 	crm_audit_rel_reset();
 	crm_masking_reset();
 	crm_rules_reset();
+}
+
+/*
+ * A managed table changed (a column added or dropped): drop what is cached about the columns of
+ * tables (field levels, encrypted fields, audited fields), however the change was made.
+ */
+static void
+crm_reset_rel_caches(void)
+{
+	crm_cache_generation++;
+	crm_cache_unwatch_rels();
+	crm_guard_reset();
+	crm_crypt_rel_reset();
+	crm_audit_rel_reset();
 }
 
 static void
@@ -109,6 +125,8 @@ crm_relcache_callback(Datum arg, Oid relid)
 			crm_reset_caches();
 			return;
 		}
+	if (crm_cache_rel_watched(relid))
+		crm_reset_rel_caches();
 }
 
 static void
@@ -125,6 +143,8 @@ crm_caches_xact_callback(XactEvent event, void *arg)
 		 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT))
 	{
 		reset_at_xact_end = false;
+		crm_cache_generation++;
+		crm_cache_unwatch_rels();
 		crm_identity_reset();
 		crm_acl_reset();
 		crm_guard_reset();

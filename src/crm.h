@@ -7,6 +7,7 @@
 #include "postgres.h"
 #include "fmgr.h"
 #include "access/htup.h"
+#include "access/tupdesc.h"
 #include "utils/relcache.h"
 
 /* crm.c: module state */
@@ -45,6 +46,19 @@ extern bool crm_find_bad_function(Node *node, CrmFnCheck *fc);
 extern char *crm_bad_function_text(CrmFnCheck *fc);
 extern char *crm_condition_sql(const char *object, const char *cond);
 
+/* cache.c: what the per-backend caches share (retired memory, column checks, metadata snapshots) */
+extern uint64 crm_cache_generation;	/* bumped by every reset of crm's caches */
+extern MemoryContext crm_cache_context(MemoryContext *cxt, const char *name);
+extern void crm_cache_retire(MemoryContext *cxt);
+extern void crm_cache_free_retired(void);
+extern void crm_cache_watch_rel(Oid relid);
+extern bool crm_cache_rel_watched(Oid relid);
+extern void crm_cache_unwatch_rels(void);
+extern int	crm_attnum(TupleDesc desc, const char *name);
+extern bool crm_attnum_valid(TupleDesc desc, int attnum, const char *name, Oid typid);
+extern int	crm_std_attnum(Relation rel, const char *name, Oid typid);
+extern int	crm_spi_latest(struct _SPI_plan *plan, Datum *values);
+
 /* acl.c: record-level access cache */
 extern void crm_acl_reset(void);
 extern bool crm_acl_reaches(int64 principal, const char *object, const char *priv, int64 owner, int64 unit);
@@ -60,7 +74,8 @@ extern void crm_masking_check_utility(Node *stmt);
 typedef struct CrmFieldLevel
 {
 	char	   *name;
-	int			attnum;
+	int			attnum;			/* 0: the table has no such column now; check with crm_attnum_valid */
+	Oid			atttypid;
 	int			rank;			/* 0 hidden, 1 masked, 2 read, 3 write: on others' records */
 	int			own_rank;		/* on the principal's own records */
 	char	   *mask;			/* mask name for 'masked' */
@@ -85,6 +100,7 @@ extern uint64 crm_levels_generation;	/* bumped whenever field levels may have ch
 extern char *crm_keyring;
 extern void crm_crypt_init(void);
 extern void crm_crypt_reset(void);
+extern void crm_crypt_rel_reset(void);
 extern char *crm_crypt_plaintext(Relation rel, const char *field, struct varlena *stored);
 extern HeapTuple crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principal,
 							   struct Bitmapset **changed);

@@ -564,6 +564,7 @@ typedef struct SubjectEntry
 
 static HTAB *dk_cache = NULL;
 static HTAB *subject_cache = NULL;
+static MemoryContext dk_cxt = NULL;	/* both tables; retired on reset (callers may hold entries) */
 
 static void
 dk_cache_reset(void)
@@ -576,14 +577,10 @@ dk_cache_reset(void)
 		hash_seq_init(&s, dk_cache);
 		while ((e = hash_seq_search(&s)) != NULL)
 			explicit_bzero(e->key, DK_LEN);
-		hash_destroy(dk_cache);
 		dk_cache = NULL;
 	}
-	if (subject_cache != NULL)
-	{
-		hash_destroy(subject_cache);
-		subject_cache = NULL;
-	}
+	subject_cache = NULL;
+	crm_cache_retire(&dk_cxt);
 }
 
 static void
@@ -596,7 +593,7 @@ dk_cache_init(void)
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(int64);
 		ctl.entrysize = sizeof(DkEntry);
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = crm_cache_context(&dk_cxt, "crm data keys");
 		dk_cache = hash_create("crm data keys", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	if (subject_cache == NULL)
@@ -604,7 +601,7 @@ dk_cache_init(void)
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = SUBJECT_LEN;
 		ctl.entrysize = sizeof(SubjectEntry);
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = crm_cache_context(&dk_cxt, "crm data keys");
 		subject_cache = hash_create("crm data key subjects", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	}
 }
@@ -778,7 +775,9 @@ typedef struct CryptField
 	int			attnum;
 	char	   *type;
 	int			doc_attnum;		/* document_type_field, or 0 */
+	char	   *doc_name;
 	int			bidx_attnum;	/* blind index column, or 0 */
+	char	   *bidx_name;
 } CryptField;
 
 typedef struct CryptRel
@@ -788,18 +787,25 @@ typedef struct CryptRel
 	int			nfields;
 	CryptField *fields;
 	int			parent_attnum;	/* inherit_access reference, or 0 */
+	char	   *parent_name;
 	char	   *parent_object;
 } CryptRel;
 
 static HTAB *crypt_rels = NULL;
 static MemoryContext crypt_cxt = NULL;
 
+/* A managed table changed: forget its encrypted fields (retired: callers may still hold them). */
+void
+crm_crypt_rel_reset(void)
+{
+	crypt_rels = NULL;
+	crm_cache_retire(&crypt_cxt);
+}
+
 void
 crm_crypt_reset(void)
 {
-	crypt_rels = NULL;
-	if (crypt_cxt != NULL)
-		MemoryContextReset(crypt_cxt);
+	crm_crypt_rel_reset();
 	dk_cache_reset();
 }
 
@@ -812,8 +818,9 @@ crypt_rel_by_oid(Oid relid)
 	CrmUserSwitch sw;
 	Relation	rel;
 
-	if (crypt_cxt == NULL)
-		crypt_cxt = AllocSetContextCreate(CacheMemoryContext, "crm crypt metadata", ALLOCSET_SMALL_SIZES);
+	uint64		generation;
+	MemoryContext build_cxt;
+
 	if (crypt_rels == NULL)
 	{
 		HASHCTL		ctl;
@@ -821,13 +828,16 @@ crypt_rel_by_oid(Oid relid)
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(CryptRel);
-		ctl.hcxt = crypt_cxt;
+		ctl.hcxt = crm_cache_context(&crypt_cxt, "crm crypt metadata");
 		crypt_rels = hash_create("crm crypt metadata", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	e = hash_search(crypt_rels, &relid, HASH_FIND, &found);
 	if (found)
 		return e;
 	crm_watch_catalogs();
+	generation = crm_cache_generation;
+	crm_cache_watch_rel(relid);
+	build_cxt = crypt_cxt;
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.relid = relid;
 	rel = table_open(relid, AccessShareLock);
@@ -840,31 +850,49 @@ crypt_rel_by_oid(Oid relid)
 		MemoryContext old;
 
 		SPI_connect();
-		if (SPI_execute_with_args("SELECT f.name, f.type, f.options OPERATOR(pg_catalog.->>) 'document_type_field',"
-								  " COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false)"
-								  " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1 AND f.encrypted ORDER BY f.position",
-								  1, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+		/* the latest snapshot: what the relation's descriptor says too (cache.c) */
+		if (crm_spi_latest(crm_kept_plan("SELECT f.name, f.type, f.options OPERATOR(pg_catalog.->>) 'document_type_field',"
+										 " COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false)"
+										 " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1 AND f.encrypted ORDER BY f.position",
+										 1, types), vals) != SPI_OK_SELECT)
 			elog(ERROR, "crm crypt metadata query failed");
-		old = MemoryContextSwitchTo(crypt_cxt);
+		/* (if a reset retires build_cxt meanwhile, the entry is built again below) */
+		old = MemoryContextSwitchTo(build_cxt);
 		tmp.object = pstrdup(RelationGetRelationName(rel));
-		tmp.nfields = (int) SPI_processed;
-		tmp.fields = palloc0(sizeof(CryptField) * Max(tmp.nfields, 1));
-		for (int i = 0; i < tmp.nfields; i++)
+		tmp.fields = palloc0(sizeof(CryptField) * Max(SPI_processed, 1));
+		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 			TupleDesc	d = SPI_tuptable->tupdesc;
 			char	   *doc = SPI_getvalue(t, d, 3);
 			bool		isnull;
-			CryptField *f = &tmp.fields[i];
+			CryptField *f = &tmp.fields[tmp.nfields];
 
 			f->name = pstrdup(SPI_getvalue(t, d, 1));
-			f->attnum = SPI_fnumber(desc, f->name);
+			f->attnum = crm_attnum(desc, f->name);
+			/* a field without its column holds nothing to encrypt; one of another type is no longer crm's */
+			if (f->attnum == 0)
+				continue;
+			if (!crm_attnum_valid(desc, f->attnum, f->name, TEXTOID))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("encrypted field %s.%s is stored in a column of type %s, not text",
+								RelationGetRelationName(rel), f->name,
+								format_type_be(TupleDescAttr(desc, f->attnum - 1)->atttypid)),
+						 errhint("Change fields through crm.drop_field() and crm.add_field(), not ALTER TABLE.")));
 			f->type = pstrdup(SPI_getvalue(t, d, 2));
-			f->doc_attnum = doc ? SPI_fnumber(desc, doc) : 0;
+			f->doc_attnum = crm_attnum(desc, doc);
+			if (f->doc_attnum > 0 && !crm_attnum_valid(desc, f->doc_attnum, doc, TEXTOID))
+				f->doc_attnum = 0;
+			f->doc_name = f->doc_attnum > 0 ? pstrdup(doc) : NULL;
 			if (DatumGetBool(SPI_getbinval(t, d, 4, &isnull)))
-				f->bidx_attnum = SPI_fnumber(desc, psprintf("crm_bidx_%s", f->name));
-			if (f->attnum <= 0 || f->doc_attnum < 0 || f->bidx_attnum < 0)
-				elog(ERROR, "encrypted field %s.%s has no column", tmp.object, f->name);
+			{
+				f->bidx_name = psprintf("crm_bidx_%s", f->name);
+				f->bidx_attnum = crm_attnum(desc, f->bidx_name);
+				if (!crm_attnum_valid(desc, f->bidx_attnum, f->bidx_name, BYTEAOID))
+					f->bidx_attnum = 0;
+			}
+			tmp.nfields++;
 		}
 		MemoryContextSwitchTo(old);
 		if (tmp.nfields > 0)
@@ -874,8 +902,11 @@ crypt_rel_by_oid(Oid relid)
 				elog(ERROR, "crm crypt metadata query failed");
 			if (SPI_processed == 1)
 			{
-				old = MemoryContextSwitchTo(crypt_cxt);
-				tmp.parent_attnum = SPI_fnumber(desc, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+				old = MemoryContextSwitchTo(build_cxt);
+				tmp.parent_name = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+				tmp.parent_attnum = crm_attnum(desc, tmp.parent_name);
+				if (!crm_attnum_valid(desc, tmp.parent_attnum, tmp.parent_name, INT8OID))
+					tmp.parent_attnum = 0;
 				tmp.parent_object = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
 				MemoryContextSwitchTo(old);
 			}
@@ -888,7 +919,7 @@ crypt_rel_by_oid(Oid relid)
 		table_close(rel, AccessShareLock);
 	}
 	PG_END_TRY();
-	if (crypt_rels == NULL)		/* reset while we queried */
+	if (generation != crm_cache_generation || crypt_rels == NULL)	/* reset while we queried: again */
 		return crypt_rel_by_oid(relid);
 	e = hash_search(crypt_rels, &relid, HASH_ENTER, &found);
 	*e = tmp;
@@ -1107,11 +1138,11 @@ row_subject(CryptRel *cr, Relation rel, HeapTuple tup, int64 *customer_id)
 	*customer_id = 0;
 	if (strcmp(obj, "customer") == 0)
 	{
-		id = DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "id"), desc, &isnull));
+		id = DatumGetInt64(heap_getattr(tup, crm_std_attnum(rel, "id", INT8OID), desc, &isnull));
 		*customer_id = id;
 		return psprintf("customer:%lld", (long long) id);
 	}
-	if (cr->parent_attnum > 0)
+	if (cr->parent_attnum > 0 && crm_attnum_valid(desc, cr->parent_attnum, cr->parent_name, INT8OID))
 	{
 		Datum		p = heap_getattr(tup, cr->parent_attnum, desc, &isnull);
 		char	   *pobj = cr->parent_object;
@@ -1157,7 +1188,7 @@ validate_plain(CryptRel *cr, CryptField *f, Relation rel, HeapTuple tup, const c
 {
 	const char *problem = NULL;
 
-	if (f->doc_attnum > 0)
+	if (f->doc_attnum > 0 && crm_attnum_valid(RelationGetDescr(rel), f->doc_attnum, f->doc_name, TEXTOID))
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tup, f->doc_attnum, RelationGetDescr(rel), &isnull);
@@ -1203,21 +1234,28 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 	*changed = NULL;
 	if (cr->nfields == 0)
 		return newtup;
-	cols = palloc(sizeof(int) * cr->nfields * 2);
-	vals = palloc(sizeof(Datum) * cr->nfields * 2);
-	nulls = palloc(sizeof(bool) * cr->nfields * 2);
+	/* per field: at most its value twice (kept, then moved to another key) and its blind index */
+	cols = palloc(sizeof(int) * cr->nfields * 3);
+	vals = palloc(sizeof(Datum) * cr->nfields * 3);
+	nulls = palloc(sizeof(bool) * cr->nfields * 3);
 
 	for (int i = 0; i < cr->nfields; i++)
 	{
 		CryptField *f = &cr->fields[i];
 		bool		nnull, onull = true;
-		Datum		nv = heap_getattr(newtup, f->attnum, desc, &nnull);
-		Datum		ov = oldtup ? heap_getattr(oldtup, f->attnum, desc, &onull) : (Datum) 0;
+		Datum		nv;
+		Datum		ov = (Datum) 0;
 		text	   *plain = NULL;	/* the new plaintext, when it is to be encrypted */
 		bool		keep = false;	/* the stored value stays as it is */
 		bool		is_changed;
 		text	   *stored = NULL;
 
+		/* the column of a field as the relation has it now (the cache is dropped when it changes) */
+		if (!crm_attnum_valid(desc, f->attnum, f->name, TEXTOID))
+			continue;
+		nv = heap_getattr(newtup, f->attnum, desc, &nnull);
+		if (oldtup)
+			ov = heap_getattr(oldtup, f->attnum, desc, &onull);
 		if (nnull)
 		{
 			is_changed = !onull;
@@ -1297,7 +1335,8 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 			/* an unchanged value of a record that moved to another customer follows it to its key */
 			int64		cur = ciphertext_dkid(VARDATA_ANY(stored), VARSIZE_ANY_EXHDR(stored), NULL, NULL);
 
-			if (subject == NULL && cr->parent_attnum > 0)
+			if (subject == NULL && cr->parent_attnum > 0 &&
+				crm_attnum_valid(desc, cr->parent_attnum, cr->parent_name, INT8OID))
 			{
 				bool		n1, n2;
 				Datum		a = heap_getattr(newtup, cr->parent_attnum, desc, &n1);
@@ -1326,7 +1365,7 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 		}
 
 		/* the blind index follows the plaintext; whatever else was written there is replaced */
-		if (f->bidx_attnum > 0)
+		if (f->bidx_attnum > 0 && crm_attnum_valid(desc, f->bidx_attnum, f->bidx_name, BYTEAOID))
 		{
 			bool		bnull, obnull = true;
 			Datum		bv = heap_getattr(newtup, f->bidx_attnum, desc, &bnull);
@@ -1452,7 +1491,8 @@ crm_decrypt(PG_FUNCTION_ARGS)
 		CrmFieldLevels *lv = crm_field_levels(principal, rel);
 		MemoryContext old;
 
-		c->rank = c->own_rank = 3;
+		/* fail closed: a field that is not (now) an encrypted field of the object shows nothing */
+		c->rank = c->own_rank = 0;
 		if (c->mask)
 			pfree(c->mask);
 		c->mask = NULL;

@@ -43,8 +43,8 @@ crm_guard_reset(void)
 {
 	crm_levels_generation++;
 	guard_cache = NULL;
-	if (guard_cxt != NULL)
-		MemoryContextReset(guard_cxt);
+	/* callers may hold entries still (a reset can come in the middle of a lookup): retire, not free */
+	crm_cache_retire(&guard_cxt);
 }
 
 static int
@@ -80,8 +80,9 @@ guard_lookup(int64 principal, Relation rel)
 	CrmUserSwitch sw;
 	GuardEntry	tmp;
 
-	if (guard_cxt == NULL)
-		guard_cxt = AllocSetContextCreate(CacheMemoryContext, "crm field guard cache", ALLOCSET_SMALL_SIZES);
+	uint64		generation;
+	MemoryContext build_cxt;
+
 	if (guard_cache == NULL)
 	{
 		HASHCTL		ctl;
@@ -89,7 +90,7 @@ guard_lookup(int64 principal, Relation rel)
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(GuardKey);
 		ctl.entrysize = sizeof(GuardEntry);
-		ctl.hcxt = guard_cxt;
+		ctl.hcxt = crm_cache_context(&guard_cxt, "crm field guard cache");
 		guard_cache = hash_create("crm field guard cache", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	memset(&key, 0, sizeof(key));
@@ -100,6 +101,9 @@ guard_lookup(int64 principal, Relation rel)
 		return e;
 
 	crm_watch_catalogs();
+	generation = crm_cache_generation;
+	crm_cache_watch_rel(key.relid);
+	build_cxt = guard_cxt;
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.key = key;
 	crm_switch_to_owner(&sw);
@@ -126,11 +130,13 @@ guard_lookup(int64 principal, Relation rel)
 			SPI_keepplan(p);
 			plan = p;
 		}
-		if (SPI_execute_plan(plan, vals, NULL, true, 0) != SPI_OK_SELECT)
+		/* the latest snapshot: what the relation's descriptor says too (cache.c) */
+		if (crm_spi_latest(plan, vals) != SPI_OK_SELECT)
 			elog(ERROR, "crm field level query failed");
 		if (SPI_processed > 0)
 		{
-			MemoryContext old = MemoryContextSwitchTo(guard_cxt);
+			/* (if a reset retires build_cxt meanwhile, the entry is built again below) */
+			MemoryContext old = MemoryContextSwitchTo(build_cxt);
 			int			n = 0;
 
 			/* room for a blind-index column per field */
@@ -144,7 +150,8 @@ guard_lookup(int64 principal, Relation rel)
 				bool		isnull;
 
 				f->name = pstrdup(SPI_getvalue(t, d, 1));
-				f->attnum = SPI_fnumber(RelationGetDescr(rel), f->name);
+				f->attnum = crm_attnum(RelationGetDescr(rel), f->name);
+				f->atttypid = f->attnum > 0 ? TupleDescAttr(RelationGetDescr(rel), f->attnum - 1)->atttypid : InvalidOid;
 				f->rank = rank_of(SPI_getvalue(t, d, 2));
 				f->own_rank = rank_of(SPI_getvalue(t, d, 3));
 				f->default_text = def ? pstrdup(def) : NULL;
@@ -161,7 +168,8 @@ guard_lookup(int64 principal, Relation rel)
 
 					*b = *f;
 					b->name = psprintf("crm_bidx_%s", f->name);
-					b->attnum = SPI_fnumber(RelationGetDescr(rel), b->name);
+					b->attnum = crm_attnum(RelationGetDescr(rel), b->name);
+					b->atttypid = b->attnum > 0 ? TupleDescAttr(RelationGetDescr(rel), b->attnum - 1)->atttypid : InvalidOid;
 					b->kind = CRM_FIELD_BLIND_INDEX;
 					b->default_text = NULL;
 					b->sensitive = false;
@@ -178,7 +186,7 @@ guard_lookup(int64 principal, Relation rel)
 		crm_restore_user(&sw);
 	}
 	PG_END_TRY();
-	if (guard_cache == NULL)	/* reset while we queried: start again next time */
+	if (generation != crm_cache_generation || guard_cache == NULL)	/* reset while we queried: again */
 		return guard_lookup(principal, rel);
 	e = hash_search(guard_cache, &key, HASH_ENTER, &found);
 	*e = tmp;
@@ -245,12 +253,12 @@ crm_guard(PG_FUNCTION_ARGS)
 	/* a record's id never changes (the audit trail, shares and data keys hang on it) */
 	if (oldtup != NULL)
 	{
-		int			idatt = SPI_fnumber(desc, "id");
+		int			idatt = crm_std_attnum(rel, "id", INT8OID);
 		bool		n1, n2;
 		Datum		a = heap_getattr(oldtup, idatt, desc, &n1);
 		Datum		b = heap_getattr(newtup, idatt, desc, &n2);
 
-		if (idatt > 0 && (n1 != n2 || (!n1 && DatumGetInt64(a) != DatumGetInt64(b))))
+		if ((n1 != n2 || (!n1 && DatumGetInt64(a) != DatumGetInt64(b))))
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("the id of record %lld of %s cannot change", (long long) DatumGetInt64(a),
@@ -275,8 +283,8 @@ crm_guard(PG_FUNCTION_ARGS)
 	if (oldtup != NULL)
 	{
 		const char *relname = RelationGetRelationName(rel);
-		int			oatt = SPI_fnumber(desc, "owner_id");
-		int			uatt = SPI_fnumber(desc, "org_unit_id");
+		int			oatt = crm_std_attnum(rel, "owner_id", INT8OID);
+		int			uatt = crm_std_attnum(rel, "org_unit_id", INT8OID);
 		bool		n1, n2, n3, n4;
 		int64		old_owner = DatumGetInt64(heap_getattr(oldtup, oatt, desc, &n1));
 		int64		new_owner = DatumGetInt64(heap_getattr(newtup, oatt, desc, &n2));
@@ -285,7 +293,7 @@ crm_guard(PG_FUNCTION_ARGS)
 
 		if (!(n1 || n2 || n3 || n4) && (old_owner != new_owner || old_unit != new_unit))
 		{
-			int64		id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &n1));
+			int64		id = DatumGetInt64(heap_getattr(oldtup, crm_std_attnum(rel, "id", INT8OID), desc, &n1));
 			int64		owner_home = crm_principal_unit(new_owner);
 
 			if (!crm_acl_reaches(principal, relname, "edit", old_owner, old_unit))
@@ -308,7 +316,7 @@ crm_guard(PG_FUNCTION_ARGS)
 	if (e->levels.nfields == 0)
 		return PointerGetDatum(newtup);
 
-	owner_att = SPI_fnumber(desc, "owner_id");
+	owner_att = crm_std_attnum(rel, "owner_id", INT8OID);
 	{
 		Datum		owner = heap_getattr(oldtup ? oldtup : newtup, owner_att, desc, &isnull);
 
@@ -329,7 +337,7 @@ crm_guard(PG_FUNCTION_ARGS)
 					ereport(ERROR,
 							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 							 errmsg("permission denied to take record %lld of %s into your own book",
-									(long long) DatumGetInt64(heap_getattr(newtup, SPI_fnumber(desc, "id"), desc, &isnull)),
+									(long long) DatumGetInt64(heap_getattr(newtup, crm_std_attnum(rel, "id", INT8OID), desc, &isnull)),
 									RelationGetRelationName(rel)),
 							 errdetail("Field %s.%s is %s for you on others' records and %s on your own.",
 									   RelationGetRelationName(rel), e->levels.fields[i].name,
@@ -349,7 +357,8 @@ crm_guard(PG_FUNCTION_ARGS)
 		if (rank >= 3 || f->kind == CRM_FIELD_BLIND_INDEX)
 			continue;			/* blind indexes are recomputed from their field whatever is written */
 		att = f->attnum;
-		if (att <= 0)
+		/* a field the table does not have (now) cannot be written */
+		if (!crm_attnum_valid(desc, att, f->name, f->atttypid))
 			continue;
 		nv = heap_getattr(newtup, att, desc, &nnull);
 		if (f->kind == CRM_FIELD_ENCRYPTED)

@@ -232,17 +232,29 @@ masked_value(RteMask *rm, Var *var, int rank, const char *mask)
 	return (Node *) makeNullConst(var->vartype, var->vartypmod, var->varcollid);
 }
 
+/*
+ * The level entry of a column of the table (not of its blind index unless asked): its cached
+ * number must still name that column (cache.c).
+ */
+static CrmFieldLevel *
+level_of(RteMask *rm, AttrNumber attnum, bool blind_index_too)
+{
+	for (int i = 0; i < rm->levels->nfields; i++)
+	{
+		CrmFieldLevel *f = &rm->levels->fields[i];
+
+		if (f->attnum == attnum && (blind_index_too || f->kind != CRM_FIELD_BLIND_INDEX) &&
+			crm_attnum_valid(RelationGetDescr(rm->rel), f->attnum, f->name, f->atttypid))
+			return f;
+	}
+	return NULL;
+}
+
 static Node *
 field_expr(RteMask *rm, Var *var)
 {
-	CrmFieldLevel *f = NULL;
+	CrmFieldLevel *f = level_of(rm, var->varattno, true);
 
-	for (int i = 0; i < rm->levels->nfields; i++)
-		if (rm->levels->fields[i].attnum == var->varattno)
-		{
-			f = &rm->levels->fields[i];
-			break;
-		}
 	if (f != NULL && f->kind == CRM_FIELD_ENCRYPTED)
 	{
 		/* crm._decrypt(field, object, name, owner_id) applies the level itself, row by row */
@@ -341,9 +353,7 @@ guard_assignments(RteMask *rm, List *targetList, int rti, const char *object)
 
 		if (te->resjunk)
 			continue;
-		for (int i = 0; i < rm->levels->nfields; i++)
-			if (rm->levels->fields[i].attnum == te->resno)
-				f = &rm->levels->fields[i];
+		f = level_of(rm, te->resno, true);
 		if (f == NULL || (f->rank >= 2 && f->own_rank >= 2))
 			continue;
 		if (IsA(te->expr, Var) && ((Var *) te->expr)->varno == rti &&
@@ -400,9 +410,7 @@ saw_mutator(Node *node, SawCtx *c)
 
 		if (v->varno != c->rti || v->varlevelsup != 0 || v->varattno <= 0)
 			return node;
-		for (int i = 0; i < c->rm->levels->nfields; i++)
-			if (c->rm->levels->fields[i].attnum == v->varattno && c->rm->levels->fields[i].kind != CRM_FIELD_BLIND_INDEX)
-				f = &c->rm->levels->fields[i];
+		f = level_of(c->rm, v->varattno, false);
 		if (f == NULL || !f->sensitive || (f->rank < 2 && f->own_rank < 2))
 			return node;
 		return (Node *) makeFuncExpr(c->rm->st->saw_fn, v->vartype,
@@ -429,7 +437,7 @@ wrap_reads(RteMask *rm, Query *q, int rti)
 		return;
 	c.rm = rm;
 	c.rti = rti;
-	c.id_attno = SPI_fnumber(RelationGetDescr(rm->rel), "id");
+	c.id_attno = crm_attnum(RelationGetDescr(rm->rel), "id");
 	if (c.id_attno <= 0)
 		return;
 	if (q->commandType == CMD_SELECT)
@@ -490,7 +498,7 @@ mask_query(Query *q, MaskState *st)
 		rm.st = st;
 		rm.rel = table_open(rte->relid, NoLock);
 		rm.levels = crm_field_levels(st->principal, rm.rel);
-		rm.owner_attno = SPI_fnumber(RelationGetDescr(rm.rel), "owner_id");
+		rm.owner_attno = crm_std_attnum(rm.rel, "owner_id", INT8OID);
 		/* seen: the final plan check accepts only managed tables marked so */
 		rt_fetch(rti, q->rtable)->security_barrier = true;
 		if (!rm.levels->any_unreadable)
