@@ -60,6 +60,7 @@ typedef struct CrmCopyFrame
 } CrmCopyFrame;
 
 static CrmCopyFrame *copy_top = NULL;
+static List *temp_copies = NIL;	/* this session's temporary copies of crm_data (TopMemoryContext) */
 static Oid	policy_gate = InvalidOid;	/* the managed table crm._apply_policies() is rebuilding */
 
 static Oid
@@ -129,14 +130,34 @@ reach_walker(Node *node, ReachCtx *cx)
 	return expression_tree_walker(node, reach_walker, (void *) cx);
 }
 
-/* A crm_data table, or a relation whose rules (a view's definition, a rule's actions) reach one. */
+/* A copy of crm_data: this session's temporary copy, or one the maintenance role made. */
+static bool
+is_copy(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		vals[1] = {ObjectIdGetDatum(relid)};
+	Datum		out[1];
+	bool		outnull[1];
+
+	if (get_rel_relkind(relid) != RELKIND_RELATION)
+		return false;
+	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+		return list_member_oid(temp_copies, relid);
+	return crm_query_row_as_owner("SELECT 1 FROM crm.data_copy d WHERE d.relation::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+								  1, types, vals, out, outnull, 1);
+}
+
+/*
+ * A crm_data table or a copy of one, or a relation whose rules (a view's definition, a rule's
+ * actions) reach one.
+ */
 static bool
 rel_reaches(Oid relid, ReachCtx *cx)
 {
 	Relation	rel;
 	bool		hit = false;
 
-	if (get_rel_namespace(relid) == cx->nsp)
+	if (get_rel_namespace(relid) == cx->nsp || is_copy(relid))
 	{
 		cx->found = relid;
 		return true;
@@ -167,7 +188,7 @@ refuse_copy(CrmCopyFrame *f, Oid source)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s %s reading crm_data.%s is not allowed", f->what, f->target, get_rel_name(source)),
+			 errmsg("%s %s reading %s is not allowed", f->what, f->target, qualified(source)),
 			 errdetail("A copy keeps the records and values its maker may see and shows them to whoever may read it: crm's row security and masking do not follow it. Only the maintenance role (a superuser acting as no principal) may make one."),
 			 errhint("Create a view instead: row security and masking follow whoever reads a view. A TEMPORARY table is allowed (audited as EXPORT).")));
 }
@@ -313,6 +334,13 @@ copy_done(CrmCopyFrame *f)
 	crm_auditq_session_event("EXPORT", NULL, 0, found ? principal : 0, d.data);
 	if (!f->temp)
 		record_copy(f, relid, src.data);
+	else if (!list_member_oid(temp_copies, relid))
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		temp_copies = lappend_oid(temp_copies, relid);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /*
