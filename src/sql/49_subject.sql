@@ -229,31 +229,8 @@ BEGIN
   END IF;
   RETURN NEXT;
 
-  -- relations outside crm_data holding rows copied from it: materialized views over it (through
-  -- views too) and what the maintenance role filled from it (crm.data_copy); and who may read them
   "check" := 'copies of crm_data';
-  WITH RECURSIVE reach(relid) AS (
-    SELECT c.oid FROM pg_class c WHERE c.relnamespace = 'crm_data'::regnamespace
-    UNION
-    SELECT r.ev_class FROM reach JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = reach.relid
-      AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid
-     WHERE r.ev_class <> reach.relid
-  ), copies AS (
-    SELECT reach.relid FROM reach JOIN pg_class c ON c.oid = reach.relid
-     WHERE c.relkind = 'm' AND c.relnamespace <> 'crm_data'::regnamespace
-    UNION
-    SELECT c.oid FROM crm.data_copy dc JOIN pg_class c ON c.oid = dc.relation::oid
-     WHERE c.relnamespace <> 'crm_data'::regnamespace
-  )
-  SELECT string_agg(format('%s (%s)', c.oid::regclass, CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'table' END), ', ' ORDER BY c.oid::regclass::text),
-         string_agg(g.grants, ', ' ORDER BY c.oid::regclass::text)
-    INTO bad, granted FROM copies x JOIN pg_class c ON c.oid = x.relid
-    LEFT JOIN LATERAL (
-      SELECT string_agg(DISTINCT format('%s to %s', c.oid::regclass, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), ', ') AS grants
-        FROM aclexplode(c.relacl) a
-       WHERE a.grantee <> c.relowner
-         AND (a.grantee = 0 OR a.grantee::regrole::text IN ('crm_user', 'crm_app')
-              OR EXISTS (SELECT 1 FROM crm.principal p WHERE p.login = a.grantee::regrole::text))) g ON true;
+  SELECT x.copies, x.granted INTO bad, granted FROM crm._copies_of_data() x;
   IF bad IS NULL THEN
     status := 'pass'; detail := 'no relation outside crm_data holds rows copied from it'; fix := NULL;
   ELSE
