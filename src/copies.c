@@ -498,7 +498,8 @@ check_policy(Node *stmt)
 void
 crm_copies_check_utility(Node *stmt)
 {
-	if (creating_extension || !crm_ready())
+	if (!(IsA(stmt, CreatePolicyStmt) || IsA(stmt, AlterPolicyStmt) || IsA(stmt, RenameStmt) || IsA(stmt, DropStmt)) ||
+		creating_extension || !crm_ready())
 		return;
 	check_policy(stmt);
 }

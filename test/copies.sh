@@ -97,6 +97,13 @@ for who in cp_adm cp_rm1; do
   ok "$(err $who "CREATE TABLE cp.ok_$who AS SELECT 1 AS x" "SELECT * INTO cp.ok2_$who FROM cp.ok_$who")" "no error" "$who: a CREATE TABLE AS / SELECT INTO not reading crm_data works"
 done
 
+denied=0
+for i in $(seq 1 30); do
+  denied=$(su -c "SELECT count(*) FROM crm.audit_log WHERE action = 'DENIED' AND detail ->> 'message' = 'CREATE TABLE AS cp.c_cp_rm1 reading crm_data.customer is not allowed'")
+  [ "$denied" -ge 2 ] && break; sleep 0.5
+done
+ok "$denied" "2" "a refused copy is a DENIED event (each of the two tries above)"
+
 # the pooled app acting as the admin: refused too
 out=$(psql -X -qAt -v VERBOSITY=verbose -U cp_app -d $db 2>&1 <<SQL
 BEGIN;
@@ -205,6 +212,19 @@ ok "$(as cp_adm "SELECT crm.drop_wall('cp_wall')" >/dev/null; policies)" "$befor
 ok "$(su -c "SELECT crm._apply_policies('customer')" >/dev/null; policies)" "$before" "crm._apply_policies (the maintenance role) rebuilds the same policies"
 ok "$(as cp_adm "SELECT crm.create_object('cp_thing', 'Thing')" >/dev/null; su -c "SELECT count(*) FROM pg_policy WHERE polrelid = 'crm_data.cp_thing'::regclass")" "4" \
    "create_object still makes a new table's four policies"
+
+# pg_restore recreates crm's policies (a wall's too) on the restored tables
+tmp=${CRM_TEST_DIR:-$(mktemp -d)}
+as cp_adm "SELECT crm.add_wall('cp_wall2', 'customer', \$\$name = '张三'\$\$, ARRAY[$(su -c "SELECT id FROM crm.principal WHERE login = 'cp_rm2'")]::bigint[])" >/dev/null
+before=$(policies)
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ${db}_r" -c "CREATE DATABASE ${db}_r" >/dev/null 2>&1
+pg_dump -Fc -d $db -f "$tmp/copies.dump" 2>"$tmp/copies_dump.err"
+pg_restore -d ${db}_r "$tmp/copies.dump" >"$tmp/copies_restore.err" 2>&1
+ok "$(grep -c ERROR "$tmp/copies_restore.err")" "0" "pg_restore of a database with crm's policies and a wall: no errors"
+ok "$(psql -X -qAt -d ${db}_r -c "SELECT string_agg(polname || ':' || polpermissive || ':' || pg_get_expr(polqual, polrelid), ' | ' ORDER BY polname) FROM pg_policy WHERE polrelid = 'crm_data.customer'::regclass")" \
+   "$before" "the restored table has the same policies"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ${db}_r" >/dev/null 2>&1
+as cp_adm "SELECT crm.drop_wall('cp_wall2')" >/dev/null
 
 # --- rules on what reads or writes crm_data ---------------------------------------------------------
 ok "$(err cp_adm "CREATE RULE cap AS ON INSERT TO cp.v_cp_adm DO INSTEAD INSERT INTO cp.ok_cp_adm VALUES (1)")" \
