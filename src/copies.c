@@ -20,6 +20,9 @@
  *     recreating a missing crm policy).
  *   - CREATE RULE on a relation that reads or writes crm_data (or by its own actions would) is
  *     refused: a rule runs with its owner's rights and can capture what others write through it.
+ * Not covered: INSERT ... SELECT (or a PL/pgSQL loop) writing what a principal reads into a table it
+ * made. That is the principal writing down what it may see, as any client can; it runs as that
+ * principal, masked for it, and is not a declarative copy that a refresh would fill anew.
  */
 #include "crm.h"
 
@@ -228,7 +231,7 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 
 		f->rv = rv;
 		f->temp = rv->relpersistence == RELPERSISTENCE_TEMP ||
-			(rv->schemaname != NULL && strcmp(rv->schemaname, "pg_temp") == 0);
+			(rv->schemaname != NULL && strncmp(rv->schemaname, "pg_temp", 7) == 0);	/* pg_temp, pg_temp_N */
 		f->what = c->objtype == OBJECT_MATVIEW ? "CREATE MATERIALIZED VIEW" :
 			c->is_select_into ? (f->temp ? "SELECT INTO TEMPORARY" : "SELECT INTO") :
 			(f->temp ? "CREATE TEMPORARY TABLE AS" : "CREATE TABLE AS");
