@@ -217,12 +217,16 @@ ok "$(as cp_adm "SELECT crm.create_object('cp_thing', 'Thing')" >/dev/null; su -
 tmp=${CRM_TEST_DIR:-$(mktemp -d)}
 as cp_adm "SELECT crm.add_wall('cp_wall2', 'customer', \$\$name = '张三'\$\$, ARRAY[$(su -c "SELECT id FROM crm.principal WHERE login = 'cp_rm2'")]::bigint[])" >/dev/null
 before=$(policies)
+su -c "CREATE MATERIALIZED VIEW cp.mv_keep AS SELECT id FROM crm_data.customer" >/dev/null
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ${db}_r" -c "CREATE DATABASE ${db}_r" >/dev/null 2>&1
 pg_dump -Fc -d $db -f "$tmp/copies.dump" 2>"$tmp/copies_dump.err"
 pg_restore -d ${db}_r "$tmp/copies.dump" >"$tmp/copies_restore.err" 2>&1
 ok "$(grep -c ERROR "$tmp/copies_restore.err")" "0" "pg_restore of a database with crm's policies and a wall: no errors"
 ok "$(psql -X -qAt -d ${db}_r -c "SELECT string_agg(polname || ':' || polpermissive || ':' || pg_get_expr(polqual, polrelid), ' | ' ORDER BY polname) FROM pg_policy WHERE polrelid = 'crm_data.customer'::regclass")" \
    "$before" "the restored table has the same policies"
+ok "$(psql -X -qAt -d ${db}_r -c "SELECT count(*) FROM cp.mv_keep" -c "SELECT detail FROM crm.compliance_report() WHERE \"check\" = 'copies of crm_data'")" \
+   "$(printf '2\ncopies of crm_data: cp.mv_keep (materialized view)')" "the maintenance role's materialized view is restored and refreshed, and listed by the restored report"
+su -c "DROP MATERIALIZED VIEW cp.mv_keep" >/dev/null
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ${db}_r" >/dev/null 2>&1
 as cp_adm "SELECT crm.drop_wall('cp_wall2')" >/dev/null
 
