@@ -6,8 +6,8 @@ CREATE ROLE regress_stamp_app LOGIN IN ROLE crm_app;
 SELECT crm.add_principal('regress_stamp_rm', 'Stamp RM', :hq) AS rm \gset
 SELECT crm.create_object('visit_note', 'Visit note');
 SELECT crm.add_field('visit_note', 'body', 'text');
--- the stamp runs as its own code whatever the caller may see; let RMs see their own notes here
-CREATE POLICY regress_own ON crm_data.visit_note USING (owner_id = crm.current_principal());
+-- the stamp runs as its own code whatever the caller may see (RMs see their own notes: the builtin
+-- rm grant; a hand-made policy on a managed table is refused since issue 15)
 -- a principal's insert: owner, unit, created/updated set for it, whatever it claims
 SET ROLE regress_stamp_rm;
 INSERT INTO crm_data.visit_note (body, created_at, created_by, updated_at, updated_by)

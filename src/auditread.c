@@ -278,13 +278,15 @@ void
 crm_auditread_end(QueryDesc *qd)
 {
 	bool		copy_out = qd->dest && qd->dest->mydest == DestCopyOut;
+	/* rows that fill a table or materialized view are EXPORT events of copies.c, one per statement */
+	bool		fill = qd->dest && (qd->dest->mydest == DestIntoRel || qd->dest->mydest == DestTransientRel);
 
 	if (depth > 0)
 		depth--;
 	if (qd->estate && depth == 0)
 		rows_out = qd->estate->es_processed;
 	note_referenced(qd);
-	if (qd->operation == CMD_SELECT && qd->estate &&
+	if (qd->operation == CMD_SELECT && qd->estate && !fill &&
 		(copy_out || (depth == 0 && qd->estate->es_processed > (uint64) crm_export_threshold)))
 	{
 		Oid			nsp = get_namespace_oid("crm_data", true);

@@ -108,6 +108,16 @@ extern HeapTuple crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup,
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);
 
+/* copies.c: no silent copies of crm_data; policies and rules on what reads it */
+typedef struct CrmCopyFrame CrmCopyFrame;
+struct QueryDesc;
+extern CrmCopyFrame *crm_copies_push(Node *stmt, bool explain_analyze);
+extern void crm_copies_pop(CrmCopyFrame *f);
+extern void crm_copies_check_utility(Node *stmt);
+extern void crm_copies_after_utility(Node *stmt, CrmCopyFrame *copy);
+extern void crm_copies_executor_start(struct QueryDesc *qd);
+extern void crm_copies_executor_end(struct QueryDesc *qd);
+
 /* masking.c: dynamic masking (preloaded only) */
 extern void crm_masking_init(void);
 extern void crm_masking_reset(void);

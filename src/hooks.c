@@ -18,6 +18,7 @@
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static int	explain_analyze_depth = 0;
 
 static bool
@@ -43,9 +44,12 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
+	CrmCopyFrame *volatile copy;
 
 	crm_masking_check_utility(pstmt->utilityStmt);
 	crm_audit_check_utility(pstmt->utilityStmt);
+	crm_copies_check_utility(pstmt->utilityStmt);
+	copy = crm_copies_push(pstmt->utilityStmt, guard);
 
 	if (guard)
 		explain_analyze_depth++;
@@ -60,9 +64,11 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	{
 		if (guard)
 			explain_analyze_depth--;
+		crm_copies_pop(copy);
 	}
 	PG_END_TRY();
 
+	crm_copies_after_utility(pstmt->utilityStmt, copy);
 	crm_audit_after_utility(pstmt->utilityStmt, queryString, context == PROCESS_UTILITY_TOPLEVEL);
 
 	/* SET ROLE / SET SESSION AUTHORIZATION change who is acting */
@@ -98,10 +104,21 @@ crm_ExecutorStart(QueryDesc *queryDesc, int eflags)
 						 errhint("Use EXPLAIN without ANALYZE.")));
 		}
 	}
+	crm_copies_executor_start(queryDesc);
 	if (prev_ExecutorStart)
 		prev_ExecutorStart(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
+crm_ExecutorEnd(QueryDesc *queryDesc)
+{
+	crm_copies_executor_end(queryDesc);
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
 }
 
 void
@@ -111,5 +128,7 @@ crm_hooks_init(void)
 	ProcessUtility_hook = crm_ProcessUtility;
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = crm_ExecutorStart;
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = crm_ExecutorEnd;
 	crm_audit_hooks_init();
 }

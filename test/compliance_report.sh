@@ -21,7 +21,7 @@ reload() { psql -X -qAt -d postgres -c "SELECT pg_reload_conf()" >/dev/null; sle
 datadir=$(psql -X -qAt -d postgres -c "SHOW data_directory")
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-ok "$(su -c "SELECT count(*) FROM crm.compliance_report()")" "11" "eleven checks"
+ok "$(su -c "SELECT count(*) FROM crm.compliance_report()")" "12" "twelve checks"
 ok "$(st 'crm preloaded')" "pass" "crm preloaded: pass"
 ok "$(st 'row security')" "pass" "row security on every managed table: pass"
 ok "$(st 'crm triggers')" "pass" "crm's triggers: pass"

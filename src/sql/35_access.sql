@@ -21,8 +21,12 @@ CREATE FUNCTION crm._parent_of(object text, OUT field text, OUT parent text)
    ORDER BY f.position LIMIT 1
 $$;
 
--- (Re)build the policies of one managed table from what crm's catalogs say.
-CREATE FUNCTION crm._apply_policies(object text)
+-- (Re)build the policies of one managed table from what crm's catalogs say. Policies on managed
+-- tables change only inside crm._apply_policies (C: copies.c), which opens the DDL guard for this
+-- one table while it runs this; called any other way, its policy statements are refused.
+CREATE FUNCTION crm._apply_policies(object text) RETURNS void
+  LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'crm_apply_policies';
+CREATE FUNCTION crm._build_policies(object text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   t text := format('crm_data.%I', object);
@@ -41,7 +45,7 @@ BEGIN
     robj := object; rkey := 'id';
   END IF;
   SELECT string_agg(format(' OR %I OPERATOR(pg_catalog.=) crm.current_principal()', f.name), '' ORDER BY f.position) INTO extra
-    FROM crm.field f WHERE f.object = _apply_policies.object AND f.type = 'reference'
+    FROM crm.field f WHERE f.object = _build_policies.object AND f.type = 'reference'
      AND f.options ->> 'object' = 'principal' AND (f.options ->> 'grants_read')::boolean;
   FOR pol IN SELECT p.polname FROM pg_policy p WHERE p.polrelid = t::regclass AND p.polname LIKE 'crm\_%' LOOP
     EXECUTE format('DROP POLICY %I ON %s', pol.polname, t);
@@ -60,7 +64,7 @@ BEGIN
 
   -- walls on this object, and on its parent (a child of a walled record is walled too)
   FOR w IN SELECT x.name, x.object, x.condition FROM crm.wall x
-            WHERE x.object = _apply_policies.object OR (par.field IS NOT NULL AND x.object = par.parent) ORDER BY x.name LOOP
+            WHERE x.object = _build_policies.object OR (par.field IS NOT NULL AND x.object = par.parent) ORDER BY x.name LOOP
     IF w.object = object THEN
       -- the condition is evaluated by C on the real values (the masking hook masks every other
       -- qual a principal's query carries, views' included)

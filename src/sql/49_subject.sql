@@ -152,6 +152,7 @@ RETURNS TABLE ("check" text, status text, detail text, fix text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   bad text;
+  granted text;
   n bigint;
   k record;
   v record;
@@ -235,6 +236,17 @@ BEGIN
   ELSE
     status := 'fail'; detail := 'other grants: ' || bad;
     fix := 'REVOKE them; give people access by making them principals (crm.add_principal) in crm_user.';
+  END IF;
+  RETURN NEXT;
+
+  "check" := 'copies of crm_data';
+  SELECT x.copies, x.granted INTO bad, granted FROM crm._copies_of_data() x;
+  IF bad IS NULL THEN
+    status := 'pass'; detail := 'no relation outside crm_data holds rows copied from it'; fix := NULL;
+  ELSE
+    status := 'fail';
+    detail := 'copies of crm_data: ' || bad || coalesce('; granted: ' || granted, '');
+    fix := 'Drop them (DROP MATERIALIZED VIEW / DROP TABLE) and give readers a view instead: row security and masking follow whoever reads a view. Revoke every grant of a copy to crm_user, crm_app, principals and PUBLIC.';
   END IF;
   RETURN NEXT;
 
