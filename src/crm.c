@@ -11,7 +11,10 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "parser/parse_expr.h"
 #include "parser/parser.h"
+#include "utils/array.h"
+#include "utils/float.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -222,11 +225,19 @@ int			crm_internal_depth = 0;
  * (e.g. pg_catalog, crm, pg_temp: nothing in a schema the caller controls can be resolved, and
  * pg_temp, named last, is searched after pg_catalog and crm, for relations and types only, never
  * for functions or operators), and the settings that change what a given SQL text means
- * (standard_conforming_strings: '\d' would lose its backslash; DateStyle: ISO, so that dates read
- * back as written), set only when the caller has changed them. Returns the GUC nest level to hand
+ * (standard_conforming_strings: '\d' would lose its backslash; DateStyle and IntervalStyle, so that
+ * dates and intervals read back as written; transform_null_equals: x = NULL would become x IS NULL;
+ * array_nulls; extra_float_digits, so that floats are written back whole), set only when the
+ * caller has changed them. Returns the GUC nest level to hand
  * to crm_unpin_search_path(). Like a function's SET clause: an error unwinds it with the
  * (sub)transaction.
  */
+static void
+pin(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
 int
 crm_pin_search_path(const char *path)
 {
@@ -235,11 +246,17 @@ crm_pin_search_path(const char *path)
 	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	if (!standard_conforming_strings)
-		(void) set_config_option("standard_conforming_strings", "on", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		pin("standard_conforming_strings", "on");
 	if (DateStyle != USE_ISO_DATES)
-		(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		pin("datestyle", "ISO");
+	if (IntervalStyle != INTSTYLE_POSTGRES)
+		pin("intervalstyle", "postgres");
+	if (Transform_null_equals)
+		pin("transform_null_equals", "off");
+	if (!Array_nulls)
+		pin("array_nulls", "on");
+	if (extra_float_digits != 1)
+		pin("extra_float_digits", "1");
 	return nest;
 }
 

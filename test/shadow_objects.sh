@@ -200,6 +200,9 @@ as sh_admin -c "SELECT crm.add_wall('sh_re', 'customer', \$\$name ~ '^\\w+ Lei\$
 ok "$(as sh_admin -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Li Lei'")" "0" "the regex wall hides Li Lei from the admin"
 ok "$(as sh_admin -c "SET standard_conforming_strings = off" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Li Lei'" | tail -1)" "0" \
    "also with standard_conforming_strings off (the backslash is not lost)"
+as sh_admin -c "SELECT crm.add_wall('sh_tne', 'customer', \$\$(segment = NULL) IS NULL AND name = 'Wang Fang'\$\$, ARRAY[crm.current_principal()]::bigint[])" >/dev/null
+ok "$(as sh_admin -c "SET transform_null_equals = on" -c "SET intervalstyle = sql_standard" -c "SET array_nulls = off" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Wang Fang'" | tail -1)" "0" \
+   "a wall reading x = NULL holds with transform_null_equals on (and other parse settings changed)"
 lilei=$(psql -X -qAt -d $db -c "SELECT id FROM crm_data.customer WHERE name = 'Li Lei'")
 ok "$(as sh_admin -c "SET standard_conforming_strings = off" -c "SELECT bool_and(NOT allowed) FROM crm.explain_access(crm.current_principal(), 'customer', $lilei)" | tail -1)" \
    "t" "and explain_access agrees"

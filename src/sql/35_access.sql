@@ -281,7 +281,8 @@ CREATE FUNCTION crm.explain_access(principal bigint, object text, record_id bigi
 RETURNS TABLE (privilege text, allowed boolean, because text[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   -- walls are compiled SQL: read them back in the environment they were written in
-  SET standard_conforming_strings = on SET datestyle = 'ISO' AS $$
+  SET standard_conforming_strings = on SET datestyle = 'ISO' SET intervalstyle = 'postgres'
+  SET transform_null_equals = off SET array_nulls = on AS $$
 DECLARE
   par record; rec record; a record; w record; s record;
   priv text; obj text; keyval bigint; assignee boolean := false;
@@ -392,7 +393,8 @@ RETURNS TABLE (principal_id bigint, login text, display_name text, org_unit text
                can_read bigint, can_edit bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   -- walls are compiled SQL: read them back in the environment they were written in
-  SET standard_conforming_strings = on SET datestyle = 'ISO' AS $$
+  SET standard_conforming_strings = on SET datestyle = 'ISO' SET intervalstyle = 'postgres'
+  SET transform_null_equals = off SET array_nulls = on AS $$
 DECLARE p record; o record; par record; r record; e record; walls text;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') AND NOT crm._caller_has_role('crm_auditor') THEN
