@@ -1938,7 +1938,7 @@ PG_FUNCTION_INFO_V1(crm_audit_verify_digest);
 Datum
 crm_audit_verify_digest(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *dg = PG_GETARG_JSONB_P(0);
+	Jsonb	   *dg = (crm_require_arg(fcinfo, 0, "crm.audit_verify", "digest"), PG_GETARG_JSONB_P(0));
 	CrmUserSwitch sw;
 	VerifyOut  *vo = palloc0(sizeof(VerifyOut));
 	MemoryContext cxt = CurrentMemoryContext;

@@ -1498,6 +1498,8 @@ crm_check_encrypted(PG_FUNCTION_ARGS)
 {
 	text	   *v;
 
+	crm_require_arg(fcinfo, 0, "crm.check_encrypted", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_encrypted", "field");
 	if (PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
 	v = PG_GETARG_TEXT_PP(2);
@@ -1707,14 +1709,19 @@ PG_FUNCTION_INFO_V1(crm_shred_subject);
 Datum
 crm_shred_subject(PG_FUNCTION_ARGS)
 {
-	int64		customer = PG_GETARG_INT64(0);
-	text	   *reason = PG_GETARG_TEXT_PP(1);
-	char	   *subject = psprintf("customer:%lld", (long long) customer);
+	int64		customer;
+	text	   *reason;
+	char	   *subject;
 	CrmUserSwitch sw;
 	volatile bool destroyed = false;
 	uint8		fp[FP_LEN];
 	volatile int64 dkid = 0;
 
+	crm_require_arg(fcinfo, 0, "crm._shred_subject", "customer_id");
+	crm_require_arg(fcinfo, 1, "crm._shred_subject", "reason");
+	customer = PG_GETARG_INT64(0);
+	reason = PG_GETARG_TEXT_PP(1);
+	subject = psprintf("customer:%lld", (long long) customer);
 	keyring_require();
 	if (!xact_callbacks)
 	{

@@ -592,22 +592,31 @@ PG_FUNCTION_INFO_V1(crm_rule_trigger);
 Datum
 crm_rule_trigger(PG_FUNCTION_ARGS)
 {
-	char	   *rule = text_to_cstring(PG_GETARG_TEXT_PP(0));	/* not granted: crm passes no NULL here */
-	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *event = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *tgname = psprintf("crm_rule_%s", rule);
-	Relation	rel = open_object(object);
-	Oid			relid = RelationGetRelid(rel);
+	char	   *rule, *object, *event, *tgname;
+	Relation	rel;
+	Oid			relid;
 	CreateTrigStmt *st;
 	ObjectAddress addr;
 	char	   *def;
 
+	crm_require_arg(fcinfo, 0, "crm._rule_trigger", "rule");
+	crm_require_arg(fcinfo, 1, "crm._rule_trigger", "object");
+	crm_require_arg(fcinfo, 2, "crm._rule_trigger", "event");
+	rule = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	object = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	event = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	tgname = psprintf("crm_rule_%s", rule);
+	rel = open_object(object);
+	relid = RelationGetRelid(rel);
 	table_close(rel, AccessShareLock);
 	crm_drop_trigger(relid, tgname);
 	if (PG_ARGISNULL(3))
 		PG_RETURN_NULL();
 	if (strcmp(event, "insert") != 0 && strcmp(event, "update") != 0 && strcmp(event, "delete") != 0)
-		elog(ERROR, "crm._rule_trigger: event rules only");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rule \"%s\": a trigger is made only for the events insert, update and delete, not \"%s\"",
+						crm_short(rule), crm_short(event))));
 	st = makeNode(CreateTrigStmt);
 	st->trigname = tgname;
 	st->relation = makeRangeVar("crm_data", object, -1);
@@ -1151,13 +1160,17 @@ PG_FUNCTION_INFO_V1(crm_rule_call);
 Datum
 crm_rule_call(PG_FUNCTION_ARGS)
 {
-	Oid			fn = PG_GETARG_OID(0);
-	Oid			role = get_role_oid(NameStr(*PG_GETARG_NAME(2)), false);
+	Oid			fn;
+	Oid			role;
 	Oid			save_user;
 	int			save_sec;
 	int			save_depth = crm_internal_depth;
 	FmgrInfo	fi;
 
+	crm_require_arg(fcinfo, 0, "crm._rule_call", "fn");
+	crm_require_arg(fcinfo, 2, "crm._rule_call", "definer");
+	fn = PG_GETARG_OID(0);
+	role = get_role_oid(NameStr(*PG_GETARG_NAME(2)), false);
 	if (PG_ARGISNULL(1))
 		PG_RETURN_VOID();
 	if (pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)

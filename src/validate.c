@@ -305,6 +305,9 @@ crm_check_field(PG_FUNCTION_ARGS)
 	char	   *type;
 	const char *p;
 
+	crm_require_arg(fcinfo, 0, "crm.check_field", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_field", "field");
+	crm_require_arg(fcinfo, 2, "crm.check_field", "type");
 	if (PG_ARGISNULL(3))
 		PG_RETURN_BOOL(true);
 	type = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -328,6 +331,9 @@ crm_check_picklist(PG_FUNCTION_ARGS)
 	int			n;
 	StringInfoData buf;
 
+	crm_require_arg(fcinfo, 0, "crm.check_picklist", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_picklist", "field");
+	crm_require_arg(fcinfo, 3, "crm.check_picklist", "allowed");
 	if (PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
 	value = PG_GETARG_TEXT_PP(2);
@@ -399,6 +405,8 @@ crm_check_document(PG_FUNCTION_ARGS)
 {
 	text	   *v;
 
+	crm_require_arg(fcinfo, 0, "crm.check_document", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_document", "field");
 	if (PG_ARGISNULL(3))
 		PG_RETURN_BOOL(true);
 	v = PG_GETARG_TEXT_PP(3);

@@ -225,13 +225,19 @@ PG_FUNCTION_INFO_V1(crm_workflow_trigger);
 Datum
 crm_workflow_trigger(PG_FUNCTION_ARGS)
 {
-	char	   *wf = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *field = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *tgname = psprintf("crm_wf_%s", wf);
-	Oid			nsp = get_namespace_oid("crm_data", false);
-	Oid			relid = get_relname_relid(object, nsp);
+	char	   *wf, *object, *field, *tgname;
+	Oid			nsp, relid;
 
+	crm_require_arg(fcinfo, 0, "crm._workflow_trigger", "workflow");
+	crm_require_arg(fcinfo, 1, "crm._workflow_trigger", "object");
+	crm_require_arg(fcinfo, 2, "crm._workflow_trigger", "field");
+	crm_require_arg(fcinfo, 3, "crm._workflow_trigger", "install");
+	wf = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	object = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	field = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	tgname = psprintf("crm_wf_%s", wf);
+	nsp = get_namespace_oid("crm_data", false);
+	relid = get_relname_relid(object, nsp);
 	if (!OidIsValid(relid))
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("object \"%s\" does not exist", object)));
 	crm_drop_trigger(relid, tgname);

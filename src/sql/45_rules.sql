@@ -120,7 +120,7 @@ CREATE FUNCTION crm._rule_trigger(rule text, object text, event text, condition 
 CREATE FUNCTION crm._rule_fire() RETURNS trigger
   LANGUAGE c AS 'MODULE_PATHNAME', 'crm_rule_fire';
 CREATE FUNCTION crm._run_rule(rule text) RETURNS bigint
-  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_run_rule';
+  LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'crm_run_rule';
 CREATE FUNCTION crm._render(template text, object text, rec jsonb, owner_id bigint, recipient bigint, kind text) RETURNS text
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_render';
 CREATE FUNCTION crm._outer_user() RETURNS name
