@@ -198,7 +198,7 @@ read_whole_file(const char *path, const struct stat *st)
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open crm key file \"%s\": %m", path)));
+				 errmsg("could not open crm key file \"%s\": %m", crm_short(path))));
 	buf = palloc(st->st_size + 1);
 	n = fread(buf, 1, st->st_size, f);
 	FreeFile(f);
@@ -240,9 +240,9 @@ check_mode(const char *path, const struct stat *st)
 	if (st->st_mode & (S_IRWXG | S_IRWXO))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("crm key file \"%s\" is accessible to other users", path),
+				 errmsg("crm key file \"%s\" is accessible to other users", crm_short(path)),
 				 errdetail("A key file must not be readable or writable by its group or others."),
-				 errhint("chmod 600 \"%s\"", path)));
+				 errhint("chmod 600 \"%s\"", crm_shortn(path, 256))));
 }
 
 static void
@@ -288,7 +288,7 @@ parse_keyring(const char *path, const struct stat *st)
 			if (idlen == 0 || idlen >= sizeof(keys[0].id) || !parse_hex(hex, hexlen, raw, MK_LEN))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONFIG_FILE_ERROR),
-						 errmsg("invalid line %d in crm key file \"%s\"", lineno, path),
+						 errmsg("invalid line %d in crm key file \"%s\"", lineno, crm_short(path)),
 						 errdetail("Each line is a key id (letters, digits, _ - .) and 64 hexadecimal digits (a 256-bit key); the last line is the current key."),
 						 errhint("For example: k2026 followed by the output of: openssl rand -hex 32")));
 			id[idlen] = '\0';
@@ -296,7 +296,7 @@ parse_keyring(const char *path, const struct stat *st)
 				if (strcmp(keys[i].id, id) == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_CONFIG_FILE_ERROR),
-							 errmsg("crm key file \"%s\" lists key \"%s\" twice", path, id)));
+							 errmsg("crm key file \"%s\" lists key \"%s\" twice", crm_short(path), crm_short(id))));
 			if (n == cap)
 			{
 				cap *= 2;
@@ -312,7 +312,7 @@ parse_keyring(const char *path, const struct stat *st)
 		if (n == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("crm key file \"%s\" holds no key", path),
+					 errmsg("crm key file \"%s\" holds no key", crm_short(path)),
 					 errhint("Add a line: a key id and 64 hexadecimal digits.")));
 	}
 	PG_CATCH();
@@ -385,11 +385,11 @@ keyring_require(void)
 	if (!is_absolute_path(crm_keyring))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("crm.keyring must be an absolute path, not \"%s\"", crm_keyring)));
+				 errmsg("crm.keyring must be an absolute path, not \"%s\"", crm_short(crm_keyring))));
 	if (stat(crm_keyring, &st) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not read crm key file \"%s\": %m", crm_keyring),
+				 errmsg("could not read crm key file \"%s\": %m", crm_short(crm_keyring)),
 				 errhint("crm.keyring names the master key file; check the setting and the file.")));
 	check_mode(crm_keyring, &st);
 	if (mkeys == NULL || loaded_path == NULL || strcmp(loaded_path, crm_keyring) != 0 ||
@@ -428,13 +428,13 @@ keyring_require(void)
 	else if (errno != ENOENT)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not read crm shredded-key list \"%s\": %m", spath)));
+				 errmsg("could not read crm shredded-key list \"%s\": %m", crm_short(spath))));
 	else if (shred_file_exists)
 	{
 		/* the list vanished: refuse rather than bring shredded keys back */
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("crm shredded-key list \"%s\" has disappeared", spath),
+				 errmsg("crm shredded-key list \"%s\" has disappeared", crm_short(spath)),
 				 errhint("Restore it from where the key file is kept: it lists the data keys of forgotten customers.")));
 	}
 	checked_lxid = MyProc->lxid;
@@ -516,7 +516,7 @@ unwrap_key(int64 dkid, const char *mkid, bytea *wrapped, uint8 *dk)
 	if (mk == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("master key \"%s\" is not in the crm key file \"%s\"", mkid, crm_keyring),
+				 errmsg("master key \"%s\" is not in the crm key file \"%s\"", crm_short(mkid), crm_short(crm_keyring)),
 				 errdetail("Data key %lld is wrapped by it.", (long long) dkid),
 				 errhint("Keep every master key that still wraps data keys in the key file; crm.rotate_master_key() moves them all to the current key.")));
 	if (VARSIZE_ANY_EXHDR(wrapped) != WRAPPED_LEN)
@@ -536,7 +536,7 @@ unwrap_key(int64 dkid, const char *mkid, bytea *wrapped, uint8 *dk)
 	if (!equal_ct(mac, w + IV_LEN + 80, 32))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("data key %lld does not unwrap with master key \"%s\"", (long long) dkid, mkid),
+				 errmsg("data key %lld does not unwrap with master key \"%s\"", (long long) dkid, crm_short(mkid)),
 				 errdetail("The key file holds a different key under that id, or the wrapped key was altered."),
 				 errhint("Check that crm.keyring names the key file this database's keys were made with.")));
 	plain = aes(false, mk->enc, w, w + IV_LEN, 80);
@@ -904,7 +904,7 @@ data_relid(const char *object)
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("object \"%s\" does not exist", object)));
+				 errmsg("object \"%s\" does not exist", crm_short(object))));
 	return relid;
 }
 
@@ -1018,7 +1018,7 @@ decrypt_value(text *stored, const char *object, const char *field, bool *erased)
 	if (dkid == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("field %s.%s holds a value that is not crm ciphertext", object, field)));
+				 errmsg("field %s.%s holds a value that is not crm ciphertext", crm_short(object), crm_short(field))));
 	dk = data_key(dkid);
 	if (dk->erased)
 	{
@@ -1030,13 +1030,13 @@ decrypt_value(text *stored, const char *object, const char *field, bool *erased)
 	if (bloblen < IV_LEN + 16 + MAC_LEN || (bloblen - IV_LEN - MAC_LEN) % 16 != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("encrypted value of field %s.%s is damaged", object, field)));
+				 errmsg("encrypted value of field %s.%s is damaged", crm_short(object), crm_short(field))));
 	value_mac(dk->key, dkid, object, field, (uint8 *) blob, (uint8 *) blob + IV_LEN,
 			  bloblen - IV_LEN - MAC_LEN, mac);
 	if (!equal_ct(mac, (uint8 *) blob + bloblen - MAC_LEN, MAC_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("encrypted value of field %s.%s does not verify", object, field),
+				 errmsg("encrypted value of field %s.%s does not verify", crm_short(object), crm_short(field)),
 				 errdetail("It was altered, or copied from another field.")));
 	pt = aes(false, dk->key, (uint8 *) blob, blob + IV_LEN, bloblen - IV_LEN - MAC_LEN);
 	return (text *) pt;			/* bytea and text share a representation */
@@ -1178,7 +1178,7 @@ validate_plain(CryptRel *cr, CryptField *f, Relation rel, HeapTuple tup, const c
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("invalid %s in field %s.%s: %s", f->type, cr->object, f->name, problem)));
+				 errmsg("invalid %s in field %s.%s: %s", crm_short(f->type), crm_short(cr->object), crm_short(f->name), problem)));
 }
 
 /*
@@ -1284,8 +1284,8 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						 errmsg("cannot store a new value in encrypted field %s.%s: its key was shredded",
-								cr->object, f->name),
-						 errdetail("The record belongs to %s, forgotten by crm.forget_subject().", subject)));
+								crm_short(cr->object), crm_short(f->name)),
+						 errdetail("The record belongs to %s, forgotten by crm.forget_subject().", crm_shortn(subject, 256))));
 			cols[ncols] = f->attnum;
 			vals[ncols] = PointerGetDatum(encrypt_value(se->dkid, data_key(se->dkid)->key, cr->object, f->name,
 														VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain)));
@@ -1507,7 +1507,7 @@ crm_check_encrypted(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("field %s.%s is encrypted: it stores only ciphertext",
-						text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1))),
+						crm_short(text_to_cstring(PG_GETARG_TEXT_PP(0))), crm_short(text_to_cstring(PG_GETARG_TEXT_PP(1)))),
 				 errdetail("A plaintext value reached the table without passing crm's write trigger.")));
 	PG_RETURN_BOOL(true);
 }
@@ -1531,7 +1531,7 @@ crm_blind_index(PG_FUNCTION_ARGS)
 	if (f == NULL || f->bidx_attnum <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("field %s.%s has no blind index", object, field),
+				 errmsg("field %s.%s has no blind index", crm_short(object), crm_short(field)),
 				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
 	v = PG_GETARG_TEXT_PP(2);
 	PG_RETURN_BYTEA_P(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
@@ -1628,7 +1628,7 @@ write_shreds(void)
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open crm shredded-key list \"%s\": %m", path),
+				 errmsg("could not open crm shredded-key list \"%s\": %m", crm_short(path)),
 				 errhint("The directory of the key file must be writable by the server to forget a subject.")));
 	if (write(fd, b.data, b.len) != b.len || pg_fsync(fd) != 0)
 	{
@@ -1638,7 +1638,7 @@ write_shreds(void)
 		errno = save;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not write crm shredded-key list \"%s\": %m", path)));
+				 errmsg("could not write crm shredded-key list \"%s\": %m", crm_short(path))));
 	}
 	CloseTransientFile(fd);
 }

@@ -22,7 +22,7 @@ refuse(const char *object, const char *what)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid condition for object \"%s\": %s", object, what),
+			 errmsg("invalid condition for object \"%s\": %s", crm_short(object), crm_short(what)),
 			 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 }
 
@@ -60,7 +60,7 @@ crm_check_condition(PG_FUNCTION_ARGS)
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("object \"%s\" does not exist", object)));
+				 errmsg("object \"%s\" does not exist", crm_short(object))));
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT (%s) FROM crm_data.%s", cond, quote_identifier(object));
@@ -88,7 +88,7 @@ crm_check_condition(PG_FUNCTION_ARGS)
 			ReThrowError(ed);
 		ereport(ERROR,
 				(errcode(ed->sqlerrcode),
-				 errmsg("invalid condition for object \"%s\": %s", object, ed->message),
+				 errmsg("invalid condition for object \"%s\": %s", crm_short(object), crm_short(ed->message)),
 				 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 	}
 	PG_END_TRY();
@@ -114,7 +114,7 @@ crm_check_condition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("invalid condition for object \"%s\": it is of type %s, not boolean",
-						object, format_type_be(exprType((Node *) te->expr))),
+						crm_short(object), crm_short(format_type_be(exprType((Node *) te->expr)))),
 				 errhint("Compare a field with a value, e.g. segment = 'private_banking'.")));
 	if (contain_volatile_functions((Node *) te->expr))
 		refuse(object, "volatile functions (such as random() or now()-changing ones) are not allowed");
