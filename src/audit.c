@@ -1446,7 +1446,7 @@ summarize_log_ranges(void)
 		e = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		ereport(LOG, (errmsg("crm audit: block ranges of the log were not summarized: %s", crm_short(e->message))));
+		ereport(LOG, (errmsg("crm audit: block ranges of the log were not summarized: %s", e->message)));
 		FreeErrorData(e);
 	}
 	PG_END_TRY();
@@ -2055,7 +2055,7 @@ refuse(const char *what, const char *rel, const char *hint)
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("%s %s is not allowed", crm_short(what), crm_short(rel)),
 			 errdetail("crm keeps its audit trail complete: the log is append-only and crm's triggers stay enabled, for table owners and superusers too."),
-			 hint ? errhint("%s", crm_shortn(hint, 256)) : 0));
+			 hint ? errhint("%s", hint) : 0));
 }
 
 /* An empty log (being installed or restored) has nothing to hide. */

@@ -198,7 +198,7 @@ read_whole_file(const char *path, const struct stat *st)
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open crm key file \"%s\": %m", crm_short(path))));
+				 errmsg("could not open crm key file \"%s\": %m", path)));
 	buf = palloc(st->st_size + 1);
 	n = fread(buf, 1, st->st_size, f);
 	FreeFile(f);
@@ -240,9 +240,9 @@ check_mode(const char *path, const struct stat *st)
 	if (st->st_mode & (S_IRWXG | S_IRWXO))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("crm key file \"%s\" is accessible to other users", crm_short(path)),
+				 errmsg("crm key file \"%s\" is accessible to other users", path),
 				 errdetail("A key file must not be readable or writable by its group or others."),
-				 errhint("chmod 600 \"%s\"", crm_shortn(path, 256))));
+				 errhint("chmod 600 \"%s\"", path)));
 }
 
 static void
@@ -288,7 +288,7 @@ parse_keyring(const char *path, const struct stat *st)
 			if (idlen == 0 || idlen >= sizeof(keys[0].id) || !parse_hex(hex, hexlen, raw, MK_LEN))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONFIG_FILE_ERROR),
-						 errmsg("invalid line %d in crm key file \"%s\"", lineno, crm_short(path)),
+						 errmsg("invalid line %d in crm key file \"%s\"", lineno, path),
 						 errdetail("Each line is a key id (letters, digits, _ - .) and 64 hexadecimal digits (a 256-bit key); the last line is the current key."),
 						 errhint("For example: k2026 followed by the output of: openssl rand -hex 32")));
 			id[idlen] = '\0';
@@ -296,7 +296,7 @@ parse_keyring(const char *path, const struct stat *st)
 				if (strcmp(keys[i].id, id) == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_CONFIG_FILE_ERROR),
-							 errmsg("crm key file \"%s\" lists key \"%s\" twice", crm_short(path), crm_short(id))));
+							 errmsg("crm key file \"%s\" lists key \"%s\" twice", path, crm_short(id))));
 			if (n == cap)
 			{
 				cap *= 2;
@@ -312,7 +312,7 @@ parse_keyring(const char *path, const struct stat *st)
 		if (n == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("crm key file \"%s\" holds no key", crm_short(path)),
+					 errmsg("crm key file \"%s\" holds no key", path),
 					 errhint("Add a line: a key id and 64 hexadecimal digits.")));
 	}
 	PG_CATCH();
@@ -385,11 +385,11 @@ keyring_require(void)
 	if (!is_absolute_path(crm_keyring))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("crm.keyring must be an absolute path, not \"%s\"", crm_short(crm_keyring))));
+				 errmsg("crm.keyring must be an absolute path, not \"%s\"", crm_keyring)));
 	if (stat(crm_keyring, &st) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not read crm key file \"%s\": %m", crm_short(crm_keyring)),
+				 errmsg("could not read crm key file \"%s\": %m", crm_keyring),
 				 errhint("crm.keyring names the master key file; check the setting and the file.")));
 	check_mode(crm_keyring, &st);
 	if (mkeys == NULL || loaded_path == NULL || strcmp(loaded_path, crm_keyring) != 0 ||
@@ -428,13 +428,13 @@ keyring_require(void)
 	else if (errno != ENOENT)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not read crm shredded-key list \"%s\": %m", crm_short(spath))));
+				 errmsg("could not read crm shredded-key list \"%s\": %m", spath)));
 	else if (shred_file_exists)
 	{
 		/* the list vanished: refuse rather than bring shredded keys back */
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("crm shredded-key list \"%s\" has disappeared", crm_short(spath)),
+				 errmsg("crm shredded-key list \"%s\" has disappeared", spath),
 				 errhint("Restore it from where the key file is kept: it lists the data keys of forgotten customers.")));
 	}
 	checked_lxid = MyProc->lxid;
@@ -516,7 +516,7 @@ unwrap_key(int64 dkid, const char *mkid, bytea *wrapped, uint8 *dk)
 	if (mk == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("master key \"%s\" is not in the crm key file \"%s\"", crm_short(mkid), crm_short(crm_keyring)),
+				 errmsg("master key \"%s\" is not in the crm key file \"%s\"", crm_short(mkid), crm_keyring),
 				 errdetail("Data key %lld is wrapped by it.", (long long) dkid),
 				 errhint("Keep every master key that still wraps data keys in the key file; crm.rotate_master_key() moves them all to the current key.")));
 	if (VARSIZE_ANY_EXHDR(wrapped) != WRAPPED_LEN)
@@ -1628,7 +1628,7 @@ write_shreds(void)
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open crm shredded-key list \"%s\": %m", crm_short(path)),
+				 errmsg("could not open crm shredded-key list \"%s\": %m", path),
 				 errhint("The directory of the key file must be writable by the server to forget a subject.")));
 	if (write(fd, b.data, b.len) != b.len || pg_fsync(fd) != 0)
 	{
@@ -1638,7 +1638,7 @@ write_shreds(void)
 		errno = save;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not write crm shredded-key list \"%s\": %m", crm_short(path))));
+				 errmsg("could not write crm shredded-key list \"%s\": %m", path)));
 	}
 	CloseTransientFile(fd);
 }

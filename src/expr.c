@@ -22,7 +22,7 @@ refuse(const char *object, const char *what)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid condition for object \"%s\": %s", crm_short(object), crm_short(what)),
+			 errmsg("invalid condition for object \"%s\": %s", crm_short(object), what),
 			 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 }
 
@@ -88,7 +88,7 @@ crm_check_condition(PG_FUNCTION_ARGS)
 			ReThrowError(ed);
 		ereport(ERROR,
 				(errcode(ed->sqlerrcode),
-				 errmsg("invalid condition for object \"%s\": %s", crm_short(object), crm_short(ed->message)),
+				 errmsg("invalid condition for object \"%s\": %s", crm_short(object), crm_shortn(ed->message, 256)),
 				 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 	}
 	PG_END_TRY();

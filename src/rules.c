@@ -444,7 +444,7 @@ parse_rule_expr(CondCheck *c, const char *text)
 			FlushErrorState();
 			ereport(ERROR,
 					(errcode(ERRCODE_SYNTAX_ERROR),
-					 errmsg("the %s of %s is not valid SQL: %s", crm_short(c->what), crm_short(c->rule), crm_short(ed->message)),
+					 errmsg("the %s of %s is not valid SQL: %s", crm_short(c->what), crm_short(c->rule), crm_shortn(ed->message, 256)),
 					 errdetail("Found: %s", crm_shortn(text, 256))));
 		}
 		PG_END_TRY();

@@ -136,7 +136,7 @@ crm_suitability_check(PG_FUNCTION_ARGS)
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("%s refused: %s", crm_short(is_opp ? "winning this opportunity" : "this holding"), problem),
-			 detail ? errdetail("%s Customer %lld, product %lld.", crm_shortn(detail, 256), (long long) customer, (long long) product)
+			 detail ? errdetail("%s Customer %lld, product %lld.", detail, (long long) customer, (long long) product)
 			 : errdetail("Customer %lld, product %lld.", (long long) customer, (long long) product),
 			 errhint("Update the customer's assessment, or have compliance approve a suitability_override for this customer and product.")));
 	return PointerGetDatum(NULL);

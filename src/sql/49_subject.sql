@@ -380,6 +380,14 @@ BEGIN
           USING ERRCODE = '42501';
       END IF;
     END IF;
+  ELSIF coalesce(cardinality(a.cols), 0) = 0 THEN
+    -- a new record needs its fields: say which, rather than a syntax error from an empty INSERT
+    RAISE EXCEPTION 'upsert into % of a new record (% %) needs its fields in attrs', crm._short(upsert.object),
+        crm._short(source_system), crm._short(external_id) USING ERRCODE = '22023',
+      HINT = format('No %s record is known by this source id, so one is created; give at least its required fields: %s.',
+                    crm._short(upsert.object),
+                    coalesce((SELECT string_agg(f.name, ', ' ORDER BY f.position) FROM crm.fields f
+                               WHERE f.object = upsert.object AND f.required AND f.default_value IS NULL), 'none'));
   ELSE
     EXECUTE format('INSERT INTO crm_data.%I (%s) VALUES (%s) RETURNING id', upsert.object,
                    (SELECT string_agg(quote_ident(c), ', ') FROM unnest(a.cols) c), array_to_string(a.vals, ', '))
