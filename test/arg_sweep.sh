@@ -3,8 +3,8 @@
 # function of crm are generated from pg_proc (test/lib/arg_sweep.sql; new functions are covered
 # without editing this file): each argument in turn NULL, empty, 1 MB, extreme numbers, odd arrays,
 # malformed JSON, composite rows of NULLs, the others left at benign values; plus every argument
-# NULL. They run as four logins: a superuser, an RM principal, a crm_app login acting as the RM, and a
-# login that is not a principal. Each call runs in a subtransaction that is rolled back (so calls
+# NULL. They run as five logins: a superuser, an RM principal, a crm_app login acting as the RM, an
+# admin principal (crm_admin) and a login that is not a principal. Each call runs in a subtransaction that is rolled back (so calls
 # that drop, shred or erase leave the sweep's database as it was) under a statement_timeout; an
 # ordinary error is fine. The test fails, naming the call, on a lost connection (crash or FATAL), a
 # server restart, an XX000, or an error message (with detail and hint) over 2 kB.
@@ -28,9 +28,11 @@ DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sweep_rm') THEN CREATE ROLE sweep_rm LOGIN; END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sweep_app') THEN CREATE ROLE sweep_app LOGIN IN ROLE crm_app; END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sweep_nobody') THEN CREATE ROLE sweep_nobody LOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sweep_admin') THEN CREATE ROLE sweep_admin LOGIN; END IF;
 END $$;
 SELECT crm.add_org_unit('Sweep HQ') AS hq \gset
 SELECT crm.add_principal('sweep_rm', 'Sweep RM', :hq) AS rm \gset
+SELECT crm.add_principal('sweep_admin', 'Sweep Admin', :hq, ARRAY['admin']) AS admin \gset
 INSERT INTO crm_data.customer (owner_id, name, id_type, id_number, mobile)
   VALUES (:rm, 'Sweep Customer', 'id_card', '11010519491231002X', '13800000000');
 SELECT crm.add_field('customer', 'passport_no', 'text', '{"encrypted": true, "searchable": true, "sensitivity": "sensitive"}');
@@ -67,7 +69,7 @@ sweep() {
 
 t0=$(started)
 logpos=0; [ -n "$log" ] && [ -f "$log" ] && logpos=$(stat -c %s "$log")
-for who in sweep_nobody:'' sweep_rm:'' sweep_app:sweep_rm postgres:''; do
+for who in sweep_nobody:'' sweep_rm:'' sweep_app:sweep_rm sweep_admin:'' postgres:''; do
   login=${who%%:*}; act=${who#*:}
   s=$(date +%s)
   sweep "$login" "$act" >"$tmp/fail.$login" 2>&1
