@@ -13,6 +13,8 @@ GRANT USAGE ON SCHEMA sweep TO PUBLIC;
 -- definer). Returns NULL for success or an ordinary error; a line naming the call for an internal
 -- error (XX000) or an error whose message, detail and hint together exceed 2 kB. A crash is caught by
 -- the driver (the connection is lost). act_as: a pooled app first acts as this principal.
+CREATE TABLE sweep.outcome (login name DEFAULT session_user, st text);   -- SWEEP: the call ran to its end
+GRANT INSERT ON sweep.outcome TO PUBLIC;
 CREATE FUNCTION sweep.try(q text, act_as text) RETURNS text LANGUAGE plpgsql AS $fn$
 DECLARE st text; m text; d text; h text;
 BEGIN
@@ -21,11 +23,14 @@ BEGIN
     EXECUTE q;
     RAISE EXCEPTION 'sweep: roll back' USING ERRCODE = 'SWEEP';
   EXCEPTION
-    WHEN query_canceled THEN RETURN NULL;   -- statement_timeout: a long call is not a failure
+    WHEN query_canceled THEN   -- statement_timeout: a long call is not a failure
+      INSERT INTO sweep.outcome (st) VALUES ('57014');
+      RETURN NULL;
     WHEN OTHERS THEN
       GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL,
                               h = PG_EXCEPTION_HINT;
   END;
+  INSERT INTO sweep.outcome (st) VALUES (st);
   IF st = 'SWEEP' THEN RETURN NULL; END IF;
   IF st = 'XX000' THEN
     RETURN format('XX000 internal error: %s -- in: %s', left(m, 200), q);
