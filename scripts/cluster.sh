@@ -30,6 +30,8 @@ crm_ensure_packages() {
   [ -f /usr/include/gssapi/gssapi.h ] || need+=(libkrb5-dev)
   # sha256.c uses OpenSSL's SHA-256 block function (the server links the same libcrypto)
   [ -f /usr/include/openssl/sha.h ] || need+=(libssl-dev)
+  # test/fuzz_sqlsmith.sh fires random queries with sqlsmith
+  command -v sqlsmith >/dev/null || need+=(sqlsmith)
   command -v gcc >/dev/null || need+=(gcc)
   command -v make >/dev/null || need+=(make)
   if [ ${#need[@]} -gt 0 ]; then

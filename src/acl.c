@@ -93,7 +93,7 @@ parse_priv(text *t)
 			return i;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown privilege \"%s\"", s),
+			 errmsg("unknown privilege \"%s\"", crm_short(s)),
 			 errhint("Privileges are read, create, edit and delete.")));
 	return -1;
 }
@@ -237,7 +237,7 @@ acl_lookup(int64 principal, const char *object, int priv)
 	if (strlen(object) >= ACL_OBJECT_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("object name \"%s\" is too long", object)));
+				 errmsg("object name \"%s\" is too long", crm_short(object))));
 	acl_init_cache();
 	memset(&key, 0, sizeof(key));
 	key.principal = principal;

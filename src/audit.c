@@ -974,7 +974,7 @@ audit_trigger_table(Relation rel)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("crm's audit triggers may only be used on crm's tables"),
-				 errdetail("Table %s is not in crm_data or crm.", RelationGetRelationName(rel))));
+				 errdetail("Table %s is not in crm_data or crm.", crm_shortn(RelationGetRelationName(rel), 256))));
 }
 
 /* SQL function: crm._audit_row() returns trigger (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW) */
@@ -1132,7 +1132,7 @@ crm_audit_append_only(PG_FUNCTION_ARGS)
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s is append-only", CALLED_AS_TRIGGER(fcinfo) ? RelationGetRelationName(td->tg_relation) : "the audit log"),
+			 errmsg("%s is append-only", crm_short(CALLED_AS_TRIGGER(fcinfo) ? RelationGetRelationName(td->tg_relation) : "the audit log")),
 			 errdetail("Audit entries and blocks are never updated, deleted or truncated, by anyone."),
 			 errhint("Old months leave through crm.audit_retention().")));
 	PG_RETURN_NULL();
@@ -1154,7 +1154,7 @@ crm_audit_detach(PG_FUNCTION_ARGS)
 	if (sscanf(part, "audit_log_y%4dm%2d%c", &y, &m, &tail) != 2 || strlen(part) != 18)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" is not a monthly audit partition", part)));
+				 errmsg("\"%s\" is not a monthly audit partition", crm_short(part))));
 	PG_TRY();
 	{
 		Oid			types[1] = {TEXTOID};
@@ -1170,7 +1170,7 @@ crm_audit_detach(PG_FUNCTION_ARGS)
 		if (SPI_processed != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("audit partition %s is not a partition that ended more than a month ago", part)));
+					 errmsg("audit partition %s is not a partition that ended more than a month ago", crm_short(part))));
 		crm_audit_internal_ddl = true;
 		SPI_execute(psprintf("ALTER TABLE crm.audit_log DETACH PARTITION crm.%s", quote_identifier(part)), false, 0);
 		SPI_execute(psprintf("DROP TABLE crm.%s", quote_identifier(part)), false, 0);
@@ -1965,7 +1965,7 @@ PG_FUNCTION_INFO_V1(crm_audit_verify_digest);
 Datum
 crm_audit_verify_digest(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *dg = PG_GETARG_JSONB_P(0);
+	Jsonb	   *dg = (crm_require_arg(fcinfo, 0, "crm.audit_verify", "digest"), PG_GETARG_JSONB_P(0));
 	CrmUserSwitch sw;
 	VerifyOut  *vo = palloc0(sizeof(VerifyOut));
 	MemoryContext cxt = CurrentMemoryContext;
@@ -1988,7 +1988,7 @@ crm_audit_verify_digest(PG_FUNCTION_ARGS)
 		if (f->isnull)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("a digest needs \"%s\"", keys[i]),
+					 errmsg("a digest needs \"%s\"", crm_short(keys[i])),
 					 errhint("Pass what crm.audit_digest() returned.")));
 	}
 	want_block = pg_strtoint64(TextDatumGetCString(parts[0]));
@@ -2080,7 +2080,7 @@ refuse(const char *what, const char *rel, const char *hint)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s %s is not allowed", what, rel),
+			 errmsg("%s %s is not allowed", crm_short(what), crm_short(rel)),
 			 errdetail("crm keeps its audit trail complete: the log is append-only and crm's triggers stay enabled, for table owners and superusers too."),
 			 hint ? errhint("%s", hint) : 0));
 }

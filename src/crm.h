@@ -198,4 +198,9 @@ extern const char *crm_cn_mobile_problem(const char *s, size_t len);
 extern const char *crm_email_problem(const char *s, size_t len);
 extern void crm_check_document_value(const char *obj, const char *fld, const char *dtype, const char *s, size_t len);
 
+/* args.c: NULL arguments refused by name; user values cut short for error messages */
+extern void crm_require_arg(FunctionCallInfo fcinfo, int argno, const char *func, const char *argname);
+extern const char *crm_short(const char *s);	/* errmsg: 64 characters */
+extern const char *crm_shortn(const char *s, int n);	/* errdetail, errhint: 256 */
+
 #endif							/* CRM_H */

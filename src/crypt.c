@@ -296,7 +296,7 @@ parse_keyring(const char *path, const struct stat *st)
 				if (strcmp(keys[i].id, id) == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_CONFIG_FILE_ERROR),
-							 errmsg("crm key file \"%s\" lists key \"%s\" twice", path, id)));
+							 errmsg("crm key file \"%s\" lists key \"%s\" twice", path, crm_short(id))));
 			if (n == cap)
 			{
 				cap *= 2;
@@ -516,7 +516,7 @@ unwrap_key(int64 dkid, const char *mkid, bytea *wrapped, uint8 *dk)
 	if (mk == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("master key \"%s\" is not in the crm key file \"%s\"", mkid, crm_keyring),
+				 errmsg("master key \"%s\" is not in the crm key file \"%s\"", crm_short(mkid), crm_keyring),
 				 errdetail("Data key %lld is wrapped by it.", (long long) dkid),
 				 errhint("Keep every master key that still wraps data keys in the key file; crm.rotate_master_key() moves them all to the current key.")));
 	if (VARSIZE_ANY_EXHDR(wrapped) != WRAPPED_LEN)
@@ -536,7 +536,7 @@ unwrap_key(int64 dkid, const char *mkid, bytea *wrapped, uint8 *dk)
 	if (!equal_ct(mac, w + IV_LEN + 80, 32))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("data key %lld does not unwrap with master key \"%s\"", (long long) dkid, mkid),
+				 errmsg("data key %lld does not unwrap with master key \"%s\"", (long long) dkid, crm_short(mkid)),
 				 errdetail("The key file holds a different key under that id, or the wrapped key was altered."),
 				 errhint("Check that crm.keyring names the key file this database's keys were made with.")));
 	plain = aes(false, mk->enc, w, w + IV_LEN, 80);
@@ -935,7 +935,7 @@ data_relid(const char *object)
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("object \"%s\" does not exist", object)));
+				 errmsg("object \"%s\" does not exist", crm_short(object))));
 	return relid;
 }
 
@@ -1049,7 +1049,7 @@ decrypt_value(text *stored, const char *object, const char *field, bool *erased)
 	if (dkid == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("field %s.%s holds a value that is not crm ciphertext", object, field)));
+				 errmsg("field %s.%s holds a value that is not crm ciphertext", crm_short(object), crm_short(field))));
 	dk = data_key(dkid);
 	if (dk->erased)
 	{
@@ -1061,13 +1061,13 @@ decrypt_value(text *stored, const char *object, const char *field, bool *erased)
 	if (bloblen < IV_LEN + 16 + MAC_LEN || (bloblen - IV_LEN - MAC_LEN) % 16 != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("encrypted value of field %s.%s is damaged", object, field)));
+				 errmsg("encrypted value of field %s.%s is damaged", crm_short(object), crm_short(field))));
 	value_mac(dk->key, dkid, object, field, (uint8 *) blob, (uint8 *) blob + IV_LEN,
 			  bloblen - IV_LEN - MAC_LEN, mac);
 	if (!equal_ct(mac, (uint8 *) blob + bloblen - MAC_LEN, MAC_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("encrypted value of field %s.%s does not verify", object, field),
+				 errmsg("encrypted value of field %s.%s does not verify", crm_short(object), crm_short(field)),
 				 errdetail("It was altered, or copied from another field.")));
 	pt = aes(false, dk->key, (uint8 *) blob, blob + IV_LEN, bloblen - IV_LEN - MAC_LEN);
 	return (text *) pt;			/* bytea and text share a representation */
@@ -1209,7 +1209,7 @@ validate_plain(CryptRel *cr, CryptField *f, Relation rel, HeapTuple tup, const c
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("invalid %s in field %s.%s: %s", f->type, cr->object, f->name, problem)));
+				 errmsg("invalid %s in field %s.%s: %s", crm_short(f->type), crm_short(cr->object), crm_short(f->name), problem)));
 }
 
 /*
@@ -1322,8 +1322,8 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						 errmsg("cannot store a new value in encrypted field %s.%s: its key was shredded",
-								cr->object, f->name),
-						 errdetail("The record belongs to %s, forgotten by crm.forget_subject().", subject)));
+								crm_short(cr->object), crm_short(f->name)),
+						 errdetail("The record belongs to %s, forgotten by crm.forget_subject().", crm_shortn(subject, 256))));
 			cols[ncols] = f->attnum;
 			vals[ncols] = PointerGetDatum(encrypt_value(se->dkid, data_key(se->dkid)->key, cr->object, f->name,
 														VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain)));
@@ -1538,6 +1538,8 @@ crm_check_encrypted(PG_FUNCTION_ARGS)
 {
 	text	   *v;
 
+	crm_require_arg(fcinfo, 0, "crm.check_encrypted", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_encrypted", "field");
 	if (PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
 	v = PG_GETARG_TEXT_PP(2);
@@ -1545,7 +1547,7 @@ crm_check_encrypted(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("field %s.%s is encrypted: it stores only ciphertext",
-						text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1))),
+						crm_short(text_to_cstring(PG_GETARG_TEXT_PP(0))), crm_short(text_to_cstring(PG_GETARG_TEXT_PP(1)))),
 				 errdetail("A plaintext value reached the table without passing crm's write trigger.")));
 	PG_RETURN_BOOL(true);
 }
@@ -1569,7 +1571,7 @@ crm_blind_index(PG_FUNCTION_ARGS)
 	if (f == NULL || f->bidx_attnum <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("field %s.%s has no blind index", object, field),
+				 errmsg("field %s.%s has no blind index", crm_short(object), crm_short(field)),
 				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
 	v = PG_GETARG_TEXT_PP(2);
 	PG_RETURN_BYTEA_P(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
@@ -1799,14 +1801,19 @@ PG_FUNCTION_INFO_V1(crm_shred_subject);
 Datum
 crm_shred_subject(PG_FUNCTION_ARGS)
 {
-	int64		customer = PG_GETARG_INT64(0);
-	text	   *reason = PG_GETARG_TEXT_PP(1);
-	char	   *subject = psprintf("customer:%lld", (long long) customer);
+	int64		customer;
+	text	   *reason;
+	char	   *subject;
 	CrmUserSwitch sw;
 	volatile bool destroyed = false;
 	uint8		fp[FP_LEN];
 	volatile int64 dkid = 0;
 
+	crm_require_arg(fcinfo, 0, "crm._shred_subject", "customer_id");
+	crm_require_arg(fcinfo, 1, "crm._shred_subject", "reason");
+	customer = PG_GETARG_INT64(0);
+	reason = PG_GETARG_TEXT_PP(1);
+	subject = psprintf("customer:%lld", (long long) customer);
 	keyring_require();
 	if (!xact_callbacks)
 	{

@@ -218,7 +218,7 @@ refuse(const char *object, const char *what)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid condition for object \"%s\": %s", object, what),
+			 errmsg("invalid condition for object \"%s\": %s", crm_short(object), what),
 			 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 }
 
@@ -251,7 +251,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("object \"%s\" does not exist", object)));
+				 errmsg("object \"%s\" does not exist", crm_short(object))));
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT (%s) FROM crm_data.%s", cond, quote_identifier(object));
@@ -279,7 +279,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 			ReThrowError(ed);
 		ereport(ERROR,
 				(errcode(ed->sqlerrcode),
-				 errmsg("invalid condition for object \"%s\": %s", object, ed->message),
+				 errmsg("invalid condition for object \"%s\": %s", crm_short(object), crm_shortn(ed->message, 256)),
 				 errhint("A condition is one boolean SQL expression over the object's fields, e.g. segment = 'private_banking'.")));
 	}
 	PG_END_TRY();
@@ -305,7 +305,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("invalid condition for object \"%s\": it is of type %s, not boolean",
-						object, format_type_be(exprType((Node *) te->expr))),
+						crm_short(object), crm_short(format_type_be(exprType((Node *) te->expr)))),
 				 errhint("Compare a field with a value, e.g. segment = 'private_banking'.")));
 	if (crm_find_bad_function((Node *) te->expr, &fc) && fc.untrusted)
 		ereport(ERROR,

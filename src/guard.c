@@ -262,7 +262,7 @@ crm_guard(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("the id of record %lld of %s cannot change", (long long) DatumGetInt64(a),
-							RelationGetRelationName(rel))),
+							crm_short(RelationGetRelationName(rel)))),
 					 errhint("Make a new record instead."));
 	}
 
@@ -299,7 +299,7 @@ crm_guard(PG_FUNCTION_ARGS)
 			if (!crm_acl_reaches(principal, relname, "edit", old_owner, old_unit))
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("permission denied to move record %lld of %s", (long long) id, relname),
+						 errmsg("permission denied to move record %lld of %s", (long long) id, crm_short(relname)),
 						 errdetail("You may edit it only through a share, which does not let you hand it on.")));
 			if (!crm_acl_reaches(principal, relname, "edit", new_owner, owner_home) ||
 				!(new_unit == old_unit || new_unit == owner_home ||
@@ -307,7 +307,7 @@ crm_guard(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("permission denied to move record %lld of %s to owner %lld in org unit %lld",
-								(long long) id, relname, (long long) new_owner, (long long) new_unit),
+								(long long) id, crm_short(relname), (long long) new_owner, (long long) new_unit),
 						 errdetail("The new owner, and a new org unit, must be within your own edit scope.")));
 		}
 	}
@@ -338,10 +338,10 @@ crm_guard(PG_FUNCTION_ARGS)
 							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 							 errmsg("permission denied to take record %lld of %s into your own book",
 									(long long) DatumGetInt64(heap_getattr(newtup, crm_std_attnum(rel, "id", INT8OID), desc, &isnull)),
-									RelationGetRelationName(rel)),
+									crm_short(RelationGetRelationName(rel))),
 							 errdetail("Field %s.%s is %s for you on others' records and %s on your own.",
-									   RelationGetRelationName(rel), e->levels.fields[i].name,
-									   level_name(e->levels.fields[i].rank), level_name(e->levels.fields[i].own_rank)),
+									   crm_shortn(RelationGetRelationName(rel), 256), crm_shortn(e->levels.fields[i].name, 256),
+									   crm_shortn(level_name(e->levels.fields[i].rank), 256), crm_shortn(level_name(e->levels.fields[i].own_rank), 256)),
 							 errhint("Someone whose access does not change with ownership (an admin) can reassign it.")));
 	}
 
@@ -390,8 +390,8 @@ crm_guard(PG_FUNCTION_ARGS)
 		if (changed)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied to write field %s.%s", RelationGetRelationName(rel), f->name),
-					 errdetail("Your level for this field on this record is %s.", level_name(rank)),
+					 errmsg("permission denied to write field %s.%s", crm_short(RelationGetRelationName(rel)), crm_short(f->name)),
+					 errdetail("Your level for this field on this record is %s.", crm_shortn(level_name(rank), 256)),
 					 errhint(oldtup ? "An UPDATE that leaves the field unchanged is allowed."
 							 : "Leave the field out of the INSERT, or at its default.")));
 	}
@@ -410,8 +410,8 @@ crm_write_denied(PG_FUNCTION_ARGS)
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied to write field %s.%s",
-					PG_ARGISNULL(1) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(1)),
-					PG_ARGISNULL(2) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(2))),
+					crm_short(PG_ARGISNULL(1) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(1))),
+					crm_short(PG_ARGISNULL(2) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(2)))),
 			 errdetail("You may not read this field on this record, so you may not write it either.")));
 	PG_RETURN_NULL();
 }

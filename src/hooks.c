@@ -99,7 +99,7 @@ crm_ExecutorStart(QueryDesc *queryDesc, int eflags)
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("EXPLAIN ANALYZE of a query on %s.%s is not allowed",
-								"crm_data", get_rel_name(rte->relid)),
+								"crm_data", crm_short(get_rel_name(rte->relid))),
 						 errdetail("Its row counts would reveal records that row-level security hides."),
 						 errhint("Use EXPLAIN without ANALYZE.")));
 		}

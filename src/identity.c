@@ -213,9 +213,9 @@ act_as_common(bool by_login, Datum key, const char *shown)
 	if (!OidIsValid(app_role) || !is_member_of_role_nosuper(outer, app_role))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to act as principal %s", shown),
+				 errmsg("permission denied to act as principal %s", crm_short(shown)),
 				 errdetail("Role \"%s\" is not a member of crm_app.",
-						   GetUserNameFromId(outer, false)),
+						   crm_shortn(GetUserNameFromId(outer, false), 256)),
 				 errhint("Only application roles granted crm_app may call crm.act_as().")));
 	/* masking of open queries and cursors was decided for the actor that started them */
 	if (crm_is_preloaded && crm_data_queries_open())
@@ -232,11 +232,11 @@ act_as_common(bool by_login, Datum key, const char *shown)
 	if (!lookup_principal(by_login, key, &principal, &active))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("principal %s does not exist", shown)));
+				 errmsg("principal %s does not exist", crm_short(shown))));
 	if (!active)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("principal %s is deactivated", shown),
+				 errmsg("principal %s is deactivated", crm_short(shown)),
 				 errhint("An administrator can reactivate it with crm.reactivate_principal().")));
 	if (!IsTransactionBlock())
 		ereport(NOTICE,

@@ -198,7 +198,7 @@ crm_mask(PG_FUNCTION_ARGS)
 		return crm_mask_full(fcinfo);
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown mask \"%s\"", kind),
+			 errmsg("unknown mask \"%s\"", crm_short(kind)),
 			 errhint("Masks are none, full, id_number, mobile, name, email, bank_card and hidden.")));
 	PG_RETURN_NULL();
 }

@@ -510,7 +510,7 @@ mask_query(Query *q, MaskState *st)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("MERGE into %s.%s is not supported for principals with masked fields",
-							"crm_data", RelationGetRelationName(rm.rel)),
+							"crm_data", crm_short(RelationGetRelationName(rm.rel))),
 					 errhint("Use INSERT ... ON CONFLICT or UPDATE.")));
 
 		/*

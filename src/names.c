@@ -22,7 +22,7 @@ crm_check_name(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s name must not be empty", kind)));
+				 errmsg("%s name must not be empty", crm_short(kind))));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	len = strlen(name);
 
@@ -33,32 +33,32 @@ crm_check_name(PG_FUNCTION_ARGS)
 		if (c >= 0x80)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_NAME),
-					 errmsg("invalid %s name %s", kind, quote_literal_cstr(name)),
+					 errmsg("invalid %s name %s", crm_short(kind), crm_short(quote_literal_cstr(name))),
 					 errdetail("The name contains a non-ASCII character at byte %d.", (int) i + 1),
 					 errhint("Use lower-case ASCII letters, digits and underscores, starting with a letter; put the display text in the label.")));
 		if (!((c >= 'a' && c <= 'z') || (i > 0 && ((c >= '0' && c <= '9') || c == '_'))))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_NAME),
-					 errmsg("invalid %s name %s", kind, quote_literal_cstr(name)),
+					 errmsg("invalid %s name %s", crm_short(kind), crm_short(quote_literal_cstr(name))),
 					 errdetail("Character %d (%s) is not allowed there.", (int) i + 1,
-							   quote_literal_cstr(pnstrdup(name + i, 1))),
+							   crm_shortn(quote_literal_cstr(pnstrdup(name + i, 1)), 256)),
 					 errhint("Use lower-case ASCII letters, digits and underscores, starting with a letter; put the display text in the label.")));
 	}
 	if (len > CRM_NAME_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("%s name \"%s\" is too long", kind, name),
+				 errmsg("%s name \"%s\" is too long", crm_short(kind), crm_short(name)),
 				 errdetail("Names have at most %d characters.", CRM_NAME_MAX)));
 	if (strncmp(name, "pg_", 3) == 0 || strncmp(name, "crm_", 4) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_RESERVED_NAME),
-				 errmsg("%s name \"%s\" is reserved", kind, name),
+				 errmsg("%s name \"%s\" is reserved", crm_short(kind), crm_short(name)),
 				 errdetail("Names starting with pg_ or crm_ are reserved for the system.")));
 	kw = ScanKeywordLookup(name, &ScanKeywords);
 	if (kw >= 0 && ScanKeywordCategories[kw] != UNRESERVED_KEYWORD)
 		ereport(ERROR,
 				(errcode(ERRCODE_RESERVED_NAME),
-				 errmsg("%s name \"%s\" is a reserved SQL word", kind, name),
-				 errhint("Choose another name, e.g. \"%s_%s\".", name, strcmp(kind, "field") == 0 ? "value" : "item")));
+				 errmsg("%s name \"%s\" is a reserved SQL word", crm_short(kind), crm_short(name)),
+				 errhint("Choose another name, e.g. \"%s_%s\".", crm_shortn(name, 256), crm_shortn(strcmp(kind, "field") == 0 ? "value" : "item", 256))));
 	PG_RETURN_TEXT_P(cstring_to_text(name));
 }

@@ -125,7 +125,7 @@ finite_or_error(DateADT d, const char *fn)
 	if (DATE_NOT_FINITE(d))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("%s() needs a finite date, not infinity", fn)));
+				 errmsg("%s() needs a finite date, not infinity", crm_short(fn))));
 }
 
 /* crm.days_until(d date[, today date]) returns integer: d - today */
@@ -267,9 +267,9 @@ unknown_field(CondCheck *c, const char *name)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_COLUMN),
-			 errmsg("unknown field \"%s\" in the %s of %s", name, c->what, c->rule),
-			 errdetail("Object \"%s\" has no field \"%s\".", c->object, name),
-			 errhint("Fields of %s: %s.", c->object, column_list(c->desc))));
+			 errmsg("unknown field \"%s\" in the %s of %s", crm_short(name), crm_short(c->what), crm_short(c->rule)),
+			 errdetail("Object \"%s\" has no field \"%s\".", crm_shortn(c->object, 256), crm_shortn(name, 256)),
+			 errhint("Fields of %s: %s.", crm_shortn(c->object, 256), crm_shortn(column_list(c->desc), 256))));
 }
 
 /* Check every name the raw expression uses; qualify bare field names with NEW (OLD for delete). */
@@ -289,7 +289,7 @@ check_raw(Node *node, CondCheck *c)
 			if (IsA(lfirst(lc), A_Star))
 				ereport(ERROR,
 						(errcode(ERRCODE_SYNTAX_ERROR),
-						 errmsg("the %s of %s cannot use *", c->what, c->rule),
+						 errmsg("the %s of %s cannot use *", crm_short(c->what), crm_short(c->rule)),
 						 errhint("Name the fields.")));
 		if (list_length(cr->fields) == 1)
 		{
@@ -311,15 +311,15 @@ check_raw(Node *node, CondCheck *c)
 				if (strcmp(q, "old") == 0 && strcmp(c->event, "insert") == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-							 errmsg("the %s of insert %s cannot use OLD", c->what, c->rule),
+							 errmsg("the %s of insert %s cannot use OLD", crm_short(c->what), crm_short(c->rule)),
 							 errdetail("A new record has no old values."),
-							 errhint("Use NEW.%s or %s.", f, f)));
+							 errhint("Use NEW.%s or %s.", crm_shortn(f, 256), crm_shortn(f, 256))));
 				if (strcmp(q, "new") == 0 && strcmp(c->event, "delete") == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-							 errmsg("the %s of delete %s cannot use NEW", c->what, c->rule),
+							 errmsg("the %s of delete %s cannot use NEW", crm_short(c->what), crm_short(c->rule)),
 							 errdetail("A deleted record has no new values."),
-							 errhint("Use OLD.%s or %s.", f, f)));
+							 errhint("Use OLD.%s or %s.", crm_shortn(f, 256), crm_shortn(f, 256))));
 				if (!has_column(c->desc, f))
 					unknown_field(c, f);
 				return false;
@@ -327,20 +327,20 @@ check_raw(Node *node, CondCheck *c)
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("the %s of %s names \"%s\", which is not a field of %s", c->what, c->rule,
-						NameListToString(cr->fields), c->object),
+				 errmsg("the %s of %s names \"%s\", which is not a field of %s", crm_short(c->what), crm_short(c->rule),
+						crm_short(NameListToString(cr->fields)), crm_short(c->object)),
 				 event ? errhint("Name fields as field, NEW.field or OLD.field.")
 				 : errhint("A scheduled rule names its object's fields directly, without a prefix.")));
 	}
 	if (IsA(node, SubLink))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("the %s of %s cannot contain a subquery", c->what, c->rule),
+				 errmsg("the %s of %s cannot contain a subquery", crm_short(c->what), crm_short(c->rule)),
 				 errhint("A condition is an expression over one record's fields.")));
 	if (IsA(node, ParamRef))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("the %s of %s cannot use parameters", c->what, c->rule)));
+				 errmsg("the %s of %s cannot use parameters", crm_short(c->what), crm_short(c->rule))));
 	if (IsA(node, FuncCall))
 	{
 		FuncCall   *fc = (FuncCall *) node;
@@ -349,13 +349,13 @@ check_raw(Node *node, CondCheck *c)
 		if (fc->over != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_WINDOWING_ERROR),
-					 errmsg("the %s of %s cannot use window functions", c->what, c->rule)));
+					 errmsg("the %s of %s cannot use window functions", crm_short(c->what), crm_short(c->rule))));
 		for (cl = FuncnameGetCandidates(fc->funcname, -1, NIL, false, false, false, true); cl; cl = cl->next)
 			if (get_func_prokind(cl->oid) == PROKIND_AGGREGATE)
 				ereport(ERROR,
 						(errcode(ERRCODE_GROUPING_ERROR),
-						 errmsg("the %s of %s cannot use aggregate function %s()", c->what, c->rule,
-								NameListToString(fc->funcname)),
+						 errmsg("the %s of %s cannot use aggregate function %s()", crm_short(c->what), crm_short(c->rule),
+								crm_short(NameListToString(fc->funcname))),
 						 errhint("A condition looks at one record at a time.")));
 	}
 	return raw_expression_tree_walker(node, check_raw, (void *) c);
@@ -390,7 +390,7 @@ parse_rule_expr(CondCheck *c, const char *text)
 	if (text == NULL || strspn(text, " \t\r\n") == strlen(text))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the %s of %s is empty", c->what, c->rule),
+				 errmsg("the %s of %s is empty", crm_short(c->what), crm_short(c->rule)),
 				 errhint("Give a SQL boolean expression such as aum > 1000000, or 'true'.")));
 	{
 		MemoryContext cxt = CurrentMemoryContext;
@@ -408,8 +408,8 @@ parse_rule_expr(CondCheck *c, const char *text)
 			FlushErrorState();
 			ereport(ERROR,
 					(errcode(ERRCODE_SYNTAX_ERROR),
-					 errmsg("the %s of %s is not valid SQL: %s", c->what, c->rule, ed->message),
-					 errdetail("Found: %s", text)));
+					 errmsg("the %s of %s is not valid SQL: %s", crm_short(c->what), crm_short(c->rule), crm_shortn(ed->message, 256)),
+					 errdetail("Found: %s", crm_shortn(text, 256))));
 		}
 		PG_END_TRY();
 	}
@@ -428,8 +428,8 @@ parse_rule_expr(CondCheck *c, const char *text)
 bad:
 	ereport(ERROR,
 			(errcode(ERRCODE_SYNTAX_ERROR),
-			 errmsg("the %s of %s must be a single SQL expression", c->what, c->rule),
-			 errdetail("Found: %s", text),
+			 errmsg("the %s of %s must be a single SQL expression", crm_short(c->what), crm_short(c->rule)),
+			 errdetail("Found: %s", crm_shortn(text, 256)),
 			 errhint("No FROM, no second statement, no alias: an expression over the record's fields.")));
 	return NULL;
 }
@@ -463,24 +463,24 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 	if (want_bool && exprType(node) != BOOLOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("the %s of %s must be boolean, not %s", c->what, c->rule, format_type_be(exprType(node))),
+				 errmsg("the %s of %s must be boolean, not %s", crm_short(c->what), crm_short(c->rule), crm_short(format_type_be(exprType(node)))),
 				 errhint("Compare the value, e.g. NEW.aum < OLD.aum * 0.7.")));
 	if (contain_agg_clause(node) || contain_window_function(node))
 		ereport(ERROR,
 				(errcode(ERRCODE_GROUPING_ERROR),
-				 errmsg("the %s of %s cannot use aggregate functions", c->what, c->rule)));
+				 errmsg("the %s of %s cannot use aggregate functions", crm_short(c->what), crm_short(c->rule))));
 	if (crm_find_bad_function(node, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the %s of %s %s", c->what, c->rule, crm_bad_function_text(&fc)),
+				 errmsg("the %s of %s %s", crm_short(c->what), crm_short(c->rule), crm_bad_function_text(&fc)),
 				 errdetail("Conditions run with crm's privileges; only PostgreSQL's and crm's own functions are allowed in them."),
 				 errhint("Use a \"call\" action for your own function: it runs with your privileges.")));
 	if (OidIsValid(fc.bad))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-				 errmsg("the %s of %s calls volatile function %s()", c->what, c->rule,
-						get_func_name(fc.bad)),
-				 errdetail("A rule's %s must give the same answer for the same record.", c->what),
+				 errmsg("the %s of %s calls volatile function %s()", crm_short(c->what), crm_short(c->rule),
+						crm_short(get_func_name(fc.bad))),
+				 errdetail("A rule's %s must give the same answer for the same record.", crm_shortn(c->what, 256)),
 				 errhint("Use stable or immutable functions (e.g. crm.days_until(), crm.today()).")));
 	return node;
 }
@@ -494,7 +494,7 @@ open_object(const char *object)
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("object \"%s\" does not exist", object),
+				 errmsg("object \"%s\" does not exist", crm_short(object)),
 				 errhint("See crm.object for the objects there are.")));
 	return table_open(relid, AccessShareLock);
 }
@@ -559,23 +559,37 @@ PG_FUNCTION_INFO_V1(crm_rule_trigger);
 Datum
 crm_rule_trigger(PG_FUNCTION_ARGS)
 {
-	char	   *rule = text_to_cstring(PG_GETARG_TEXT_PP(0));	/* not granted: crm passes no NULL here */
-	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *event = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *tgname = psprintf("crm_rule_%s", rule);
-	Relation	rel = open_object(object);
-	Oid			relid = RelationGetRelid(rel);
+	char	   *rule, *object, *event, *tgname;
+	Relation	rel;
+	Oid			relid;
 	CreateTrigStmt *st;
 	ObjectAddress addr;
 	char	   *def;
 	int			nest;
 
+	crm_require_arg(fcinfo, 0, "crm._rule_trigger", "rule");
+	crm_require_arg(fcinfo, 1, "crm._rule_trigger", "object");
+	crm_require_arg(fcinfo, 2, "crm._rule_trigger", "event");
+	rule = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	object = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	event = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	tgname = psprintf("crm_rule_%s", rule);
+	if (strlen(tgname) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("rule name \"%s\" is too long", crm_short(rule)),
+				 errdetail("A rule's trigger is named crm_rule_<rule>, at most %d bytes.", NAMEDATALEN - 1)));
+	rel = open_object(object);
+	relid = RelationGetRelid(rel);
 	table_close(rel, AccessShareLock);
 	crm_drop_trigger(relid, tgname);
 	if (PG_ARGISNULL(3))
 		PG_RETURN_NULL();
 	if (strcmp(event, "insert") != 0 && strcmp(event, "update") != 0 && strcmp(event, "delete") != 0)
-		elog(ERROR, "crm._rule_trigger: event rules only");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rule \"%s\": a trigger is made only for the events insert, update and delete, not \"%s\"",
+						crm_short(rule), crm_short(event))));
 	st = makeNode(CreateTrigStmt);
 	st->trigname = tgname;
 	st->relation = makeRangeVar("crm_data", object, -1);
@@ -707,7 +721,7 @@ run_statement(RuleEntry *e, const char *name, int nargs, Oid *types, Datum *vals
 	if (rule_depth >= crm_rule_max_depth)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("rule \"%s\" fired %d rules deep: its actions keep triggering rules", name, rule_depth),
+				 errmsg("rule \"%s\" fired %d rules deep: its actions keep triggering rules", crm_short(name), rule_depth),
 				 errdetail("Rules whose actions change records that fire them again (directly or through other rules) form a cycle."),
 				 errhint("Make the condition false once the action has run, or raise crm.rule_max_depth.")));
 	crm_switch_to_owner(&sw);
@@ -798,7 +812,7 @@ crm_run_rule(PG_FUNCTION_ARGS)
 	if (!e->exists)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("rule \"%s\" does not exist", name)));
+				 errmsg("rule \"%s\" does not exist", crm_short(name))));
 	PG_RETURN_INT64(run_statement(e, name, 1, types, vals));
 }
 
@@ -1004,7 +1018,7 @@ static void
 run_db(const char *db)
 {
 	if (!crm_run_db_worker("crm_scheduler_db_main", "crm scheduler run", db))
-		ereport(LOG, (errmsg("crm scheduler: no background worker slot free for database \"%s\"", db),
+		ereport(LOG, (errmsg("crm scheduler: no background worker slot free for database \"%s\"", crm_short(db)),
 					  errhint("Raise max_worker_processes.")));
 }
 
@@ -1070,7 +1084,7 @@ crm_scheduler_db_main(Datum arg)
 		SPI_processed == 1)
 		(void) SPI_execute("SELECT crm.run_due()", false, 0);
 	else
-		ereport(LOG, (errmsg("crm scheduler: database \"%s\" has no crm.run_due(); is crm installed there?", db)));
+		ereport(LOG, (errmsg("crm scheduler: database \"%s\" has no crm.run_due(); is crm installed there?", crm_short(db))));
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -1121,21 +1135,25 @@ PG_FUNCTION_INFO_V1(crm_rule_call);
 Datum
 crm_rule_call(PG_FUNCTION_ARGS)
 {
-	Oid			fn = PG_GETARG_OID(0);
-	Oid			role = get_role_oid(NameStr(*PG_GETARG_NAME(2)), false);
+	Oid			fn;
+	Oid			role;
 	Oid			save_user;
 	int			save_sec;
 	int			save_depth = crm_internal_depth;
 	volatile int nest = 0;
 	FmgrInfo	fi;
 
+	crm_require_arg(fcinfo, 0, "crm._rule_call", "fn");
+	crm_require_arg(fcinfo, 2, "crm._rule_call", "definer");
+	fn = PG_GETARG_OID(0);
+	role = get_role_oid(NameStr(*PG_GETARG_NAME(2)), false);
 	if (PG_ARGISNULL(1))
 		PG_RETURN_VOID();
 	if (pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function %s", format_procedure(fn)),
-				 errdetail("A rule's call action runs as the role that defined the rule, %s.", NameStr(*PG_GETARG_NAME(2)))));
+				 errmsg("permission denied for function %s", crm_short(format_procedure(fn))),
+				 errdetail("A rule's call action runs as the role that defined the rule, %s.", crm_shortn(NameStr(*PG_GETARG_NAME(2)), 256))));
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	crm_internal_depth = 0;

@@ -57,7 +57,7 @@ parent_owner_unit(StampCache *cache, int64 parent, const char *relname, const ch
 		outnull[0] || outnull[1])
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("%s.%s refers to record %lld, which does not exist", relname, field, (long long) parent)));
+				 errmsg("%s.%s refers to record %lld, which does not exist", crm_short(relname), crm_short(field), (long long) parent)));
 	cache->parent_owner = DatumGetInt64(out[0]);
 	cache->parent_unit = DatumGetInt64(out[1]);
 	cache->last_parent = parent;
@@ -90,7 +90,7 @@ owner_unit(int64 owner, const char *relname)
 								1, argtypes, values, out, outnull, 1) || outnull[0])
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("owner_id %lld of %s is not a principal", (long long) owner, relname)));
+				 errmsg("owner_id %lld of %s is not a principal", (long long) owner, crm_short(relname))));
 	return DatumGetInt64(out[0]);
 }
 
@@ -153,7 +153,7 @@ crm_stamp(PG_FUNCTION_ARGS)
 			if (cache->attnum[i] <= 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("managed table %s has no column %s", relname, col_names[i])));
+						 errmsg("managed table %s has no column %s", crm_short(relname), crm_short(col_names[i]))));
 		}
 		if (td->tg_trigger->tgnargs == 2)
 		{
@@ -164,7 +164,7 @@ crm_stamp(PG_FUNCTION_ARGS)
 			if (cache->parent_attnum <= 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("managed table %s has no column %s", relname, field)));
+						 errmsg("managed table %s has no column %s", crm_short(relname), crm_short(field))));
 			cache->parent_sql = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt,
 													psprintf("SELECT t.owner_id, t.org_unit_id FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1",
 															 quote_identifier(parent)));
@@ -203,8 +203,8 @@ crm_stamp(PG_FUNCTION_ARGS)
 				if (!crm_acl_reaches(principal, relname, "edit", oo, ou))
 					ereport(ERROR,
 							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-							 errmsg("permission denied to move a record of %s to another %s", relname,
-									td->tg_trigger->tgargs[1]),
+							 errmsg("permission denied to move a record of %s to another %s", crm_short(relname),
+									crm_short(td->tg_trigger->tgargs[1])),
 							 errdetail("You may edit it only through a share, which does not let you move it.")));
 			}
 		}
@@ -230,7 +230,7 @@ crm_stamp(PG_FUNCTION_ARGS)
 			if (!found)
 				ereport(ERROR,
 						(errcode(ERRCODE_NOT_NULL_VIOLATION),
-						 errmsg("owner_id of %s is required when no principal is acting", relname),
+						 errmsg("owner_id of %s is required when no principal is acting", crm_short(relname)),
 						 errhint("Give owner_id, or act as a principal.")));
 			owner = Int64GetDatum(principal);
 			SETCOL(COL_OWNER, owner, false);
@@ -302,7 +302,7 @@ crm_stamp(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("permission denied to create a record of %s for owner %lld in org unit %lld",
-								relname, (long long) owner, (long long) unit),
+								crm_short(relname), (long long) owner, (long long) unit),
 						 errdetail("The owner, and the org unit if it is not the owner's own, must be within your create scope.")));
 		}
 	}

@@ -22,7 +22,7 @@ col(HeapTuple t, TupleDesc d, const char *name, Datum *v)
 	if (att <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" is missing for the suitability check", name)));
+				 errmsg("column \"%s\" is missing for the suitability check", crm_short(name))));
 	*v = heap_getattr(t, att, d, &isnull);
 	return !isnull;
 }
@@ -135,7 +135,7 @@ crm_suitability_check(PG_FUNCTION_ARGS)
 		return PointerGetDatum(newt);
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
-			 errmsg("%s refused: %s", is_opp ? "winning this opportunity" : "this holding", problem),
+			 errmsg("%s refused: %s", crm_short(is_opp ? "winning this opportunity" : "this holding"), problem),
 			 detail ? errdetail("%s Customer %lld, product %lld.", detail, (long long) customer, (long long) product)
 			 : errdetail("Customer %lld, product %lld.", (long long) customer, (long long) product),
 			 errhint("Update the customer's assessment, or have compliance approve a suitability_override for this customer and product.")));

@@ -253,7 +253,7 @@ problem_of(const char *type, text *value)
 	if (fn == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" is not a validating type", type),
+				 errmsg("\"%s\" is not a validating type", crm_short(type)),
 				 errhint("Validating types are cn_id_number, uscc, bank_card, cn_mobile and email.")));
 	return fn(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
 }
@@ -291,7 +291,7 @@ refuse(const char *object, const char *field, const char *type, const char *prob
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
-			 errmsg("invalid %s in field %s.%s: %s", type, object, field, problem)));
+			 errmsg("invalid %s in field %s.%s: %s", crm_short(type), crm_short(object), crm_short(field), problem)));
 }
 
 /*
@@ -305,6 +305,9 @@ crm_check_field(PG_FUNCTION_ARGS)
 	char	   *type;
 	const char *p;
 
+	crm_require_arg(fcinfo, 0, "crm.check_field", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_field", "field");
+	crm_require_arg(fcinfo, 2, "crm.check_field", "type");
 	if (PG_ARGISNULL(3))
 		PG_RETURN_BOOL(true);
 	type = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -328,6 +331,9 @@ crm_check_picklist(PG_FUNCTION_ARGS)
 	int			n;
 	StringInfoData buf;
 
+	crm_require_arg(fcinfo, 0, "crm.check_picklist", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_picklist", "field");
+	crm_require_arg(fcinfo, 3, "crm.check_picklist", "allowed");
 	if (PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
 	value = PG_GETARG_TEXT_PP(2);
@@ -351,9 +357,9 @@ crm_check_picklist(PG_FUNCTION_ARGS)
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("invalid value %s for picklist field %s.%s",
-					quote_literal_cstr(text_to_cstring(value)),
-					text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1))),
-			 errdetail("Allowed values: %s.", buf.data)));
+					crm_short(quote_literal_cstr(text_to_cstring(value))),
+					crm_short(text_to_cstring(PG_GETARG_TEXT_PP(0))), crm_short(text_to_cstring(PG_GETARG_TEXT_PP(1)))),
+			 errdetail("Allowed values: %s.", crm_shortn(buf.data, 256))));
 	PG_RETURN_BOOL(false);
 }
 
@@ -369,7 +375,7 @@ crm_check_document_value(const char *obj, const char *fld, const char *dtype, co
 	if (dtype == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("field %s.%s has a value but its document type is missing", obj, fld),
+				 errmsg("field %s.%s has a value but its document type is missing", crm_short(obj), crm_short(fld)),
 				 errhint("Set the document type (for customers: id_type) together with the number.")));
 	if (strcmp(dtype, "id_card") == 0)
 	{
@@ -399,6 +405,8 @@ crm_check_document(PG_FUNCTION_ARGS)
 {
 	text	   *v;
 
+	crm_require_arg(fcinfo, 0, "crm.check_document", "object");
+	crm_require_arg(fcinfo, 1, "crm.check_document", "field");
 	if (PG_ARGISNULL(3))
 		PG_RETURN_BOOL(true);
 	v = PG_GETARG_TEXT_PP(3);
@@ -460,7 +468,7 @@ crm_make_cn_id_number(PG_FUNCTION_ARGS)
 	if (strlen(region) != 6 || !all_digits(region, 6) || !valid_province(num(region, 2)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid region code \"%s\"", region),
+				 errmsg("invalid region code \"%s\"", crm_short(region)),
 				 errhint("A region code is 6 digits starting with a province code, e.g. 110101.")));
 	if (seq < 0 || seq > 999)
 		ereport(ERROR,
@@ -508,7 +516,7 @@ crm_make_uscc(PG_FUNCTION_ARGS)
 		if (p == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("character %d of \"%s\" is not allowed in a unified social credit code", i + 1, base)));
+					 errmsg("character %d of \"%s\" is not allowed in a unified social credit code", i + 1, crm_short(base))));
 		sum += (int) (p - alphabet) * w[i];
 	}
 	memcpy(buf, base, 17);

@@ -57,7 +57,7 @@ crm_workflow_guard(PG_FUNCTION_ARGS)
 	if (att <= 0 || idatt <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("table %s has no column \"%s\" for workflow \"%s\"", RelationGetRelationName(rel), field, wf)));
+				 errmsg("table %s has no column \"%s\" for workflow \"%s\"", crm_short(RelationGetRelationName(rel)), crm_short(field), crm_short(wf))));
 
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
@@ -66,9 +66,9 @@ crm_workflow_guard(PG_FUNCTION_ARGS)
 		if (!isnull)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("%s.%s is driven by workflow \"%s\"", RelationGetRelationName(rel), field, wf),
+					 errmsg("%s.%s is driven by workflow \"%s\"", crm_short(RelationGetRelationName(rel)), crm_short(field), crm_short(wf)),
 					 errdetail("A new record cannot be given a status."),
-					 errhint("Insert it without %s, then call crm.start_workflow('%s', id).", field, wf)));
+					 errhint("Insert it without %s, then call crm.start_workflow('%s', id).", crm_shortn(field, 256), crm_shortn(wf, 256))));
 		return PointerGetDatum(td->tg_trigtuple);
 	}
 	id = DatumGetInt64(heap_getattr(td->tg_trigtuple, idatt, desc, &isnull));
@@ -84,9 +84,9 @@ crm_workflow_guard(PG_FUNCTION_ARGS)
 								   " AND i.ended_at IS NULL", 3, types, vals, out, outnull, 1))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("%s %lld cannot be deleted while workflow \"%s\" runs on it", RelationGetRelationName(rel),
-							(long long) id, wf),
-					 errdetail("It is in state \"%s\".", TextDatumGetCString(out[0])),
+					 errmsg("%s %lld cannot be deleted while workflow \"%s\" runs on it", crm_short(RelationGetRelationName(rel)),
+							(long long) id, crm_short(wf)),
+					 errdetail("It is in state \"%s\".", crm_shortn(TextDatumGetCString(out[0]), 256)),
 					 errhint("Finish it, or have an administrator end it with crm.cancel_workflow().")));
 		return PointerGetDatum(td->tg_trigtuple);
 	}
@@ -104,8 +104,8 @@ crm_workflow_guard(PG_FUNCTION_ARGS)
 				  strcmp(expect_value, nv) == 0))
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("%s.%s is driven by workflow \"%s\"", RelationGetRelationName(rel), field, wf),
-						 errdetail("%s %lld is in state \"%s\".", RelationGetRelationName(rel), (long long) id, ov ? ov : "(none)"),
+						 errmsg("%s.%s is driven by workflow \"%s\"", crm_short(RelationGetRelationName(rel)), crm_short(field), crm_short(wf)),
+						 errdetail("%s %lld is in state \"%s\".", crm_shortn(RelationGetRelationName(rel), 256), (long long) id, crm_shortn(ov ? ov : "(none)", 256)),
 						 errhint("Change it through crm.transition(), crm.approve() or crm.reject().")));
 			/* used once */
 			expect_value = NULL;
@@ -135,7 +135,7 @@ crm_workflow_set_status(PG_FUNCTION_ARGS)
 	volatile uint64 n = 0;
 
 	if (!OidIsValid(relid))
-		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("object \"%s\" does not exist", object)));
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("object \"%s\" does not exist", crm_short(object))));
 	vals[0] = CStringGetTextDatum(value);
 	vals[1] = Int64GetDatum(id);
 	crm_switch_to_owner(&sw);
@@ -244,15 +244,26 @@ PG_FUNCTION_INFO_V1(crm_workflow_trigger);
 Datum
 crm_workflow_trigger(PG_FUNCTION_ARGS)
 {
-	char	   *wf = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *field = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *tgname = psprintf("crm_wf_%s", wf);
-	Oid			nsp = get_namespace_oid("crm_data", false);
-	Oid			relid = get_relname_relid(object, nsp);
+	char	   *wf, *object, *field, *tgname;
+	Oid			nsp, relid;
 
+	crm_require_arg(fcinfo, 0, "crm._workflow_trigger", "workflow");
+	crm_require_arg(fcinfo, 1, "crm._workflow_trigger", "object");
+	crm_require_arg(fcinfo, 2, "crm._workflow_trigger", "field");
+	crm_require_arg(fcinfo, 3, "crm._workflow_trigger", "install");
+	wf = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	object = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	field = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	tgname = psprintf("crm_wf_%s", wf);
+	if (strlen(tgname) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("workflow name \"%s\" is too long", crm_short(wf)),
+				 errdetail("A workflow's trigger is named crm_wf_<workflow>, at most %d bytes.", NAMEDATALEN - 1)));
+	nsp = get_namespace_oid("crm_data", false);
+	relid = get_relname_relid(object, nsp);
 	if (!OidIsValid(relid))
-		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("object \"%s\" does not exist", object)));
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("object \"%s\" does not exist", crm_short(object))));
 	crm_drop_trigger(relid, tgname);
 	if (PG_GETARG_BOOL(3))
 	{

@@ -27,6 +27,10 @@ COMMENT ON FUNCTION crm.preloaded() IS 'true when crm was loaded through shared_
 CREATE FUNCTION crm._creating_extension() RETURNS boolean
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_creating_extension';
 
+-- A value (a user's, of any type) as text cut to 64 characters, for error messages: RAISE ... crm._short(x).
+CREATE FUNCTION crm._short(value anyelement) RETURNS text   -- STABLE: output functions follow DateStyle, TimeZone
+  LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'crm_short_sql';
+
 -- PARALLEL RESTRICTED: act_as state lives in the leader backend only.
 CREATE FUNCTION crm.current_principal() RETURNS bigint
   LANGUAGE c STABLE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crm_current_principal_sql';

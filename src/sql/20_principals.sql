@@ -12,15 +12,15 @@ BEGIN
     RAISE EXCEPTION 'org unit name must not be empty' USING ERRCODE = '22023';
   END IF;
   IF k NOT IN ('head_office', 'branch', 'sub_branch', 'team') THEN
-    RAISE EXCEPTION 'invalid org unit kind "%"', k USING ERRCODE = '22023',
+    RAISE EXCEPTION 'invalid org unit kind "%"', crm._short(k) USING ERRCODE = '22023',
       HINT = 'Kinds are head_office, branch, sub_branch and team.';
   END IF;
   IF add_org_unit.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = add_org_unit.parent_id) THEN
-    RAISE EXCEPTION 'org unit % does not exist', add_org_unit.parent_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'org unit % does not exist', crm._short(add_org_unit.parent_id) USING ERRCODE = '42704';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.org_unit u WHERE COALESCE(u.parent_id, 0) = COALESCE(add_org_unit.parent_id, 0) AND u.name = add_org_unit.name) THEN
-    RAISE EXCEPTION 'org unit "%" already exists under %', add_org_unit.name,
-      COALESCE('org unit ' || add_org_unit.parent_id, 'the root') USING ERRCODE = '42710';
+    RAISE EXCEPTION 'org unit "%" already exists under %', crm._short(add_org_unit.name),
+      crm._short(COALESCE('org unit ' || add_org_unit.parent_id, 'the root')) USING ERRCODE = '42710';
   END IF;
   INSERT INTO crm.org_unit (name, kind, parent_id) VALUES (add_org_unit.name, k, add_org_unit.parent_id)
     RETURNING id INTO new_id;
@@ -31,10 +31,10 @@ CREATE FUNCTION crm.move_org_unit(unit_id bigint, new_parent_id bigint)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = move_org_unit.unit_id) THEN
-    RAISE EXCEPTION 'org unit % does not exist', move_org_unit.unit_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'org unit % does not exist', crm._short(move_org_unit.unit_id) USING ERRCODE = '42704';
   END IF;
   IF move_org_unit.new_parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = move_org_unit.new_parent_id) THEN
-    RAISE EXCEPTION 'org unit % does not exist', move_org_unit.new_parent_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'org unit % does not exist', crm._short(move_org_unit.new_parent_id) USING ERRCODE = '42704';
   END IF;
   IF move_org_unit.new_parent_id IN (
        WITH RECURSIVE below(id) AS (
@@ -42,7 +42,7 @@ BEGIN
          UNION SELECT u.id FROM crm.org_unit u JOIN below b ON u.parent_id = b.id)
        SELECT id FROM below) THEN
     RAISE EXCEPTION 'cannot move org unit % under %, which is the unit itself or below it',
-      move_org_unit.unit_id, move_org_unit.new_parent_id USING ERRCODE = '42P17';
+      crm._short(move_org_unit.unit_id), crm._short(move_org_unit.new_parent_id) USING ERRCODE = '42P17';
   END IF;
   UPDATE crm.org_unit u SET parent_id = move_org_unit.new_parent_id WHERE u.id = move_org_unit.unit_id;
 END $$;
@@ -52,7 +52,7 @@ RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 DECLARE n text := crm.check_name('role', add_role.name);
 BEGIN
   IF EXISTS (SELECT 1 FROM crm.role r WHERE r.name = n) THEN
-    RAISE EXCEPTION 'CRM role "%" already exists', n USING ERRCODE = '42710';
+    RAISE EXCEPTION 'CRM role "%" already exists', crm._short(n) USING ERRCODE = '42710';
   END IF;
   INSERT INTO crm.role (name, label) VALUES (n, COALESCE(NULLIF(btrim(add_role.label), ''), initcap(replace(n, '_', ' '))));
   RETURN n;
@@ -64,13 +64,13 @@ DECLARE r crm.role;
 BEGIN
   SELECT * INTO r FROM crm.role x WHERE x.name = drop_role.name;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'CRM role "%" does not exist', drop_role.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'CRM role "%" does not exist', crm._short(drop_role.name) USING ERRCODE = '42704';
   END IF;
   IF r.builtin THEN
-    RAISE EXCEPTION 'CRM role "%" is built in and cannot be dropped', r.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'CRM role "%" is built in and cannot be dropped', crm._short(r.name) USING ERRCODE = '42501';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.principal_role pr WHERE pr.role = r.name) THEN
-    RAISE EXCEPTION 'CRM role "%" is still held by principals', r.name USING ERRCODE = '2BP01',
+    RAISE EXCEPTION 'CRM role "%" is still held by principals', crm._short(r.name) USING ERRCODE = '2BP01',
       HINT = 'Take it away with crm.set_principal_roles() first.';
   END IF;
   DELETE FROM crm.role x WHERE x.name = r.name;
@@ -86,7 +86,7 @@ BEGIN
   END IF;
   FOREACH r IN ARRAY roles LOOP
     IF r IS NULL OR NOT EXISTS (SELECT 1 FROM crm.role x WHERE x.name = r) THEN
-      RAISE EXCEPTION 'CRM role "%" does not exist', r USING ERRCODE = '42704',
+      RAISE EXCEPTION 'CRM role "%" does not exist', crm._short(r) USING ERRCODE = '42704',
         HINT = 'See crm.role for the roles; crm.add_role() adds one.';
     END IF;
   END LOOP;
@@ -98,14 +98,14 @@ RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF p_manager IS NULL THEN RETURN; END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.principal p WHERE p.id = p_manager AND p.active) THEN
-    RAISE EXCEPTION 'manager % is not an active principal', p_manager USING ERRCODE = '42704';
+    RAISE EXCEPTION 'manager % is not an active principal', crm._short(p_manager) USING ERRCODE = '42704';
   END IF;
   IF p_principal IS NOT NULL AND p_principal IN (
        WITH RECURSIVE up(id) AS (
          SELECT p_manager
          UNION SELECT p.manager_id FROM crm.principal p JOIN up ON p.id = up.id WHERE p.manager_id IS NOT NULL)
        SELECT up.id FROM up) THEN
-    RAISE EXCEPTION 'principal % cannot report to %: that would make a reporting cycle', p_principal, p_manager
+    RAISE EXCEPTION 'principal % cannot report to %: that would make a reporting cycle', crm._short(p_principal), crm._short(p_manager)
       USING ERRCODE = '42P17';
   END IF;
 END $$;
@@ -118,22 +118,22 @@ DECLARE
   new_id bigint;
 BEGIN
   IF add_principal.login IS NULL OR NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = add_principal.login) THEN
-    RAISE EXCEPTION 'role "%" does not exist', add_principal.login USING ERRCODE = '42704',
+    RAISE EXCEPTION 'role "%" does not exist', crm._short(add_principal.login) USING ERRCODE = '42704',
       HINT = 'A principal is tied to an existing PostgreSQL login role: CREATE ROLE ... LOGIN first.';
   END IF;
   IF add_principal.login IN ('crm_user', 'crm_app', 'crm_auditor', 'crm_admin')
      OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = add_principal.login AND (r.rolsuper OR r.rolbypassrls)) THEN
-    RAISE EXCEPTION 'role "%" cannot be a principal', add_principal.login USING ERRCODE = '42501',
+    RAISE EXCEPTION 'role "%" cannot be a principal', crm._short(add_principal.login) USING ERRCODE = '42501',
       DETAIL = 'Superusers, BYPASSRLS roles and crm''s group roles bypass or define the rules principals are held to.';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.principal p WHERE p.login = add_principal.login) THEN
-    RAISE EXCEPTION 'role "%" is already a principal', add_principal.login USING ERRCODE = '42710';
+    RAISE EXCEPTION 'role "%" is already a principal', crm._short(add_principal.login) USING ERRCODE = '42710';
   END IF;
   IF add_principal.display_name IS NULL OR btrim(add_principal.display_name) = '' THEN
-    RAISE EXCEPTION 'display name of principal "%" must not be empty', add_principal.login USING ERRCODE = '22023';
+    RAISE EXCEPTION 'display name of principal "%" must not be empty', crm._short(add_principal.login) USING ERRCODE = '22023';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = add_principal.org_unit_id) THEN
-    RAISE EXCEPTION 'org unit % does not exist', add_principal.org_unit_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'org unit % does not exist', crm._short(add_principal.org_unit_id) USING ERRCODE = '42704';
   END IF;
   rs := crm._check_roles(add_principal.roles);
   PERFORM crm._check_manager(NULL, add_principal.manager_id);
@@ -151,7 +151,7 @@ CREATE FUNCTION crm._principal_exists(principal_id bigint)
 RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.principal p WHERE p.id = principal_id) THEN
-    RAISE EXCEPTION 'principal % does not exist', principal_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'principal % does not exist', crm._short(principal_id) USING ERRCODE = '42704';
   END IF;
 END $$;
 
@@ -160,7 +160,7 @@ RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 BEGIN
   PERFORM crm._principal_exists(move_principal.principal_id);
   IF NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = move_principal.org_unit_id) THEN
-    RAISE EXCEPTION 'org unit % does not exist', move_principal.org_unit_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'org unit % does not exist', crm._short(move_principal.org_unit_id) USING ERRCODE = '42704';
   END IF;
   UPDATE crm.principal p SET org_unit_id = move_principal.org_unit_id WHERE p.id = move_principal.principal_id;
 END $$;

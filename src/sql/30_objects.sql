@@ -11,7 +11,7 @@ CREATE FUNCTION crm._object_exists(object text)
 RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.object o WHERE o.name = object) THEN
-    RAISE EXCEPTION 'object "%" does not exist', object USING ERRCODE = '42704',
+    RAISE EXCEPTION 'object "%" does not exist', crm._short(object) USING ERRCODE = '42704',
       HINT = 'See crm.objects for the objects; crm.create_object() makes one.';
   END IF;
 END $$;
@@ -67,32 +67,32 @@ DECLARE
   t text;
 BEGIN
   IF n IN ('principal', 'org_unit', 'role', 'object', 'field') THEN
-    RAISE EXCEPTION 'object name "%" is reserved', n USING ERRCODE = '42939',
+    RAISE EXCEPTION 'object name "%" is reserved', crm._short(n) USING ERRCODE = '42939',
       DETAIL = 'It names one of crm''s own catalogs.';
   END IF;
   IF create_object.label IS NULL OR btrim(create_object.label) = '' THEN
-    RAISE EXCEPTION 'label of object "%" must not be empty', n USING ERRCODE = '22023';
+    RAISE EXCEPTION 'label of object "%" must not be empty', crm._short(n) USING ERRCODE = '22023';
   END IF;
   IF create_object.sharing IS NULL OR create_object.sharing NOT IN ('private', 'org_unit', 'public_read', 'public_read_write') THEN
-    RAISE EXCEPTION 'invalid sharing "%" for object "%"', create_object.sharing, n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'invalid sharing "%" for object "%"', crm._short(create_object.sharing), crm._short(n) USING ERRCODE = '22023',
       HINT = 'Sharing is private, org_unit, public_read or public_read_write.';
   END IF;
   IF jsonb_typeof(opts) <> 'object' THEN
-    RAISE EXCEPTION 'options of object "%" must be a JSON object', n USING ERRCODE = '22023';
+    RAISE EXCEPTION 'options of object "%" must be a JSON object', crm._short(n) USING ERRCODE = '22023';
   END IF;
   FOR k IN SELECT jsonb_object_keys(opts) LOOP
     IF k NOT IN ('description') THEN
-      RAISE EXCEPTION 'unknown option "%" for object "%"', k, n USING ERRCODE = '22023',
+      RAISE EXCEPTION 'unknown option "%" for object "%"', crm._short(k), crm._short(n) USING ERRCODE = '22023',
         HINT = 'Object options are: description.';
     END IF;
   END LOOP;
   IF EXISTS (SELECT 1 FROM crm.object o WHERE o.name = n) THEN
-    RAISE EXCEPTION 'object "%" already exists', n USING ERRCODE = '42710';
+    RAISE EXCEPTION 'object "%" already exists', crm._short(n) USING ERRCODE = '42710';
   END IF;
   PERFORM crm._ensure_data_schema();
   t := format('crm_data.%I', n);
   IF to_regclass(t) IS NOT NULL THEN
-    RAISE EXCEPTION 'table % already exists', t USING ERRCODE = '42P07',
+    RAISE EXCEPTION 'table % already exists', crm._short(t) USING ERRCODE = '42P07',
       DETAIL = 'It is not managed by crm (left by an earlier installation, or made by hand).',
       HINT = 'Rename or drop it first.';
   END IF;
@@ -170,37 +170,37 @@ BEGIN
   PERFORM crm._object_exists(o);
   t := format('crm_data.%I', o);
   IF n = ANY (crm._standard_columns()) THEN
-    RAISE EXCEPTION 'field "%" already exists on object "%"', n, o USING ERRCODE = '42701',
+    RAISE EXCEPTION 'field "%" already exists on object "%"', crm._short(n), crm._short(o) USING ERRCODE = '42701',
       DETAIL = 'It is one of the standard columns every object has.';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.field f WHERE f.object = o AND f.name = n) THEN
-    RAISE EXCEPTION 'field "%" already exists on object "%"', n, o USING ERRCODE = '42701';
+    RAISE EXCEPTION 'field "%" already exists on object "%"', crm._short(n), crm._short(o) USING ERRCODE = '42701';
   END IF;
   coltype := crm._column_type(add_field.type);
   IF coltype IS NULL THEN
-    RAISE EXCEPTION 'unknown field type "%" for field %.%', add_field.type, o, n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'unknown field type "%" for field %.%', crm._short(add_field.type), crm._short(o), crm._short(n) USING ERRCODE = '22023',
       HINT = 'Types are text, integer, numeric, money, date, timestamptz, boolean, picklist, reference, email, cn_mobile, cn_id_number, uscc and bank_card.';
   END IF;
   IF jsonb_typeof(opts) <> 'object' THEN
-    RAISE EXCEPTION 'options of field %.% must be a JSON object', o, n USING ERRCODE = '22023';
+    RAISE EXCEPTION 'options of field %.% must be a JSON object', crm._short(o), crm._short(n) USING ERRCODE = '22023';
   END IF;
   IF add_field.type = 'picklist' THEN allowed := allowed || 'values'::text; END IF;
   IF add_field.type = 'reference' THEN allowed := allowed || ARRAY['object', 'on_delete', 'inherit_access', 'grants_read']; END IF;
   IF add_field.type = 'text' THEN allowed := allowed || 'document_type_field'::text; END IF;
   FOR k IN SELECT jsonb_object_keys(opts) LOOP
     IF k <> ALL (allowed) THEN
-      RAISE EXCEPTION 'unknown option "%" for field %.% of type %', k, o, n, add_field.type USING ERRCODE = '22023',
+      RAISE EXCEPTION 'unknown option "%" for field %.% of type %', crm._short(k), crm._short(o), crm._short(n), crm._short(add_field.type) USING ERRCODE = '22023',
         HINT = 'Options for this type are: ' || array_to_string(allowed, ', ') || '.';
     END IF;
   END LOOP;
   FOREACH k IN ARRAY ARRAY['required', 'unique', 'encrypted', 'searchable', 'inherit_access', 'grants_read'] LOOP
     IF opts ? k AND jsonb_typeof(opts -> k) <> 'boolean' THEN
-      RAISE EXCEPTION 'option "%" of field %.% must be true or false', k, o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'option "%" of field %.% must be true or false', crm._short(k), crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
   END LOOP;
   FOREACH k IN ARRAY ARRAY['label', 'sensitivity', 'mask', 'description', 'object', 'on_delete', 'document_type_field'] LOOP
     IF opts ? k AND jsonb_typeof(opts -> k) <> 'string' THEN
-      RAISE EXCEPTION 'option "%" of field %.% must be a string', k, o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'option "%" of field %.% must be a string', crm._short(k), crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
   END LOOP;
   required := COALESCE((opts ->> 'required')::boolean, false);
@@ -208,21 +208,21 @@ BEGIN
   enc := COALESCE((opts ->> 'encrypted')::boolean, false);
   searchable := COALESCE((opts ->> 'searchable')::boolean, false);
   IF searchable AND NOT enc THEN
-    RAISE EXCEPTION 'option "searchable" of field %.% applies only to encrypted fields', o, n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'option "searchable" of field %.% applies only to encrypted fields', crm._short(o), crm._short(n) USING ERRCODE = '22023',
       HINT = 'Plain fields are searched with WHERE; an index makes that fast.';
   END IF;
   IF enc THEN
     IF add_field.type NOT IN ('text', 'email', 'cn_mobile', 'cn_id_number', 'uscc', 'bank_card') THEN
-      RAISE EXCEPTION 'field %.% of type % cannot be encrypted', o, n, add_field.type USING ERRCODE = '0A000',
+      RAISE EXCEPTION 'field %.% of type % cannot be encrypted', crm._short(o), crm._short(n), crm._short(add_field.type) USING ERRCODE = '0A000',
         HINT = 'Encrypted fields are text, email, cn_mobile, cn_id_number, uscc or bank_card.';
     END IF;
     IF opts ? 'default' AND jsonb_typeof(opts -> 'default') <> 'null' THEN
-      RAISE EXCEPTION 'encrypted field %.% cannot have a default', o, n USING ERRCODE = '0A000',
+      RAISE EXCEPTION 'encrypted field %.% cannot have a default', crm._short(o), crm._short(n) USING ERRCODE = '0A000',
         DETAIL = 'The default would be kept in plaintext in the table definition.';
     END IF;
     SELECT * INTO ks FROM crm.keyring_status();
     IF NOT ks.ok THEN
-      RAISE EXCEPTION 'cannot add encrypted field %.%: the keyring is not usable', o, n USING ERRCODE = '55000',
+      RAISE EXCEPTION 'cannot add encrypted field %.%: the keyring is not usable', crm._short(o), crm._short(n) USING ERRCODE = '55000',
         DETAIL = ks.problem,
         HINT = 'Set crm.keyring to a key file (see README, "Encryption at rest") and reload; crm.keyring_status() shows what is wrong.';
     END IF;
@@ -232,12 +232,12 @@ BEGIN
   lbl := COALESCE(NULLIF(btrim(opts ->> 'label'), ''), initcap(replace(n, '_', ' ')));
   sens := COALESCE(opts ->> 'sensitivity', 'internal');
   IF sens NOT IN ('public', 'internal', 'personal', 'sensitive') THEN
-    RAISE EXCEPTION 'invalid sensitivity "%" for field %.%', sens, o, n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'invalid sensitivity "%" for field %.%', crm._short(sens), crm._short(o), crm._short(n) USING ERRCODE = '22023',
       HINT = 'Sensitivity is public, internal, personal or sensitive.';
   END IF;
   msk := opts ->> 'mask';
   IF msk IS NOT NULL AND msk NOT IN ('none', 'full', 'id_number', 'mobile', 'name', 'email', 'bank_card') THEN
-    RAISE EXCEPTION 'unknown mask "%" for field %.%', msk, o, n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'unknown mask "%" for field %.%', crm._short(msk), crm._short(o), crm._short(n) USING ERRCODE = '22023',
       HINT = 'Masks are none, full, id_number, mobile, name, email and bank_card.';
   END IF;
   IF msk IS NULL AND sens IN ('personal', 'sensitive') THEN
@@ -249,12 +249,12 @@ BEGIN
   IF add_field.type = 'picklist' THEN
     IF jsonb_typeof(opts -> 'values') IS DISTINCT FROM 'array' OR jsonb_array_length(opts -> 'values') = 0
        OR EXISTS (SELECT 1 FROM jsonb_array_elements(opts -> 'values') v WHERE jsonb_typeof(v) <> 'string' OR btrim(v #>> '{}') = '') THEN
-      RAISE EXCEPTION 'picklist field %.% needs "values": a non-empty array of non-empty strings', o, n USING ERRCODE = '22023',
+      RAISE EXCEPTION 'picklist field %.% needs "values": a non-empty array of non-empty strings', crm._short(o), crm._short(n) USING ERRCODE = '22023',
         HINT = 'For example {"values": ["C1", "C2", "C3"]}.';
     END IF;
     vals := ARRAY(SELECT v FROM jsonb_array_elements_text(opts -> 'values') v);
     IF cardinality(vals) <> (SELECT count(DISTINCT v) FROM unnest(vals) v) THEN
-      RAISE EXCEPTION 'picklist field %.% lists a value twice', o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'picklist field %.% lists a value twice', crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
     col_def := col_def || format(' CONSTRAINT %I CHECK (crm.check_picklist(%L, %L, %I, %L::text[]))', 'crm_chk_' || n, o, n, n, vals);
   ELSIF enc THEN
@@ -265,34 +265,34 @@ BEGIN
   ELSIF add_field.type = 'reference' THEN
     refobj := opts ->> 'object';
     IF refobj IS NULL THEN
-      RAISE EXCEPTION 'reference field %.% needs "object": the object it refers to', o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'reference field %.% needs "object": the object it refers to', crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
     ondel := COALESCE(opts ->> 'on_delete', 'restrict');
     IF ondel NOT IN ('restrict', 'cascade', 'set_null') THEN
-      RAISE EXCEPTION 'invalid on_delete "%" for field %.%', ondel, o, n USING ERRCODE = '22023',
+      RAISE EXCEPTION 'invalid on_delete "%" for field %.%', crm._short(ondel), crm._short(o), crm._short(n) USING ERRCODE = '22023',
         HINT = 'on_delete is restrict, cascade or set_null.';
     END IF;
     IF ondel = 'set_null' AND required THEN
-      RAISE EXCEPTION 'required field %.% cannot have on_delete set_null', o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'required field %.% cannot have on_delete set_null', crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
     IF COALESCE((opts ->> 'inherit_access')::boolean, false) THEN
       IF refobj = 'principal' OR refobj = o THEN
-        RAISE EXCEPTION 'field %.% cannot inherit access from %', o, n, refobj USING ERRCODE = '22023',
+        RAISE EXCEPTION 'field %.% cannot inherit access from %', crm._short(o), crm._short(n), crm._short(refobj) USING ERRCODE = '22023',
           HINT = 'inherit_access makes records follow the access of another object''s record, e.g. a holding its customer.';
       END IF;
       IF (SELECT x.field FROM crm._parent_of(o) x) IS NOT NULL THEN
-        RAISE EXCEPTION 'object "%" already inherits access through field %', o, (SELECT x.field FROM crm._parent_of(o) x)
+        RAISE EXCEPTION 'object "%" already inherits access through field %', crm._short(o), crm._short((SELECT x.field FROM crm._parent_of(o) x))
           USING ERRCODE = '42710';
       END IF;
     END IF;
     IF COALESCE((opts ->> 'grants_read')::boolean, false) AND refobj <> 'principal' THEN
-      RAISE EXCEPTION 'only a reference to a principal can grant read access (field %.%)', o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'only a reference to a principal can grant read access (field %.%)', crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
     IF refobj = 'principal' THEN
       col_def := col_def || format(' CONSTRAINT %I REFERENCES crm.principal (id)', 'crm_fk_' || n);
     ELSE
       IF NOT EXISTS (SELECT 1 FROM crm.object x WHERE x.name = refobj) THEN
-        RAISE EXCEPTION 'field %.% refers to object "%", which does not exist', o, n, refobj USING ERRCODE = '42704';
+        RAISE EXCEPTION 'field %.% refers to object "%", which does not exist', crm._short(o), crm._short(n), crm._short(refobj) USING ERRCODE = '42704';
       END IF;
       col_def := col_def || format(' CONSTRAINT %I REFERENCES crm_data.%I (id) ON DELETE %s', 'crm_fk_' || n, refobj, replace(upper(ondel), '_', ' '));
     END IF;
@@ -300,7 +300,7 @@ BEGIN
   doc_field := opts ->> 'document_type_field';
   IF doc_field IS NOT NULL THEN
     IF NOT EXISTS (SELECT 1 FROM crm.field f WHERE f.object = o AND f.name = doc_field AND f.type IN ('text', 'picklist')) THEN
-      RAISE EXCEPTION 'document_type_field "%" of field %.% is not a text or picklist field of "%"', doc_field, o, n, o
+      RAISE EXCEPTION 'document_type_field "%" of field %.% is not a text or picklist field of "%"', crm._short(doc_field), crm._short(o), crm._short(n), crm._short(o)
         USING ERRCODE = '42703';
     END IF;
     IF NOT enc THEN
@@ -311,25 +311,25 @@ BEGIN
   IF opts ? 'default' THEN
     def := opts -> 'default';
     IF jsonb_typeof(def) IN ('object', 'array') THEN
-      RAISE EXCEPTION 'default of field %.% must be a single value', o, n USING ERRCODE = '22023';
+      RAISE EXCEPTION 'default of field %.% must be a single value', crm._short(o), crm._short(n) USING ERRCODE = '22023';
     END IF;
     IF jsonb_typeof(def) <> 'null' THEN
       BEGIN
         EXECUTE format('SELECT %L::%s', def #>> '{}', coltype);
       EXCEPTION WHEN data_exception OR invalid_text_representation THEN
-        RAISE EXCEPTION 'default % of field %.% is not a valid %', def, o, n, add_field.type USING ERRCODE = '22023';
+        RAISE EXCEPTION 'default % of field %.% is not a valid %', crm._short(def), crm._short(o), crm._short(n), crm._short(add_field.type) USING ERRCODE = '22023';
       END;
       IF add_field.type = 'picklist' AND NOT (def #>> '{}') = ANY (vals) THEN
-        RAISE EXCEPTION 'default % of field %.% is not one of its values', def, o, n USING ERRCODE = '22023';
+        RAISE EXCEPTION 'default % of field %.% is not one of its values', crm._short(def), crm._short(o), crm._short(n) USING ERRCODE = '22023';
       END IF;
       IF add_field.type IN ('email', 'cn_mobile', 'cn_id_number', 'uscc', 'bank_card') THEN
         problem := crm.validation_problem(add_field.type, def #>> '{}');
         IF problem IS NOT NULL THEN
-          RAISE EXCEPTION 'default % of field %.% is not a valid %: %', def, o, n, add_field.type, problem USING ERRCODE = '22023';
+          RAISE EXCEPTION 'default % of field %.% is not a valid %: %', crm._short(def), crm._short(o), crm._short(n), crm._short(add_field.type), problem USING ERRCODE = '22023';
         END IF;
       END IF;
       IF add_field.type = 'reference' THEN
-        RAISE EXCEPTION 'reference field %.% cannot have a default', o, n USING ERRCODE = '22023';
+        RAISE EXCEPTION 'reference field %.% cannot have a default', crm._short(o), crm._short(n) USING ERRCODE = '22023';
       END IF;
       def_sql := format('%L::%s', def #>> '{}', coltype);
       col_def := col_def || ' DEFAULT ' || def_sql;
@@ -342,7 +342,7 @@ BEGIN
   BEGIN
     EXECUTE format('ALTER TABLE %s ADD COLUMN %s', t, col_def);
   EXCEPTION WHEN not_null_violation THEN
-    RAISE EXCEPTION 'cannot add required field %.% without a default: the object already has records', o, n
+    RAISE EXCEPTION 'cannot add required field %.% without a default: the object already has records', crm._short(o), crm._short(n)
       USING ERRCODE = '23502', HINT = 'Give a default, or add the field as optional, fill it, then make it required.';
   END;
   IF searchable THEN
@@ -380,7 +380,7 @@ RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 BEGIN
   PERFORM crm._object_exists(set_object_label.object);
   IF set_object_label.label IS NULL OR btrim(set_object_label.label) = '' THEN
-    RAISE EXCEPTION 'label of object "%" must not be empty', set_object_label.object USING ERRCODE = '22023';
+    RAISE EXCEPTION 'label of object "%" must not be empty', crm._short(set_object_label.object) USING ERRCODE = '22023';
   END IF;
   UPDATE crm.object o SET label = set_object_label.label WHERE o.name = set_object_label.object;
   EXECUTE format('COMMENT ON TABLE crm_data.%I IS %L', set_object_label.object, set_object_label.label);
@@ -391,10 +391,10 @@ RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 BEGIN
   PERFORM crm._object_exists(set_field_label.object);
   IF NOT EXISTS (SELECT 1 FROM crm.field f WHERE f.object = set_field_label.object AND f.name = set_field_label.field) THEN
-    RAISE EXCEPTION 'field %.% does not exist', set_field_label.object, set_field_label.field USING ERRCODE = '42703';
+    RAISE EXCEPTION 'field %.% does not exist', crm._short(set_field_label.object), crm._short(set_field_label.field) USING ERRCODE = '42703';
   END IF;
   IF set_field_label.label IS NULL OR btrim(set_field_label.label) = '' THEN
-    RAISE EXCEPTION 'label of field %.% must not be empty', set_field_label.object, set_field_label.field USING ERRCODE = '22023';
+    RAISE EXCEPTION 'label of field %.% must not be empty', crm._short(set_field_label.object), crm._short(set_field_label.field) USING ERRCODE = '22023';
   END IF;
   UPDATE crm.field f SET label = set_field_label.label
    WHERE f.object = set_field_label.object AND f.name = set_field_label.field;
@@ -413,20 +413,20 @@ DECLARE f crm.field; users text;
 BEGIN
   PERFORM crm._object_exists(drop_field.object);
   IF drop_field.field = ANY (crm._standard_columns()) THEN
-    RAISE EXCEPTION 'cannot drop field %.%: it is a standard column', drop_field.object, drop_field.field USING ERRCODE = '42501';
+    RAISE EXCEPTION 'cannot drop field %.%: it is a standard column', crm._short(drop_field.object), crm._short(drop_field.field) USING ERRCODE = '42501';
   END IF;
   SELECT * INTO f FROM crm.field x WHERE x.object = drop_field.object AND x.name = drop_field.field;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'field %.% does not exist', drop_field.object, drop_field.field USING ERRCODE = '42703';
+    RAISE EXCEPTION 'field %.% does not exist', crm._short(drop_field.object), crm._short(drop_field.field) USING ERRCODE = '42703';
   END IF;
   IF f.core THEN
-    RAISE EXCEPTION 'cannot drop field %.%: it is part of the core % object', f.object, f.name, f.object USING ERRCODE = '42501',
+    RAISE EXCEPTION 'cannot drop field %.%: it is part of the core % object', crm._short(f.object), crm._short(f.name), crm._short(f.object) USING ERRCODE = '42501',
       DETAIL = 'Apps and reports rely on the core objects'' fields.';
   END IF;
   SELECT string_agg(u.used_by, ', ' ORDER BY u.used_by) INTO users
     FROM crm.field_usage u WHERE u.object = f.object AND u.field = f.name;
   IF users IS NOT NULL THEN
-    RAISE EXCEPTION 'cannot drop field %.%: it is in use', f.object, f.name USING ERRCODE = '2BP01',
+    RAISE EXCEPTION 'cannot drop field %.%: it is in use', crm._short(f.object), crm._short(f.name) USING ERRCODE = '2BP01',
       DETAIL = 'Used by ' || users || '.';
   END IF;
   DELETE FROM crm.field x WHERE x.object = f.object AND x.name = f.name;
@@ -446,15 +446,15 @@ DECLARE o crm.object; users text;
 BEGIN
   SELECT * INTO o FROM crm.object x WHERE x.name = drop_object.name;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'object "%" does not exist', drop_object.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'object "%" does not exist', crm._short(drop_object.name) USING ERRCODE = '42704';
   END IF;
   IF o.core THEN
-    RAISE EXCEPTION 'cannot drop object "%": it is a core object', o.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'cannot drop object "%": it is a core object', crm._short(o.name) USING ERRCODE = '42501';
   END IF;
   SELECT string_agg(f.object || '.' || f.name, ', ' ORDER BY f.object, f.name) INTO users
     FROM crm.field f WHERE f.type = 'reference' AND f.options ->> 'object' = o.name AND f.object <> o.name;
   IF users IS NOT NULL THEN
-    RAISE EXCEPTION 'cannot drop object "%": other objects refer to it', o.name USING ERRCODE = '2BP01',
+    RAISE EXCEPTION 'cannot drop object "%": other objects refer to it', crm._short(o.name) USING ERRCODE = '2BP01',
       DETAIL = 'Referred to by ' || users || '.';
   END IF;
   EXECUTE format('DROP TABLE crm_data.%I', o.name);

@@ -105,7 +105,7 @@ BEGIN
   END IF;
   FOREACH p IN ARRAY privileges LOOP
     IF p IS NULL OR p NOT IN ('read', 'create', 'edit', 'delete') THEN
-      RAISE EXCEPTION 'unknown privilege "%"', p USING ERRCODE = '22023', HINT = 'Privileges are read, create, edit and delete.';
+      RAISE EXCEPTION 'unknown privilege "%"', crm._short(p) USING ERRCODE = '22023', HINT = 'Privileges are read, create, edit and delete.';
     END IF;
   END LOOP;
   RETURN ARRAY(SELECT DISTINCT x FROM unnest(privileges) x ORDER BY 1);
@@ -115,13 +115,13 @@ CREATE FUNCTION crm.grant_object(role text, object text, privileges text[], scop
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.role r WHERE r.name = grant_object.role) THEN
-    RAISE EXCEPTION 'CRM role "%" does not exist', grant_object.role USING ERRCODE = '42704';
+    RAISE EXCEPTION 'CRM role "%" does not exist', crm._short(grant_object.role) USING ERRCODE = '42704';
   END IF;
   IF grant_object.object IS DISTINCT FROM '*' THEN
     PERFORM crm._object_exists(grant_object.object);
   END IF;
   IF grant_object.scope IS NULL OR grant_object.scope NOT IN ('own', 'team', 'org_unit', 'all') THEN
-    RAISE EXCEPTION 'invalid scope "%"', grant_object.scope USING ERRCODE = '22023',
+    RAISE EXCEPTION 'invalid scope "%"', crm._short(grant_object.scope) USING ERRCODE = '22023',
       HINT = 'Scopes are own, team, org_unit and all.';
   END IF;
   INSERT INTO crm.object_grant (role, object, privilege, scope)
@@ -134,7 +134,7 @@ RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, p
 DECLARE n bigint;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.role r WHERE r.name = revoke_object.role) THEN
-    RAISE EXCEPTION 'CRM role "%" does not exist', revoke_object.role USING ERRCODE = '42704';
+    RAISE EXCEPTION 'CRM role "%" does not exist', crm._short(revoke_object.role) USING ERRCODE = '42704';
   END IF;
   IF revoke_object.object IS DISTINCT FROM '*' THEN
     PERFORM crm._object_exists(revoke_object.object);
@@ -154,17 +154,17 @@ BEGIN
   IF target ~ '^principal:[0-9]{1,18}$' THEN
     principal_id := substr(target, 11)::bigint;
     IF NOT EXISTS (SELECT 1 FROM crm.principal p WHERE p.id = principal_id AND p.active) THEN
-      RAISE EXCEPTION 'principal % does not exist or is deactivated', principal_id USING ERRCODE = '42704';
+      RAISE EXCEPTION 'principal % does not exist or is deactivated', crm._short(principal_id) USING ERRCODE = '42704';
     END IF;
   ELSIF target ~ '^unit:[0-9]{1,18}$' THEN
     org_unit_id := substr(target, 6)::bigint;
     IF NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = org_unit_id) THEN
-      RAISE EXCEPTION 'org unit % does not exist', org_unit_id USING ERRCODE = '42704';
+      RAISE EXCEPTION 'org unit % does not exist', crm._short(org_unit_id) USING ERRCODE = '42704';
     END IF;
   ELSE
     SELECT p.id INTO principal_id FROM crm.principal p WHERE p.login = target AND p.active;
     IF principal_id IS NULL THEN
-      RAISE EXCEPTION 'no active principal or org unit "%"', target USING ERRCODE = '42704',
+      RAISE EXCEPTION 'no active principal or org unit "%"', crm._short(target) USING ERRCODE = '42704',
         HINT = 'Share with ''principal:<id>'', ''unit:<id>'' or a principal''s login.';
     END IF;
   END IF;
@@ -194,17 +194,17 @@ DECLARE tgt record; new_id bigint; exists_ boolean;
 BEGIN
   PERFORM crm._object_exists(share.object);
   IF share.access IS NULL OR share.access NOT IN ('read', 'edit') THEN
-    RAISE EXCEPTION 'invalid access "%"', share.access USING ERRCODE = '22023', HINT = 'A share gives read or edit access.';
+    RAISE EXCEPTION 'invalid access "%"', crm._short(share.access) USING ERRCODE = '22023', HINT = 'A share gives read or edit access.';
   END IF;
   IF share.reason IS NULL OR btrim(share.reason) = '' THEN
     RAISE EXCEPTION 'a share needs a reason' USING ERRCODE = '22023', HINT = 'Say why, e.g. ''covering for a colleague on leave''.';
   END IF;
   IF share.expires_at IS NOT NULL AND share.expires_at <= now() THEN
-    RAISE EXCEPTION 'expiry % is not in the future', share.expires_at USING ERRCODE = '22023';
+    RAISE EXCEPTION 'expiry % is not in the future', crm._short(share.expires_at) USING ERRCODE = '22023';
   END IF;
   EXECUTE format('SELECT EXISTS (SELECT 1 FROM crm_data.%I WHERE id = $1)', share.object) INTO exists_ USING share.record_id;
   IF NOT exists_ OR NOT crm._may_share(share.object, share.record_id) THEN
-    RAISE EXCEPTION 'permission denied to share record % of object "%"', share.record_id, share.object USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to share record % of object "%"', crm._short(share.record_id), crm._short(share.object) USING ERRCODE = '42501',
       DETAIL = 'Only those who may edit a record can share it.';
   END IF;
   tgt := crm._share_target(principal_or_unit);
@@ -221,7 +221,7 @@ DECLARE tgt record; n bigint;
 BEGIN
   PERFORM crm._object_exists(unshare.object);
   IF NOT crm._may_share(unshare.object, unshare.record_id) THEN
-    RAISE EXCEPTION 'permission denied to unshare record % of object "%"', unshare.record_id, unshare.object USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to unshare record % of object "%"', crm._short(unshare.record_id), crm._short(unshare.object) USING ERRCODE = '42501';
   END IF;
   tgt := crm._share_target(principal_or_unit);
   DELETE FROM crm.record_share s
@@ -238,19 +238,19 @@ DECLARE n text := crm.check_name('wall', add_wall.name); child record; bad text;
 BEGIN
   PERFORM crm._object_exists(add_wall.object);
   IF EXISTS (SELECT 1 FROM crm.wall w WHERE w.name = n) THEN
-    RAISE EXCEPTION 'wall "%" already exists', n USING ERRCODE = '42710';
+    RAISE EXCEPTION 'wall "%" already exists', crm._short(n) USING ERRCODE = '42710';
   END IF;
   PERFORM crm.check_condition(add_wall.object, add_wall.condition);
   IF COALESCE(cardinality(principals), 0) + COALESCE(cardinality(org_units), 0) + COALESCE(cardinality(roles), 0) = 0 THEN
-    RAISE EXCEPTION 'wall "%" excludes nobody', n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'wall "%" excludes nobody', crm._short(n) USING ERRCODE = '22023',
       HINT = 'Name the principals, org units or CRM roles it keeps out.';
   END IF;
   SELECT string_agg(x::text, ', ') INTO bad FROM unnest(principals) x WHERE NOT EXISTS (SELECT 1 FROM crm.principal p WHERE p.id = x);
-  IF bad IS NOT NULL THEN RAISE EXCEPTION 'principal % does not exist', bad USING ERRCODE = '42704'; END IF;
+  IF bad IS NOT NULL THEN RAISE EXCEPTION 'principal % does not exist', crm._short(bad) USING ERRCODE = '42704'; END IF;
   SELECT string_agg(x::text, ', ') INTO bad FROM unnest(org_units) x WHERE NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = x);
-  IF bad IS NOT NULL THEN RAISE EXCEPTION 'org unit % does not exist', bad USING ERRCODE = '42704'; END IF;
+  IF bad IS NOT NULL THEN RAISE EXCEPTION 'org unit % does not exist', crm._short(bad) USING ERRCODE = '42704'; END IF;
   SELECT string_agg(x, ', ') INTO bad FROM unnest(roles) x WHERE NOT EXISTS (SELECT 1 FROM crm.role r WHERE r.name = x);
-  IF bad IS NOT NULL THEN RAISE EXCEPTION 'CRM role "%" does not exist', bad USING ERRCODE = '42704'; END IF;
+  IF bad IS NOT NULL THEN RAISE EXCEPTION 'CRM role "%" does not exist', crm._short(bad) USING ERRCODE = '42704'; END IF;
   INSERT INTO crm.wall (name, object, condition, principals, org_units, roles, reason)
     VALUES (n, add_wall.object, add_wall.condition, COALESCE(principals, '{}'), COALESCE(org_units, '{}'), COALESCE(roles, '{}'), add_wall.reason);
   PERFORM crm._apply_policies(add_wall.object);
@@ -267,7 +267,7 @@ DECLARE w crm.wall; child record;
 BEGIN
   DELETE FROM crm.wall x WHERE x.name = drop_wall.name RETURNING * INTO w;
   IF w.name IS NULL THEN
-    RAISE EXCEPTION 'wall "%" does not exist', drop_wall.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'wall "%" does not exist', crm._short(drop_wall.name) USING ERRCODE = '42704';
   END IF;
   PERFORM crm._apply_policies(w.object);
   FOR child IN SELECT DISTINCT f.object FROM crm.field f WHERE f.type = 'reference' AND f.options ->> 'object' = w.object
@@ -313,7 +313,7 @@ BEGIN
     RETURN;
   END IF;
   IF rec.owner_id IS NULL THEN
-    RAISE EXCEPTION 'record % of object "%" does not exist', explain_access.record_id, explain_access.object USING ERRCODE = '42704';
+    RAISE EXCEPTION 'record % of object "%" does not exist', crm._short(explain_access.record_id), crm._short(explain_access.object) USING ERRCODE = '42704';
   END IF;
   FOREACH priv IN ARRAY ARRAY['read', 'create', 'edit', 'delete'] LOOP
     obj := CASE WHEN priv = 'read' AND par.field IS NOT NULL THEN par.parent ELSE explain_access.object END;
@@ -401,7 +401,7 @@ BEGIN
     RAISE EXCEPTION 'permission denied for access review' USING ERRCODE = '42501', HINT = 'Access reviews are for crm_admin and crm_auditor.';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.org_unit u WHERE u.id = access_review.org_unit_id) THEN
-    RAISE EXCEPTION 'org unit % does not exist', access_review.org_unit_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'org unit % does not exist', crm._short(access_review.org_unit_id) USING ERRCODE = '42704';
   END IF;
   FOR p IN WITH RECURSIVE sub(id) AS (SELECT access_review.org_unit_id UNION SELECT u.id FROM crm.org_unit u JOIN sub ON u.parent_id = sub.id)
            SELECT x.* FROM crm.principals x WHERE x.org_unit_id IN (SELECT sub.id FROM sub) AND x.active ORDER BY x.id LOOP

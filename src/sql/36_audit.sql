@@ -113,7 +113,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION crm._audit_detach(partition text) RETURNS void
-  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_audit_detach';
+  LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'crm_audit_detach';
 
 -- Row-change audit triggers (C), added to every managed table by crm._manage_table().
 CREATE FUNCTION crm._audit_row() RETURNS trigger LANGUAGE c AS 'MODULE_PATHNAME', 'crm_audit_row';

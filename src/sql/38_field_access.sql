@@ -59,18 +59,18 @@ RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 BEGIN
   PERFORM crm._object_exists(set_field_access.object);
   IF NOT EXISTS (SELECT 1 FROM crm.field f WHERE f.object = set_field_access.object AND f.name = set_field_access.field) THEN
-    RAISE EXCEPTION 'field %.% does not exist', set_field_access.object, set_field_access.field USING ERRCODE = '42703',
+    RAISE EXCEPTION 'field %.% does not exist', crm._short(set_field_access.object), crm._short(set_field_access.field) USING ERRCODE = '42703',
       HINT = 'Standard columns (id, owner_id, ...) are always readable; field levels apply to the object''s own fields.';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.role r WHERE r.name = set_field_access.role) THEN
-    RAISE EXCEPTION 'CRM role "%" does not exist', set_field_access.role USING ERRCODE = '42704';
+    RAISE EXCEPTION 'CRM role "%" does not exist', crm._short(set_field_access.role) USING ERRCODE = '42704';
   END IF;
   IF set_field_access.level IS NULL OR crm._level_rank(set_field_access.level) IS NULL THEN
-    RAISE EXCEPTION 'invalid field level "%"', set_field_access.level USING ERRCODE = '22023',
+    RAISE EXCEPTION 'invalid field level "%"', crm._short(set_field_access.level) USING ERRCODE = '22023',
       HINT = 'Levels are write, read, masked and hidden.';
   END IF;
   IF set_field_access.own_level IS NOT NULL AND crm._level_rank(set_field_access.own_level) IS NULL THEN
-    RAISE EXCEPTION 'invalid field level "%" for own records', set_field_access.own_level USING ERRCODE = '22023',
+    RAISE EXCEPTION 'invalid field level "%" for own records', crm._short(set_field_access.own_level) USING ERRCODE = '22023',
       HINT = 'Levels are write, read, masked and hidden.';
   END IF;
   INSERT INTO crm.field_access (object, field, role, level, own_level)

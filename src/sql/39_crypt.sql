@@ -54,10 +54,10 @@ BEGIN
   SELECT f.searchable INTO searchable
     FROM crm.fields_searchable f WHERE f.object = find.object AND f.name = find.field;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'field %.% does not exist', find.object, find.field USING ERRCODE = '42703';
+    RAISE EXCEPTION 'field %.% does not exist', crm._short(find.object), crm._short(find.field) USING ERRCODE = '42703';
   END IF;
   IF NOT searchable THEN
-    RAISE EXCEPTION 'field %.% is not searchable', find.object, find.field USING ERRCODE = '0A000',
+    RAISE EXCEPTION 'field %.% is not searchable', crm._short(find.object), crm._short(find.field) USING ERRCODE = '0A000',
       HINT = 'crm.find() searches encrypted fields added with "searchable": true; query other fields with WHERE.';
   END IF;
   SELECT array_agg('crm_bidx_' || f.name) INTO bidx FROM crm.fields_searchable f
@@ -80,14 +80,14 @@ DECLARE me bigint := crm.current_principal(); hit integer; done boolean; f recor
 BEGIN
   IF NOT (crm._caller_has_role('crm_admin')
           OR EXISTS (SELECT 1 FROM crm.principal_role pr WHERE pr.principal_id = me AND pr.role = 'compliance')) THEN
-    RAISE EXCEPTION 'permission denied to forget customer %', forget_subject.customer_id USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to forget customer %', crm._short(forget_subject.customer_id) USING ERRCODE = '42501',
       HINT = 'Only compliance principals and crm_admin may forget a subject.';
   END IF;
   IF forget_subject.customer_id IS NULL THEN
     RAISE EXCEPTION 'customer id must not be NULL' USING ERRCODE = '22004';
   END IF;
   IF forget_subject.reason IS NULL OR btrim(forget_subject.reason) = '' THEN
-    RAISE EXCEPTION 'forgetting customer % needs a reason', forget_subject.customer_id USING ERRCODE = '22023',
+    RAISE EXCEPTION 'forgetting customer % needs a reason', crm._short(forget_subject.customer_id) USING ERRCODE = '22023',
       HINT = 'Say why (e.g. the PIPL erasure request it answers); it is kept with the destroyed key.';
   END IF;
   IF to_regclass('crm_data.customer') IS NULL THEN
@@ -96,7 +96,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.data_key d WHERE d.subject = 'customer:' || forget_subject.customer_id) THEN
     EXECUTE 'SELECT 1 FROM crm_data.customer c WHERE c.id = $1' INTO hit USING forget_subject.customer_id;
     IF hit IS NULL THEN
-      RAISE EXCEPTION 'customer % does not exist', forget_subject.customer_id USING ERRCODE = '42704';
+      RAISE EXCEPTION 'customer % does not exist', crm._short(forget_subject.customer_id) USING ERRCODE = '42704';
     END IF;
   END IF;
   done := crm._shred_subject(forget_subject.customer_id, forget_subject.reason, me);

@@ -15,7 +15,7 @@ BEGIN
       CONTINUE;
     END IF;
     IF to_regclass(format('crm_data.%I', o)) IS NOT NULL THEN
-      RAISE WARNING 'core object "%" not created: table crm_data.% exists and is not managed by crm', o, o
+      RAISE WARNING 'core object "%" not created: table crm_data.% exists and is not managed by crm', crm._short(o), crm._short(o)
         USING HINT = 'It was left by an earlier installation (DROP EXTENSION keeps crm_data). Rename or drop it, then call crm.init().';
       CONTINUE;
     END IF;

@@ -120,7 +120,7 @@ CREATE FUNCTION crm._rule_trigger(rule text, object text, event text, condition 
 CREATE FUNCTION crm._rule_fire() RETURNS trigger
   LANGUAGE c AS 'MODULE_PATHNAME', 'crm_rule_fire';
 CREATE FUNCTION crm._run_rule(rule text) RETURNS bigint
-  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_run_rule';
+  LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'crm_run_rule';
 CREATE FUNCTION crm._render(template text, object text, rec jsonb, owner_id bigint, recipient bigint, kind text) RETURNS text
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_render';
 CREATE FUNCTION crm._outer_user() RETURNS name
@@ -149,8 +149,8 @@ BEGIN
   END IF;
   FOR f IN SELECT btrim(m[1]) FROM regexp_matches(tpl, '\{\{([^}]*)\}\}', 'g') AS m LOOP
     IF f <> 'id' AND NOT EXISTS (SELECT 1 FROM crm.field x WHERE x.object = obj AND x.name = f) THEN
-      RAISE EXCEPTION 'template % of rule "%" names unknown field "%"', what, rname, f USING ERRCODE = '42703',
-        DETAIL = format('Object "%s" has no field "%s".', obj, f),
+      RAISE EXCEPTION 'template % of rule "%" names unknown field "%"', crm._short(what), crm._short(rname), crm._short(f) USING ERRCODE = '42703',
+        DETAIL = format('Object "%s" has no field "%s".', crm._short(obj), crm._short(f)),
         HINT = 'Placeholders are {{field}} with a field of the rule''s object.';
     END IF;
   END LOOP;
@@ -207,14 +207,14 @@ BEGIN
     counts := counts || 'r'::text;
   END IF;
   IF jsonb_typeof(acts) IS DISTINCT FROM 'array' OR jsonb_array_length(acts) = 0 THEN
-    RAISE EXCEPTION 'actions of rule "%" must be a non-empty JSON array', rname USING ERRCODE = '22023',
+    RAISE EXCEPTION 'actions of rule "%" must be a non-empty JSON array', crm._short(rname) USING ERRCODE = '22023',
       HINT = 'e.g. [{"type": "create_task", "assignee": "owner", "title": "Call {{name}}"}]';
   END IF;
   FOR a IN SELECT x FROM jsonb_array_elements(acts) x LOOP
     i := i + 1;
     kind := a->>'type';
     IF jsonb_typeof(a) IS DISTINCT FROM 'object' OR kind IS NULL THEN
-      RAISE EXCEPTION 'action % of rule "%" has no type', i, rname USING ERRCODE = '22023',
+      RAISE EXCEPTION 'action % of rule "%" has no type', crm._short(i), crm._short(rname) USING ERRCODE = '22023',
         HINT = 'Types: create_task, notify, set_field, start_workflow, call.';
     END IF;
     CASE kind
@@ -230,13 +230,13 @@ BEGIN
       ELSIF jsonb_typeof(who) = 'object' AND who ? 'principal' THEN
         SELECT p.id INTO pid FROM crm.principal p WHERE p.login = who->>'principal' AND p.active;
         IF pid IS NULL THEN
-          RAISE EXCEPTION 'action % of rule "%": no active principal with login "%"', i, rname, who->>'principal'
+          RAISE EXCEPTION 'action % of rule "%": no active principal with login "%"', crm._short(i), crm._short(rname), crm._short(who->>'principal')
             USING ERRCODE = '42704';
         END IF;
         assignee := pid::text;
       ELSIF jsonb_typeof(who) = 'object' AND who ? 'role' THEN
         IF NOT EXISTS (SELECT 1 FROM crm.role x WHERE x.name = who->>'role') THEN
-          RAISE EXCEPTION 'action % of rule "%": unknown CRM role "%"', i, rname, who->>'role' USING ERRCODE = '42704',
+          RAISE EXCEPTION 'action % of rule "%": unknown CRM role "%"', crm._short(i), crm._short(rname), crm._short(who->>'role') USING ERRCODE = '42704',
             HINT = 'See crm.role.';
         END IF;
         assignee := format('(WITH RECURSIVE up(id, depth) AS (SELECT r.org_unit_id, 0 UNION ALL SELECT u.parent_id, up.depth OPERATOR(pg_catalog.+) 1'
@@ -246,19 +246,19 @@ BEGIN
           ' ORDER BY up.depth, p.id LIMIT 1)', who->>'role');
         noone := format('no active principal with role %s in the record''s org unit or above it', who->>'role');
       ELSE
-        RAISE EXCEPTION 'action % of rule "%": unknown assignee %', i, rname, who USING ERRCODE = '22023',
+        RAISE EXCEPTION 'action % of rule "%": unknown assignee %', crm._short(i), crm._short(rname), crm._short(who) USING ERRCODE = '22023',
           HINT = 'assignee: "owner", "owner_manager", {"principal": "<login>"} or {"role": "<crm role>"}.';
       END IF;
       IF a->>'title' IS NULL THEN
-        RAISE EXCEPTION 'action % of rule "%": create_task needs a title', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": create_task needs a title', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       PERFORM crm._check_template(rname, obj, 'title', a->>'title');
       PERFORM crm._check_template(rname, obj, 'body', a->>'body');
       IF a ? 'due_in_days' AND (jsonb_typeof(a->'due_in_days') <> 'number' OR (a->>'due_in_days')::numeric <> trunc((a->>'due_in_days')::numeric)) THEN
-        RAISE EXCEPTION 'action % of rule "%": due_in_days must be a whole number of days', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": due_in_days must be a whole number of days', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       IF coalesce(a->>'priority', 'normal') NOT IN ('low', 'normal', 'high') THEN
-        RAISE EXCEPTION 'action % of rule "%": priority must be low, normal or high', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": priority must be low, normal or high', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       ctes := ctes || format('a%s AS (SELECT r.*, %s AS assignee FROM r)', i, assignee);
       ctes := ctes || format('w%s AS (INSERT INTO crm_data.task (customer_id, owner_id, assignee_id, title, body, due_on, priority)'
@@ -273,23 +273,23 @@ BEGIN
     WHEN 'notify' THEN
       ch := a->>'channel';
       IF ch IS NULL OR ch NOT IN ('sms', 'email', 'wecom', 'dingtalk', 'webhook') THEN
-        RAISE EXCEPTION 'action % of rule "%": unknown channel %', i, rname, coalesce(quote_literal(ch), 'NULL') USING ERRCODE = '22023',
+        RAISE EXCEPTION 'action % of rule "%": unknown channel %', crm._short(i), crm._short(rname), crm._short(coalesce(quote_literal(ch), 'NULL')) USING ERRCODE = '22023',
           HINT = 'Channels: sms, email, wecom, dingtalk, webhook.';
       END IF;
       IF a->>'template' IS NULL THEN
-        RAISE EXCEPTION 'action % of rule "%": notify needs a template', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": notify needs a template', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       PERFORM crm._check_template(rname, obj, 'template', a->>'template');
       PERFORM crm._check_template(rname, obj, 'subject', a->>'subject');
       purpose := coalesce(a->>'purpose', 'service');
       IF purpose NOT IN ('marketing', 'service', 'data_sharing', 'profiling') THEN
-        RAISE EXCEPTION 'action % of rule "%": unknown purpose "%"', i, rname, purpose USING ERRCODE = '22023',
+        RAISE EXCEPTION 'action % of rule "%": unknown purpose "%"', crm._short(i), crm._short(rname), crm._short(purpose) USING ERRCODE = '22023',
           HINT = 'Purposes: marketing, service, data_sharing, profiling (those of crm_data.consent).';
       END IF;
       CASE coalesce(a->>'to', CASE WHEN ch = 'webhook' THEN 'endpoint' ELSE 'customer' END)
       WHEN 'customer' THEN
         IF cust = 'NULL::bigint' THEN
-          RAISE EXCEPTION 'action % of rule "%": object "%" has no customer to notify', i, rname, obj USING ERRCODE = '22023',
+          RAISE EXCEPTION 'action % of rule "%": object "%" has no customer to notify', crm._short(i), crm._short(rname), crm._short(obj) USING ERRCODE = '22023',
             HINT = 'Notify "owner" instead, or give the object a customer_id reference.';
         END IF;
         addr := CASE ch WHEN 'sms' THEN 'c.mobile' WHEN 'email' THEN 'c.email' ELSE 'NULL::text' END;
@@ -310,7 +310,7 @@ BEGIN
         ctes := ctes || format('k%s AS (SELECT 1 WHERE false)', i);
       WHEN 'endpoint' THEN
         IF ch <> 'webhook' OR a->>'url' IS NULL THEN
-          RAISE EXCEPTION 'action % of rule "%": notifying an endpoint needs channel webhook and a url', i, rname USING ERRCODE = '22023';
+          RAISE EXCEPTION 'action % of rule "%": notifying an endpoint needs channel webhook and a url', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
         END IF;
         -- no recipient to read for: the record's non-personal fields only
         ctes := ctes || format('o%s AS (INSERT INTO crm.outbox (rule, object, record_id, occurrence, channel, recipient_kind, address, subject, body, purpose)'
@@ -319,36 +319,36 @@ BEGIN
           i, rn, obj, a->>'url', a->>'subject', obj, crm._template_json('r', ARRAY[a->>'subject']), a->>'template', obj, crm._template_json('r', ARRAY[a->>'template']), purpose);
         ctes := ctes || format('k%s AS (SELECT 1 WHERE false)', i);
       ELSE
-        RAISE EXCEPTION 'action % of rule "%": unknown recipient "%"', i, rname, a->>'to' USING ERRCODE = '22023',
+        RAISE EXCEPTION 'action % of rule "%": unknown recipient "%"', crm._short(i), crm._short(rname), crm._short(a->>'to') USING ERRCODE = '22023',
           HINT = 'to: "customer", "owner", or (webhook) "endpoint".';
       END CASE;
       ctes := ctes || format('y%s AS (SELECT pg_catalog.pg_notify(''crm_outbox'', %s) FROM (SELECT 1 FROM o%s LIMIT 1) z)', i, rn, i);
       counts := counts || format('o%s', i) || format('k%s', i) || format('y%s', i);
     WHEN 'set_field' THEN
       IF ev = 'delete' THEN
-        RAISE EXCEPTION 'action % of rule "%": a delete rule cannot set fields of the deleted record', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": a delete rule cannot set fields of the deleted record', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       SELECT x.name, x.type, x.encrypted, crm._column_type(x.type) AS coltype INTO f FROM crm.field x WHERE x.object = obj AND x.name = a->>'field';
       IF f.name IS NULL THEN
-        RAISE EXCEPTION 'action % of rule "%": unknown field "%"', i, rname, a->>'field' USING ERRCODE = '42703',
-          DETAIL = format('Object "%s" has no field "%s".', obj, a->>'field');
+        RAISE EXCEPTION 'action % of rule "%": unknown field "%"', crm._short(i), crm._short(rname), crm._short(a->>'field') USING ERRCODE = '42703',
+          DETAIL = format('Object "%s" has no field "%s".', crm._short(obj), crm._short(a->>'field'));
       END IF;
       IF f.encrypted THEN
-        RAISE EXCEPTION 'action % of rule "%": set_field cannot set encrypted field "%"', i, rname, f.name USING ERRCODE = '0A000';
+        RAISE EXCEPTION 'action % of rule "%": set_field cannot set encrypted field "%"', crm._short(i), crm._short(rname), crm._short(f.name) USING ERRCODE = '0A000';
       END IF;
       IF NOT a ? 'value' THEN
-        RAISE EXCEPTION 'action % of rule "%": set_field needs a value', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": set_field needs a value', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       lit := CASE WHEN a->'value' = 'null' THEN NULL ELSE a->>'value' END;
       BEGIN
         EXECUTE format('SELECT %L::%s', lit, f.coltype);
       EXCEPTION WHEN data_exception THEN
-        RAISE EXCEPTION 'action % of rule "%": % is not a valid % for field "%"', i, rname, a->'value', f.type, f.name
+        RAISE EXCEPTION 'action % of rule "%": % is not a valid % for field "%"', crm._short(i), crm._short(rname), crm._short(a->'value'), crm._short(f.type), crm._short(f.name)
           USING ERRCODE = '22023';
       END;
       IF f.type = 'picklist' AND lit IS NOT NULL AND NOT EXISTS (
            SELECT 1 FROM crm.field x, jsonb_array_elements_text(x.options->'values') v WHERE x.object = obj AND x.name = f.name AND v = lit) THEN
-        RAISE EXCEPTION 'action % of rule "%": "%" is not a value of picklist "%"', i, rname, lit, f.name USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": "%" is not a value of picklist "%"', crm._short(i), crm._short(rname), crm._short(lit), crm._short(f.name) USING ERRCODE = '22023';
       END IF;
       -- a record that already holds the value is left alone, so a rule cannot re-fire itself through it
       ctes := ctes || format('s%s AS (UPDATE %s u SET %I = %L::%s FROM r WHERE u.id OPERATOR(pg_catalog.=) r.id AND u.%I IS DISTINCT FROM %L::%s RETURNING 1)',
@@ -357,24 +357,24 @@ BEGIN
     WHEN 'call' THEN
       fn := to_regprocedure(coalesce(a->>'function', '') || '(bigint)');
       IF fn IS NULL THEN
-        RAISE EXCEPTION 'action % of rule "%": no function %(bigint)', i, rname, coalesce(a->>'function', '?') USING ERRCODE = '42883',
+        RAISE EXCEPTION 'action % of rule "%": no function %(bigint)', crm._short(i), crm._short(rname), crm._short(coalesce(a->>'function', '?')) USING ERRCODE = '42883',
           HINT = 'A call action names a schema-qualified function taking the record id (bigint).';
       END IF;
       IF NOT has_function_privilege(definer, fn, 'EXECUTE') THEN
-        RAISE EXCEPTION 'action % of rule "%": % may not execute %', i, rname, definer, fn USING ERRCODE = '42501';
+        RAISE EXCEPTION 'action % of rule "%": % may not execute %', crm._short(i), crm._short(rname), crm._short(definer), crm._short(fn) USING ERRCODE = '42501';
       END IF;
       ctes := ctes || format('c%s AS (SELECT crm._rule_call(%L::pg_catalog.regprocedure, r.id, %L) FROM r)', i, fn::text, definer);
       counts := counts || format('c%s', i);
     WHEN 'start_workflow' THEN
       IF NOT EXISTS (SELECT 1 FROM crm.workflow w WHERE w.name = a->>'workflow' AND w.current) THEN
-        RAISE EXCEPTION 'action % of rule "%": workflow % does not exist', i, rname, coalesce(quote_literal(a->>'workflow'), '(missing)')
+        RAISE EXCEPTION 'action % of rule "%": workflow % does not exist', crm._short(i), crm._short(rname), crm._short(coalesce(quote_literal(a->>'workflow'), '(missing)'))
           USING ERRCODE = '42704', HINT = 'Define it first with crm.define_workflow().';
       END IF;
       IF (SELECT w.object FROM crm.workflow w WHERE w.name = a->>'workflow' AND w.current) <> obj THEN
-        RAISE EXCEPTION 'action % of rule "%": workflow "%" drives another object', i, rname, a->>'workflow' USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": workflow "%" drives another object', crm._short(i), crm._short(rname), crm._short(a->>'workflow') USING ERRCODE = '22023';
       END IF;
       IF ev = 'delete' THEN
-        RAISE EXCEPTION 'action % of rule "%": a delete rule cannot start a workflow on the deleted record', i, rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'action % of rule "%": a delete rule cannot start a workflow on the deleted record', crm._short(i), crm._short(rname) USING ERRCODE = '22023';
       END IF;
       -- a record whose workflow already runs is left alone
       ctes := ctes || format('sw%s AS (SELECT crm.start_workflow(%L, r.id) FROM r WHERE NOT EXISTS (SELECT 1 FROM crm.workflow_instance wi'
@@ -382,7 +382,7 @@ BEGIN
         i, a->>'workflow', obj, a->>'workflow');
       counts := counts || format('sw%s', i);
     ELSE
-      RAISE EXCEPTION 'action % of rule "%": unknown action type "%"', i, rname, kind USING ERRCODE = '22023',
+      RAISE EXCEPTION 'action % of rule "%": unknown action type "%"', crm._short(i), crm._short(rname), crm._short(kind) USING ERRCODE = '22023',
         HINT = 'Types: create_task, notify, set_field, start_workflow, call.';
     END CASE;
   END LOOP;
@@ -403,11 +403,11 @@ BEGIN
   ELSE
     BEGIN
       IF c::interval < interval '1 minute' THEN
-        RAISE EXCEPTION 'cadence of rule "%" is shorter than a minute', rname USING ERRCODE = '22023';
+        RAISE EXCEPTION 'cadence of rule "%" is shorter than a minute', crm._short(rname) USING ERRCODE = '22023';
       END IF;
       RETURN c::interval;
     EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
-      RAISE EXCEPTION 'unknown cadence "%" for rule "%"', c, rname USING ERRCODE = '22023',
+      RAISE EXCEPTION 'unknown cadence "%" for rule "%"', crm._short(c), crm._short(rname) USING ERRCODE = '22023',
         HINT = 'hourly, daily (the default), weekly, monthly, or an interval such as ''6 hours''.';
     END;
   END CASE;
@@ -426,7 +426,7 @@ BEGIN
   SELECT * INTO r FROM crm.rule x WHERE x.name = rname;
   SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(r.options) k WHERE k NOT IN ('cadence', 'occurrence', 'run_as', 'description');
   IF unknown IS NOT NULL THEN
-    RAISE EXCEPTION 'unknown option(s) for rule "%": %', rname, unknown USING ERRCODE = '22023',
+    RAISE EXCEPTION 'unknown option(s) for rule "%": %', crm._short(rname), crm._short(unknown) USING ERRCODE = '22023',
       HINT = 'Options: cadence, occurrence (scheduled rules), run_as, description.';
   END IF;
   IF r.event = 'schedule' THEN
@@ -443,7 +443,7 @@ BEGIN
     PERFORM crm._rule_trigger(rname, r.object, 'update', NULL);
   ELSE
     IF r.options ? 'cadence' OR r.options ? 'occurrence' THEN
-      RAISE EXCEPTION 'rule "%": cadence and occurrence are for scheduled rules only', rname USING ERRCODE = '22023';
+      RAISE EXCEPTION 'rule "%": cadence and occurrence are for scheduled rules only', crm._short(rname) USING ERRCODE = '22023';
     END IF;
     w := crm._rule_expr(rname, r.object, r.event, 'condition', r.condition, true);
     UPDATE crm.rule x SET cadence = NULL,
@@ -462,13 +462,13 @@ BEGIN
   IF opts ? 'run_as' THEN
     SELECT x.id INTO p FROM crm.principal x WHERE x.login = opts->>'run_as' AND x.active;
     IF p IS NULL THEN
-      RAISE EXCEPTION 'rule "%": no active principal with login "%" to run as', rname, opts->>'run_as' USING ERRCODE = '42704';
+      RAISE EXCEPTION 'rule "%": no active principal with login "%" to run as', crm._short(rname), crm._short(opts->>'run_as') USING ERRCODE = '42704';
     END IF;
     RETURN p;
   END IF;
   p := crm.current_principal();
   IF p IS NULL THEN
-    RAISE EXCEPTION 'rule "%" needs a principal to run as', rname USING ERRCODE = '22023',
+    RAISE EXCEPTION 'rule "%" needs a principal to run as', crm._short(rname) USING ERRCODE = '22023',
       DETAIL = 'A rule''s actions run as its owner, a principal; no principal is acting here.',
       HINT = 'Act as a principal (crm.act_as), or give the option run_as with a principal''s login.';
   END IF;
@@ -479,27 +479,27 @@ CREATE FUNCTION crm.create_rule(name text, object text, event text, condition te
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to create rule "%"', create_rule.name USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to create rule "%"', crm._short(create_rule.name) USING ERRCODE = '42501',
       HINT = 'Rules are made by crm_admin.';
   END IF;
   IF create_rule.name IS NULL OR create_rule.name !~ '^[a-z][a-z0-9_]{0,47}$' THEN
-    RAISE EXCEPTION 'invalid rule name %', coalesce(quote_literal(create_rule.name), 'NULL') USING ERRCODE = '42602',
+    RAISE EXCEPTION 'invalid rule name %', crm._short(coalesce(quote_literal(create_rule.name), 'NULL')) USING ERRCODE = '42602',
       HINT = 'A rule name is 1 to 48 lower-case letters, digits and underscores, starting with a letter.';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.rule x WHERE x.name = create_rule.name) THEN
-    RAISE EXCEPTION 'rule "%" already exists', create_rule.name USING ERRCODE = '42710',
+    RAISE EXCEPTION 'rule "%" already exists', crm._short(create_rule.name) USING ERRCODE = '42710',
       HINT = 'Change it with crm.alter_rule(), or drop it first.';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.object x WHERE x.name = create_rule.object) THEN
-    RAISE EXCEPTION 'object "%" does not exist', create_rule.object USING ERRCODE = '42704',
+    RAISE EXCEPTION 'object "%" does not exist', crm._short(create_rule.object) USING ERRCODE = '42704',
       HINT = 'See crm.objects.';
   END IF;
   IF event IS NULL OR event NOT IN ('insert', 'update', 'delete', 'schedule') THEN
-    RAISE EXCEPTION 'unknown event % for rule "%"', coalesce(quote_literal(event), 'NULL'), create_rule.name USING ERRCODE = '22023',
+    RAISE EXCEPTION 'unknown event % for rule "%"', crm._short(coalesce(quote_literal(event), 'NULL')), crm._short(create_rule.name) USING ERRCODE = '22023',
       HINT = 'Events: insert, update, delete, schedule.';
   END IF;
   IF jsonb_typeof(coalesce(options, '{}')) <> 'object' THEN
-    RAISE EXCEPTION 'options of rule "%" must be a JSON object', create_rule.name USING ERRCODE = '22023';
+    RAISE EXCEPTION 'options of rule "%" must be a JSON object', crm._short(create_rule.name) USING ERRCODE = '22023';
   END IF;
   DELETE FROM crm.rule_fired f WHERE f.rule = create_rule.name;  -- left by a rule of this name dropped with its object
   INSERT INTO crm.rule (name, object, event, condition, actions, options, owner_principal, definer, compiled, statement)
@@ -515,13 +515,13 @@ CREATE FUNCTION crm.alter_rule(name text, condition text DEFAULT NULL, actions j
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to alter rule "%"', alter_rule.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to alter rule "%"', crm._short(alter_rule.name) USING ERRCODE = '42501';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.rule x WHERE x.name = alter_rule.name) THEN
-    RAISE EXCEPTION 'rule "%" does not exist', alter_rule.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'rule "%" does not exist', crm._short(alter_rule.name) USING ERRCODE = '42704';
   END IF;
   IF options IS NOT NULL AND jsonb_typeof(options) <> 'object' THEN
-    RAISE EXCEPTION 'options of rule "%" must be a JSON object', alter_rule.name USING ERRCODE = '22023';
+    RAISE EXCEPTION 'options of rule "%" must be a JSON object', crm._short(alter_rule.name) USING ERRCODE = '22023';
   END IF;
   UPDATE crm.rule x SET condition = coalesce(alter_rule.condition, x.condition), actions = coalesce(alter_rule.actions, x.actions),
          options = coalesce(alter_rule.options, x.options), updated_at = now(), definer = crm._outer_user(),
@@ -535,11 +535,11 @@ CREATE FUNCTION crm._set_rule_enabled(rname text, on_ boolean)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to % rule "%"', CASE WHEN on_ THEN 'enable' ELSE 'disable' END, rname USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to % rule "%"', crm._short(CASE WHEN on_ THEN 'enable' ELSE 'disable' END), crm._short(rname) USING ERRCODE = '42501';
   END IF;
   UPDATE crm.rule x SET enabled = on_, updated_at = now() WHERE x.name = rname;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'rule "%" does not exist', rname USING ERRCODE = '42704';
+    RAISE EXCEPTION 'rule "%" does not exist', crm._short(rname) USING ERRCODE = '42704';
   END IF;
   PERFORM crm._rule_compile(rname);
   RETURN rname;
@@ -554,11 +554,11 @@ RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 DECLARE r crm.rule;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to drop rule "%"', drop_rule.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to drop rule "%"', crm._short(drop_rule.name) USING ERRCODE = '42501';
   END IF;
   SELECT * INTO r FROM crm.rule x WHERE x.name = drop_rule.name;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'rule "%" does not exist', drop_rule.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'rule "%" does not exist', crm._short(drop_rule.name) USING ERRCODE = '42704';
   END IF;
   PERFORM crm._rule_trigger(r.name, r.object, 'update', NULL);
   DELETE FROM crm.rule_fired f WHERE f.rule = r.name;
@@ -571,11 +571,11 @@ RETURNS TABLE (part text, sql text) LANGUAGE plpgsql STABLE SECURITY DEFINER SET
 DECLARE r crm.rule;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') AND NOT crm._caller_has_role('crm_auditor') THEN
-    RAISE EXCEPTION 'permission denied to explain rule "%"', explain_rule.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to explain rule "%"', crm._short(explain_rule.name) USING ERRCODE = '42501';
   END IF;
   SELECT * INTO r FROM crm.rule x WHERE x.name = explain_rule.name;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'rule "%" does not exist', explain_rule.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'rule "%" does not exist', crm._short(explain_rule.name) USING ERRCODE = '42704';
   END IF;
   part := CASE WHEN r.event = 'schedule' THEN format('query (every %s)', r.cadence) ELSE 'trigger' END;
   sql := r.compiled;
@@ -591,10 +591,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE n bigint;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to run rule "%"', run_rule.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to run rule "%"', crm._short(run_rule.name) USING ERRCODE = '42501';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.rule x WHERE x.name = run_rule.name AND x.event = 'schedule') THEN
-    RAISE EXCEPTION 'scheduled rule "%" does not exist', run_rule.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'scheduled rule "%" does not exist', crm._short(run_rule.name) USING ERRCODE = '42704';
   END IF;
   n := crm._run_rule(run_rule.name);
   UPDATE crm.rule_state s SET last_run_at = now(), last_fired = n, runs = s.runs + 1, last_error = NULL WHERE s.rule = run_rule.name;
@@ -626,7 +626,7 @@ BEGIN
       UPDATE crm.rule_state s SET last_run_at = now(), runs = s.runs + 1, last_error = msg, last_error_at = now(),
              next_run_at = CASE WHEN s.next_run_at + r.cadence > now() THEN s.next_run_at + r.cadence ELSE now() + r.cadence END
        WHERE s.rule = r.name;
-      RAISE WARNING 'crm: rule "%" failed: %', r.name, msg;
+      RAISE WARNING 'crm: rule "%" failed: %', crm._short(r.name), msg;
       rule := r.name; fired := 0; error := msg;
     END;
     RETURN NEXT;

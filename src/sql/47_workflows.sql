@@ -103,51 +103,51 @@ DECLARE
   n integer;
 BEGIN
   IF spec IS NULL THEN
-    RAISE EXCEPTION 'workflow "%": step "%" has no approvers', wf, step USING ERRCODE = '22023',
+    RAISE EXCEPTION 'workflow "%": step "%" has no approvers', crm._short(wf), crm._short(step) USING ERRCODE = '22023',
       HINT = 'approvers: {"principals": [logins]}, {"role": "<crm role>"} or "owner_manager".';
   END IF;
   IF spec = '"owner_manager"' THEN
     spec := '{"owner_manager": true}';
   ELSIF jsonb_typeof(spec) = 'object' AND spec ? 'principals' THEN
     IF jsonb_typeof(spec->'principals') <> 'array' OR jsonb_array_length(spec->'principals') = 0 THEN
-      RAISE EXCEPTION 'workflow "%": approvers of step "%" must list at least one principal', wf, step USING ERRCODE = '22023';
+      RAISE EXCEPTION 'workflow "%": approvers of step "%" must list at least one principal', crm._short(wf), crm._short(step) USING ERRCODE = '22023';
     END IF;
     ids := '{}';
     FOR lg IN SELECT jsonb_array_elements_text(spec->'principals') LOOP
       SELECT p.id INTO pid FROM crm.principal p WHERE p.login = lg AND p.active;
       IF pid IS NULL THEN
-        RAISE EXCEPTION 'workflow "%": step "%" names unknown or inactive principal "%"', wf, step, lg USING ERRCODE = '42704';
+        RAISE EXCEPTION 'workflow "%": step "%" names unknown or inactive principal "%"', crm._short(wf), crm._short(step), crm._short(lg) USING ERRCODE = '42704';
       END IF;
       ids := ids || pid;
     END LOOP;
     spec := jsonb_build_object('principals', to_jsonb(ids), 'logins', spec->'principals');
   ELSIF jsonb_typeof(spec) = 'object' AND spec ? 'role' THEN
     IF NOT EXISTS (SELECT 1 FROM crm.role r WHERE r.name = spec->>'role') THEN
-      RAISE EXCEPTION 'workflow "%": step "%" names unknown CRM role "%"', wf, step, spec->>'role' USING ERRCODE = '42704',
+      RAISE EXCEPTION 'workflow "%": step "%" names unknown CRM role "%"', crm._short(wf), crm._short(step), crm._short(spec->>'role') USING ERRCODE = '42704',
         HINT = 'See crm.role.';
     END IF;
   ELSE
-    RAISE EXCEPTION 'workflow "%": step "%" has approvers %, which is not understood', wf, step, spec USING ERRCODE = '22023',
+    RAISE EXCEPTION 'workflow "%": step "%" has approvers %, which is not understood', crm._short(wf), crm._short(step), crm._short(spec) USING ERRCODE = '22023',
       HINT = 'approvers: {"principals": [logins]}, {"role": "<crm role>"} or "owner_manager".';
   END IF;
   IF mode IS NULL OR mode IN ('"any"', '"all"') THEN
     RETURN spec;
   END IF;
   IF jsonb_typeof(mode) <> 'object' OR NOT mode ? 'quorum' OR jsonb_typeof(mode->'quorum') <> 'number' THEN
-    RAISE EXCEPTION 'workflow "%": step "%" has mode %, which is not understood', wf, step, mode USING ERRCODE = '22023',
+    RAISE EXCEPTION 'workflow "%": step "%" has mode %, which is not understood', crm._short(wf), crm._short(step), crm._short(mode) USING ERRCODE = '22023',
       HINT = 'mode: "any", "all" or {"quorum": 2, "of": 3}.';
   END IF;
   q := (mode->>'quorum')::integer;
   n := CASE WHEN spec ? 'principals' THEN jsonb_array_length(spec->'principals') END;
   IF q < 1 THEN
-    RAISE EXCEPTION 'workflow "%": the quorum of step "%" must be at least 1', wf, step USING ERRCODE = '22023';
+    RAISE EXCEPTION 'workflow "%": the quorum of step "%" must be at least 1', crm._short(wf), crm._short(step) USING ERRCODE = '22023';
   END IF;
   IF mode ? 'of' AND q > (mode->>'of')::integer THEN
-    RAISE EXCEPTION 'workflow "%": step "%" needs % approvals of %', wf, step, q, mode->>'of' USING ERRCODE = '22023',
+    RAISE EXCEPTION 'workflow "%": step "%" needs % approvals of %', crm._short(wf), crm._short(step), crm._short(q), crm._short(mode->>'of') USING ERRCODE = '22023',
       HINT = 'The quorum cannot be larger than its approvers.';
   END IF;
   IF n IS NOT NULL AND (q > n OR (mode ? 'of' AND (mode->>'of')::integer <> n)) THEN
-    RAISE EXCEPTION 'workflow "%": step "%" needs % approvals but names % approvers', wf, step, q, n USING ERRCODE = '22023',
+    RAISE EXCEPTION 'workflow "%": step "%" needs % approvals but names % approvers', crm._short(wf), crm._short(step), crm._short(q), crm._short(n) USING ERRCODE = '22023',
       HINT = 'The quorum cannot be larger than its approvers; "of" must count them.';
   END IF;
   RETURN spec;
@@ -182,53 +182,53 @@ DECLARE
   ei integer;
 BEGIN
   IF jsonb_typeof(def) IS DISTINCT FROM 'object' THEN
-    RAISE EXCEPTION 'definition of workflow "%" must be a JSON object', wf USING ERRCODE = '22023';
+    RAISE EXCEPTION 'definition of workflow "%" must be a JSON object', crm._short(wf) USING ERRCODE = '22023';
   END IF;
   SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(def) k WHERE k NOT IN ('status_field', 'start', 'states', 'transitions', 'reject_to', 'description');
   IF unknown IS NOT NULL THEN
-    RAISE EXCEPTION 'definition of workflow "%" has unknown key(s): %', wf, unknown USING ERRCODE = '22023',
+    RAISE EXCEPTION 'definition of workflow "%" has unknown key(s): %', crm._short(wf), crm._short(unknown) USING ERRCODE = '22023',
       HINT = 'Keys: status_field, start, states, transitions, reject_to, description.';
   END IF;
   SELECT x.name, x.type, x.options INTO f FROM crm.field x WHERE x.object = obj AND x.name = def->>'status_field';
   IF f.name IS NULL THEN
-    RAISE EXCEPTION 'workflow "%": object "%" has no field %', wf, obj, coalesce(quote_literal(def->>'status_field'), '(status_field missing)')
+    RAISE EXCEPTION 'workflow "%": object "%" has no field %', crm._short(wf), crm._short(obj), crm._short(coalesce(quote_literal(def->>'status_field'), '(status_field missing)'))
       USING ERRCODE = '42703', HINT = 'status_field names a text or picklist field of the object that the workflow drives.';
   END IF;
   IF f.type NOT IN ('text', 'picklist') THEN
-    RAISE EXCEPTION 'workflow "%": status field "%" is a %, not text or picklist', wf, f.name, f.type USING ERRCODE = '42804';
+    RAISE EXCEPTION 'workflow "%": status field "%" is a %, not text or picklist', crm._short(wf), crm._short(f.name), crm._short(f.type) USING ERRCODE = '42804';
   END IF;
   states := def->'states';
   IF jsonb_typeof(states) IS DISTINCT FROM 'object' OR states = '{}' THEN
-    RAISE EXCEPTION 'workflow "%" has no states', wf USING ERRCODE = '22023';
+    RAISE EXCEPTION 'workflow "%" has no states', crm._short(wf) USING ERRCODE = '22023';
   END IF;
   FOR st, s IN SELECT * FROM jsonb_each(states) LOOP
     IF st !~ '^[a-z][a-z0-9_]{0,47}$' THEN
-      RAISE EXCEPTION 'workflow "%": invalid state name %', wf, quote_literal(st) USING ERRCODE = '42602';
+      RAISE EXCEPTION 'workflow "%": invalid state name %', crm._short(wf), crm._short(quote_literal(st)) USING ERRCODE = '42602';
     END IF;
     IF f.type = 'picklist' AND NOT (f.options->'values') ? st THEN
-      RAISE EXCEPTION 'workflow "%": state "%" is not a value of picklist %.%', wf, st, obj, f.name USING ERRCODE = '22023',
+      RAISE EXCEPTION 'workflow "%": state "%" is not a value of picklist %.%', crm._short(wf), crm._short(st), crm._short(obj), crm._short(f.name) USING ERRCODE = '22023',
         HINT = format('Values: %s.', (SELECT string_agg(v, ', ') FROM jsonb_array_elements_text(f.options->'values') v));
     END IF;
     kind := coalesce(s->>'kind', 'manual');
     IF kind NOT IN ('manual', 'branch', 'approval', 'parallel', 'end') THEN
-      RAISE EXCEPTION 'workflow "%": state "%" has unknown kind "%"', wf, st, kind USING ERRCODE = '22023',
+      RAISE EXCEPTION 'workflow "%": state "%" has unknown kind "%"', crm._short(wf), crm._short(st), crm._short(kind) USING ERRCODE = '22023',
         HINT = 'Kinds: manual (the default), branch, approval, parallel, end.';
     END IF;
     s := jsonb_set(coalesce(s, '{}'), '{kind}', to_jsonb(kind));
     IF kind = 'branch' THEN
       IF jsonb_typeof(s->'branches') IS DISTINCT FROM 'array' OR jsonb_array_length(s->'branches') = 0 THEN
-        RAISE EXCEPTION 'workflow "%": branch state "%" has no branches', wf, st USING ERRCODE = '22023';
+        RAISE EXCEPTION 'workflow "%": branch state "%" has no branches', crm._short(wf), crm._short(st) USING ERRCODE = '22023';
       END IF;
       n_default := 0;
       bs := '[]';
       FOR b IN SELECT x FROM jsonb_array_elements(s->'branches') x LOOP
         IF n_default > 0 THEN
-          RAISE EXCEPTION 'workflow "%": in branch state "%", the default branch must come last', wf, st USING ERRCODE = '22023';
+          RAISE EXCEPTION 'workflow "%": in branch state "%", the default branch must come last', crm._short(wf), crm._short(st) USING ERRCODE = '22023';
         END IF;
         IF coalesce((b->>'default')::boolean, false) THEN
           n_default := 1;
         ELSIF b->>'when' IS NULL THEN
-          RAISE EXCEPTION 'workflow "%": a branch of state "%" has neither "when" nor "default"', wf, st USING ERRCODE = '22023';
+          RAISE EXCEPTION 'workflow "%": a branch of state "%" has neither "when" nor "default"', crm._short(wf), crm._short(st) USING ERRCODE = '22023';
         ELSE
           b := jsonb_set(b, '{sql}', to_jsonb(crm._rule_expr(format('workflow "%s"', wf), obj, 'schedule', format('guard of a branch of state %s', st), b->>'when', true)));
         END IF;
@@ -236,7 +236,7 @@ BEGIN
         bs := bs || b;
       END LOOP;
       IF n_default = 0 THEN
-        RAISE EXCEPTION 'workflow "%": branch state "%" has no default branch', wf, st USING ERRCODE = '22023',
+        RAISE EXCEPTION 'workflow "%": branch state "%" has no default branch', crm._short(wf), crm._short(st) USING ERRCODE = '22023',
           HINT = 'Add {"default": true, "to": "<state>"} as the last branch.';
       END IF;
       s := jsonb_set(s, '{branches}', bs);
@@ -244,12 +244,12 @@ BEGIN
       s := jsonb_set(s, '{approvers}', crm._wf_check_approvers(wf, st, s->'approvers', s->'mode'));
       s := jsonb_set(s, '{reject_to}', coalesce(s->'reject_to', def->'reject_to', 'null'));
       IF s->>'approve_to' IS NULL OR s->>'reject_to' IS NULL THEN
-        RAISE EXCEPTION 'workflow "%": approval state "%" needs approve_to and reject_to', wf, st USING ERRCODE = '22023';
+        RAISE EXCEPTION 'workflow "%": approval state "%" needs approve_to and reject_to', crm._short(wf), crm._short(st) USING ERRCODE = '22023';
       END IF;
       edges := edges || ARRAY[[st, s->>'approve_to']] || ARRAY[[st, s->>'reject_to']];
     ELSIF kind = 'parallel' THEN
       IF jsonb_typeof(s->'branches') IS DISTINCT FROM 'object' OR (SELECT count(*) FROM jsonb_object_keys(s->'branches')) < 2 THEN
-        RAISE EXCEPTION 'workflow "%": parallel state "%" needs at least two named branches', wf, st USING ERRCODE = '22023',
+        RAISE EXCEPTION 'workflow "%": parallel state "%" needs at least two named branches', crm._short(wf), crm._short(st) USING ERRCODE = '22023',
           HINT = '"branches": {"risk": {"approvers": ...}, "compliance": {"approvers": ...}}';
       END IF;
       FOR bname, b IN SELECT * FROM jsonb_each(s->'branches') LOOP
@@ -257,55 +257,55 @@ BEGIN
       END LOOP;
       s := jsonb_set(s, '{reject_to}', coalesce(s->'reject_to', def->'reject_to', 'null'));
       IF s->>'join_to' IS NULL OR s->>'reject_to' IS NULL THEN
-        RAISE EXCEPTION 'workflow "%": parallel state "%" needs join_to and reject_to', wf, st USING ERRCODE = '22023';
+        RAISE EXCEPTION 'workflow "%": parallel state "%" needs join_to and reject_to', crm._short(wf), crm._short(st) USING ERRCODE = '22023';
       END IF;
       edges := edges || ARRAY[[st, s->>'join_to']] || ARRAY[[st, s->>'reject_to']];
     END IF;
     IF (s ? 'sla_hours') AND (jsonb_typeof(s->'sla_hours') <> 'number' OR (s->>'sla_hours')::numeric <= 0) THEN
-      RAISE EXCEPTION 'workflow "%": sla_hours of state "%" must be a positive number', wf, st USING ERRCODE = '22023';
+      RAISE EXCEPTION 'workflow "%": sla_hours of state "%" must be a positive number', crm._short(wf), crm._short(st) USING ERRCODE = '22023';
     END IF;
     out_states := out_states || jsonb_build_object(st, s);
   END LOOP;
   IF def->>'start' IS NULL OR NOT states ? (def->>'start') THEN
-    RAISE EXCEPTION 'workflow "%": start state % is not one of its states', wf, coalesce(quote_literal(def->>'start'), '(missing)')
+    RAISE EXCEPTION 'workflow "%": start state % is not one of its states', crm._short(wf), crm._short(coalesce(quote_literal(def->>'start'), '(missing)'))
       USING ERRCODE = '22023';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM jsonb_each(out_states) e WHERE e.value->>'kind' = 'end') THEN
-    RAISE EXCEPTION 'workflow "%" has no end state', wf USING ERRCODE = '22023', HINT = 'Mark at least one state {"kind": "end"}.';
+    RAISE EXCEPTION 'workflow "%" has no end state', crm._short(wf) USING ERRCODE = '22023', HINT = 'Mark at least one state {"kind": "end"}.';
   END IF;
   IF def ? 'transitions' AND jsonb_typeof(def->'transitions') <> 'array' THEN
-    RAISE EXCEPTION 'workflow "%": transitions must be an array', wf USING ERRCODE = '22023';
+    RAISE EXCEPTION 'workflow "%": transitions must be an array', crm._short(wf) USING ERRCODE = '22023';
   END IF;
   FOR tr IN SELECT x FROM jsonb_array_elements(coalesce(def->'transitions', '[]')) x LOOP
     IF tr->>'action' IS NULL OR tr->>'action' !~ '^[a-z][a-z0-9_]{0,47}$' THEN
-      RAISE EXCEPTION 'workflow "%": a transition has invalid action %', wf, coalesce(quote_literal(tr->>'action'), '(missing)') USING ERRCODE = '22023';
+      RAISE EXCEPTION 'workflow "%": a transition has invalid action %', crm._short(wf), crm._short(coalesce(quote_literal(tr->>'action'), '(missing)')) USING ERRCODE = '22023';
     END IF;
     froms := CASE jsonb_typeof(tr->'from') WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(tr->'from'))
                                             WHEN 'string' THEN ARRAY[tr->>'from'] END;
     IF froms IS NULL OR cardinality(froms) = 0 THEN
-      RAISE EXCEPTION 'workflow "%": transition "%" has no from state', wf, tr->>'action' USING ERRCODE = '22023';
+      RAISE EXCEPTION 'workflow "%": transition "%" has no from state', crm._short(wf), crm._short(tr->>'action') USING ERRCODE = '22023';
     END IF;
     FOREACH fr IN ARRAY froms LOOP
       IF NOT out_states ? fr THEN
-        RAISE EXCEPTION 'workflow "%": transition "%" leaves unknown state "%"', wf, tr->>'action', fr USING ERRCODE = '22023';
+        RAISE EXCEPTION 'workflow "%": transition "%" leaves unknown state "%"', crm._short(wf), crm._short(tr->>'action'), crm._short(fr) USING ERRCODE = '22023';
       END IF;
       IF out_states->fr->>'kind' = 'end' THEN
-        RAISE EXCEPTION 'workflow "%": transition "%" leaves end state "%"', wf, tr->>'action', fr USING ERRCODE = '22023';
+        RAISE EXCEPTION 'workflow "%": transition "%" leaves end state "%"', crm._short(wf), crm._short(tr->>'action'), crm._short(fr) USING ERRCODE = '22023';
       END IF;
       IF EXISTS (SELECT 1 FROM jsonb_array_elements(trs) o, jsonb_array_elements_text(o->'from') of
                   WHERE o->>'action' = tr->>'action' AND of = fr) THEN
-        RAISE EXCEPTION 'workflow "%": action "%" leaves state "%" twice', wf, tr->>'action', fr USING ERRCODE = '22023';
+        RAISE EXCEPTION 'workflow "%": action "%" leaves state "%" twice', crm._short(wf), crm._short(tr->>'action'), crm._short(fr) USING ERRCODE = '22023';
       END IF;
       edges := edges || ARRAY[[fr, tr->>'to']];
     END LOOP;
     allowed := coalesce(tr->'allowed', '["owner"]');
     IF jsonb_typeof(allowed) <> 'array' OR jsonb_array_length(allowed) = 0 THEN
-      RAISE EXCEPTION 'workflow "%": transition "%" must list who is allowed', wf, tr->>'action' USING ERRCODE = '22023',
+      RAISE EXCEPTION 'workflow "%": transition "%" must list who is allowed', crm._short(wf), crm._short(tr->>'action') USING ERRCODE = '22023',
         HINT = '"allowed": ["owner", "<crm role>", ...]';
     END IF;
     FOR role IN SELECT jsonb_array_elements_text(allowed) LOOP
       IF role <> 'owner' AND NOT EXISTS (SELECT 1 FROM crm.role r WHERE r.name = role) THEN
-        RAISE EXCEPTION 'workflow "%": transition "%" allows unknown CRM role "%"', wf, tr->>'action', role USING ERRCODE = '42704',
+        RAISE EXCEPTION 'workflow "%": transition "%" allows unknown CRM role "%"', crm._short(wf), crm._short(tr->>'action'), crm._short(role) USING ERRCODE = '42704',
           HINT = '"owner" means the record''s owner; other names are CRM roles (crm.role).';
       END IF;
     END LOOP;
@@ -320,7 +320,7 @@ BEGIN
     fr := edges[ei][1];
     target := edges[ei][2];
     IF target IS NULL OR NOT out_states ? target THEN
-      RAISE EXCEPTION 'workflow "%": state "%" leads to unknown state %', wf, fr, coalesce(quote_literal(target), '(missing)')
+      RAISE EXCEPTION 'workflow "%": state "%" leads to unknown state %', crm._short(wf), crm._short(fr), crm._short(coalesce(quote_literal(target), '(missing)'))
         USING ERRCODE = '22023';
     END IF;
   END LOOP;
@@ -334,7 +334,7 @@ BEGIN
   END LOOP;
   SELECT string_agg(k, ', ' ORDER BY k) INTO bad FROM jsonb_object_keys(out_states) k WHERE NOT k = ANY (reach);
   IF bad IS NOT NULL THEN
-    RAISE EXCEPTION 'workflow "%": state(s) % cannot be reached from "%"', wf, bad, def->>'start' USING ERRCODE = '22023';
+    RAISE EXCEPTION 'workflow "%": state(s) % cannot be reached from "%"', crm._short(wf), crm._short(bad), crm._short(def->>'start') USING ERRCODE = '22023';
   END IF;
   -- ... and every state has a way to an end state
   SELECT array_agg(k) INTO reach FROM jsonb_each(out_states) e(k, v) WHERE v->>'kind' = 'end';
@@ -346,7 +346,7 @@ BEGIN
   END LOOP;
   SELECT string_agg(k, ', ' ORDER BY k) INTO bad FROM jsonb_object_keys(out_states) k WHERE NOT k = ANY (reach);
   IF bad IS NOT NULL THEN
-    RAISE EXCEPTION 'workflow "%": state(s) % have no way to an end state', wf, bad USING ERRCODE = '22023';
+    RAISE EXCEPTION 'workflow "%": state(s) % have no way to an end state', crm._short(wf), crm._short(bad) USING ERRCODE = '22023';
   END IF;
   RETURN jsonb_build_object('status_field', f.name, 'start', def->>'start', 'states', out_states, 'transitions', trs,
                             'description', def->'description');
@@ -360,24 +360,24 @@ DECLARE
   old crm.workflow;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to define workflow "%"', define_workflow.name USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to define workflow "%"', crm._short(define_workflow.name) USING ERRCODE = '42501',
       HINT = 'Workflows are defined by crm_admin.';
   END IF;
   IF define_workflow.name IS NULL OR define_workflow.name !~ '^[a-z][a-z0-9_]{0,47}$' THEN
-    RAISE EXCEPTION 'invalid workflow name %', coalesce(quote_literal(define_workflow.name), 'NULL') USING ERRCODE = '42602',
+    RAISE EXCEPTION 'invalid workflow name %', crm._short(coalesce(quote_literal(define_workflow.name), 'NULL')) USING ERRCODE = '42602',
       HINT = 'A workflow name is 1 to 48 lower-case letters, digits and underscores, starting with a letter.';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.object o WHERE o.name = define_workflow.object) THEN
-    RAISE EXCEPTION 'object "%" does not exist', define_workflow.object USING ERRCODE = '42704';
+    RAISE EXCEPTION 'object "%" does not exist', crm._short(define_workflow.object) USING ERRCODE = '42704';
   END IF;
   SELECT * INTO old FROM crm.workflow w WHERE w.name = define_workflow.name AND w.current FOR UPDATE;
   IF FOUND AND old.object <> define_workflow.object THEN
-    RAISE EXCEPTION 'workflow "%" drives object "%", not "%"', define_workflow.name, old.object, define_workflow.object
+    RAISE EXCEPTION 'workflow "%" drives object "%", not "%"', crm._short(define_workflow.name), crm._short(old.object), crm._short(define_workflow.object)
       USING ERRCODE = '42710', HINT = 'Drop it first, or use another name.';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.workflow w WHERE w.current AND w.object = define_workflow.object AND w.name <> define_workflow.name
                AND w.status_field = define_workflow.definition->>'status_field') THEN
-    RAISE EXCEPTION 'status field %.% is already driven by another workflow', define_workflow.object, define_workflow.definition->>'status_field'
+    RAISE EXCEPTION 'status field %.% is already driven by another workflow', crm._short(define_workflow.object), crm._short(define_workflow.definition->>'status_field')
       USING ERRCODE = '42710';
   END IF;
   def := crm._wf_validate(define_workflow.name, define_workflow.object, define_workflow.definition);
@@ -395,15 +395,15 @@ RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_
 DECLARE w crm.workflow;
 BEGIN
   IF NOT crm._caller_has_role('crm_admin') THEN
-    RAISE EXCEPTION 'permission denied to drop workflow "%"', drop_workflow.name USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to drop workflow "%"', crm._short(drop_workflow.name) USING ERRCODE = '42501';
   END IF;
   SELECT * INTO w FROM crm.workflow x WHERE x.name = drop_workflow.name AND x.current;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'workflow "%" does not exist', drop_workflow.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'workflow "%" does not exist', crm._short(drop_workflow.name) USING ERRCODE = '42704';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.workflow_instance i WHERE i.workflow = w.name AND i.ended_at IS NULL) THEN
-    RAISE EXCEPTION 'workflow "%" still runs on % record(s)', w.name,
-      (SELECT count(*) FROM crm.workflow_instance i WHERE i.workflow = w.name AND i.ended_at IS NULL) USING ERRCODE = '55006',
+    RAISE EXCEPTION 'workflow "%" still runs on % record(s)', crm._short(w.name),
+      crm._short((SELECT count(*) FROM crm.workflow_instance i WHERE i.workflow = w.name AND i.ended_at IS NULL)) USING ERRCODE = '55006',
       HINT = 'Let them finish, or end them with crm.cancel_workflow().';
   END IF;
   PERFORM crm._workflow_trigger(w.name, w.object, w.status_field, false);
@@ -447,15 +447,15 @@ DECLARE
   label text := st || CASE WHEN branch <> '' THEN '.' || branch ELSE '' END;
 BEGIN
   IF cardinality(ids) = 0 THEN
-    RAISE EXCEPTION 'workflow "%": no one can approve step "%" of % %', inst.workflow, label, inst.object, inst.record_id
+    RAISE EXCEPTION 'workflow "%": no one can approve step "%" of % %', crm._short(inst.workflow), crm._short(label), crm._short(inst.object), crm._short(inst.record_id)
       USING ERRCODE = '55000', HINT = 'The requester cannot approve; give the step approvers who are active principals.';
   END IF;
   needed := CASE WHEN step->'mode' IS NULL OR step->'mode' = '"any"' THEN 1
                  WHEN step->'mode' = '"all"' THEN cardinality(ids)
                  ELSE (step->'mode'->>'quorum')::integer END;
   IF needed > cardinality(ids) THEN
-    RAISE EXCEPTION 'workflow "%": step "%" needs % approvals but only % approver(s) can act on % %', inst.workflow, label,
-      needed, cardinality(ids), inst.object, inst.record_id USING ERRCODE = '55000';
+    RAISE EXCEPTION 'workflow "%": step "%" needs % approvals but only % approver(s) can act on % %', crm._short(inst.workflow), crm._short(label),
+      crm._short(needed), crm._short(cardinality(ids)), crm._short(inst.object), crm._short(inst.record_id) USING ERRCODE = '55000';
   END IF;
   INSERT INTO crm.approval_task (instance_id, state, branch, entry, needed, approver_id, due_at)
     SELECT inst.id, st, branch, inst.entry, needed, a,
@@ -535,7 +535,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE p bigint := crm.current_principal();
 BEGIN
   IF p IS NULL THEN
-    RAISE EXCEPTION 'permission denied to %: no principal is acting', what USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to %: no principal is acting', crm._short(what) USING ERRCODE = '42501',
       HINT = 'Log in as a principal, or act as one with crm.act_as().';
   END IF;
   RETURN p;
@@ -551,14 +551,14 @@ DECLARE
 BEGIN
   SELECT * INTO w FROM crm.workflow x WHERE x.name = start_workflow.name AND x.current;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'workflow "%" does not exist', start_workflow.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'workflow "%" does not exist', crm._short(start_workflow.name) USING ERRCODE = '42704';
   END IF;
   IF NOT coalesce(crm._visible(w.object, record_id), false) THEN
-    RAISE EXCEPTION '% % does not exist or is not visible to you', w.object, record_id USING ERRCODE = '42501';
+    RAISE EXCEPTION '% % does not exist or is not visible to you', crm._short(w.object), crm._short(record_id) USING ERRCODE = '42501';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.workflow_instance i WHERE i.object = w.object AND i.record_id = start_workflow.record_id
                AND i.workflow = w.name AND i.ended_at IS NULL) THEN
-    RAISE EXCEPTION 'workflow "%" already runs on % %', w.name, w.object, record_id USING ERRCODE = '55000',
+    RAISE EXCEPTION 'workflow "%" already runs on % %', crm._short(w.name), crm._short(w.object), crm._short(record_id) USING ERRCODE = '55000',
       HINT = 'See crm.workflow_status().';
   END IF;
   unit := crm._record_unit(w.object, record_id);
@@ -580,7 +580,7 @@ BEGIN
    ORDER BY (action IS NOT NULL AND EXISTS (SELECT 1 FROM jsonb_array_elements(w.definition->'transitions') t WHERE t->>'action' = action)) DESC, i.id
    LIMIT 1 FOR UPDATE OF i;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'no workflow runs on % %', obj, rid USING ERRCODE = '55000', HINT = 'Start one with crm.start_workflow().';
+    RAISE EXCEPTION 'no workflow runs on % %', crm._short(obj), crm._short(rid) USING ERRCODE = '55000', HINT = 'Start one with crm.start_workflow().';
   END IF;
   RETURN inst;
 END $$;
@@ -600,18 +600,18 @@ DECLARE
   here text;
 BEGIN
   IF NOT coalesce(crm._visible(transition.object, record_id), false) THEN
-    RAISE EXCEPTION '% % does not exist or is not visible to you', transition.object, record_id USING ERRCODE = '42501';
+    RAISE EXCEPTION '% % does not exist or is not visible to you', crm._short(transition.object), crm._short(record_id) USING ERRCODE = '42501';
   END IF;
   inst := crm._wf_running(transition.object, record_id, action);
   SELECT w.definition INTO def FROM crm.workflow w WHERE w.name = inst.workflow AND w.version = inst.version;
   IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(def->'transitions') t WHERE t->>'action' = transition.action) THEN
-    RAISE EXCEPTION 'workflow "%" has no action "%"', inst.workflow, action USING ERRCODE = '22023',
+    RAISE EXCEPTION 'workflow "%" has no action "%"', crm._short(inst.workflow), crm._short(action) USING ERRCODE = '22023',
       HINT = format('Its actions: %s.', coalesce((SELECT string_agg(DISTINCT t->>'action', ', ') FROM jsonb_array_elements(def->'transitions') t), 'none'));
   END IF;
   SELECT t INTO tr FROM jsonb_array_elements(def->'transitions') t WHERE t->>'action' = transition.action AND t->'from' ? inst.state;
   IF tr IS NULL THEN
     SELECT string_agg(t->>'action', ', ') INTO here FROM jsonb_array_elements(def->'transitions') t WHERE t->'from' ? inst.state;
-    RAISE EXCEPTION 'action "%" is not allowed in state "%" of workflow "%"', action, inst.state, inst.workflow USING ERRCODE = '55000',
+    RAISE EXCEPTION 'action "%" is not allowed in state "%" of workflow "%"', crm._short(action), crm._short(inst.state), crm._short(inst.workflow) USING ERRCODE = '55000',
       HINT = CASE WHEN here IS NULL THEN 'No action leaves this state: it waits for approvals.' ELSE format('Allowed here: %s.', here) END;
   END IF;
   owner := crm._record_owner(inst.object, inst.record_id);
@@ -619,13 +619,13 @@ BEGIN
         OR EXISTS (SELECT 1 FROM crm.principal_role pr JOIN crm.principal p ON p.id = pr.principal_id AND p.active
                     WHERE pr.principal_id = actor AND tr->'allowed' ? pr.role);
   IF NOT ok THEN
-    RAISE EXCEPTION 'permission denied to "%" % %', action, inst.object, inst.record_id USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to "%" % %', crm._short(action), crm._short(inst.object), crm._short(inst.record_id) USING ERRCODE = '42501',
       DETAIL = format('Allowed: %s.', (SELECT string_agg(CASE WHEN a = 'owner' THEN 'the record''s owner' ELSE a END, ', ') FROM jsonb_array_elements_text(tr->'allowed') a));
   END IF;
   IF tr ? 'sql' THEN
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM crm_data.%I t WHERE t.id = $1 AND (%s))', inst.object, tr->>'sql') INTO ok USING inst.record_id;
     IF NOT ok THEN
-      RAISE EXCEPTION 'the condition of "%" is not met for % %', action, inst.object, inst.record_id USING ERRCODE = '55000',
+      RAISE EXCEPTION 'the condition of "%" is not met for % %', crm._short(action), crm._short(inst.object), crm._short(inst.record_id) USING ERRCODE = '55000',
         DETAIL = format('Condition: %s', tr->>'guard');
     END IF;
   END IF;
@@ -648,20 +648,20 @@ BEGIN
     FOR UPDATE OF i;   -- one decision at a time per instance
   SELECT a.* INTO task FROM crm.approval_task a WHERE a.id = task_id;
   IF task.id IS NULL THEN
-    RAISE EXCEPTION 'approval task % does not exist', task_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'approval task % does not exist', crm._short(task_id) USING ERRCODE = '42704';
   END IF;
   IF task.approver_id <> actor THEN
-    RAISE EXCEPTION 'permission denied to % approval task %: it is not assigned to you', what, task_id USING ERRCODE = '42501';
+    RAISE EXCEPTION 'permission denied to % approval task %: it is not assigned to you', crm._short(what), crm._short(task_id) USING ERRCODE = '42501';
   END IF;
   IF task.status <> 'pending' THEN
-    RAISE EXCEPTION 'approval task % is already %', task_id, task.status USING ERRCODE = '55000';
+    RAISE EXCEPTION 'approval task % is already %', crm._short(task_id), crm._short(task.status) USING ERRCODE = '55000';
   END IF;
   IF actor = inst.requested_by THEN
-    RAISE EXCEPTION 'permission denied to % your own request', what USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to % your own request', crm._short(what) USING ERRCODE = '42501',
       DETAIL = 'Four eyes: the principal who asked cannot approve.';
   END IF;
   IF NOT coalesce(crm._visible(inst.object, inst.record_id), false) THEN
-    RAISE EXCEPTION 'permission denied to % approval task %: you cannot see % %', what, task_id, inst.object, inst.record_id
+    RAISE EXCEPTION 'permission denied to % approval task %: you cannot see % %', crm._short(what), crm._short(task_id), crm._short(inst.object), crm._short(inst.record_id)
       USING ERRCODE = '42501', HINT = 'Share the record with the approver, or delegate the task.';
   END IF;
   RETURN task;
@@ -739,15 +739,15 @@ BEGIN
   task := crm._wf_my_task(task_id, 'delegate');
   SELECT * INTO inst FROM crm.workflow_instance i WHERE i.id = task.instance_id;
   IF NOT EXISTS (SELECT 1 FROM crm.principal p WHERE p.id = principal AND p.active) THEN
-    RAISE EXCEPTION 'principal % does not exist or is deactivated', principal USING ERRCODE = '42704';
+    RAISE EXCEPTION 'principal % does not exist or is deactivated', crm._short(principal) USING ERRCODE = '42704';
   END IF;
   IF principal = inst.requested_by OR principal = task.approver_id THEN
-    RAISE EXCEPTION 'cannot delegate approval task % to %', task_id,
-      CASE WHEN principal = task.approver_id THEN 'yourself' ELSE 'the requester' END USING ERRCODE = '22023';
+    RAISE EXCEPTION 'cannot delegate approval task % to %', crm._short(task_id),
+      crm._short(CASE WHEN principal = task.approver_id THEN 'yourself' ELSE 'the requester' END) USING ERRCODE = '22023';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.approval_task a WHERE a.instance_id = inst.id AND a.entry = task.entry AND a.branch = task.branch
                AND a.approver_id = principal AND a.status IN ('pending', 'approved')) THEN
-    RAISE EXCEPTION '% already approves this step', (SELECT p.login FROM crm.principal p WHERE p.id = principal) USING ERRCODE = '22023',
+    RAISE EXCEPTION '% already approves this step', crm._short((SELECT p.login FROM crm.principal p WHERE p.id = principal)) USING ERRCODE = '22023',
       DETAIL = 'One approver, one vote: delegating to them would count them twice.';
   END IF;
   UPDATE crm.approval_task a SET status = 'delegated', acted_at = now(), comment = delegate.comment WHERE a.id = task.id;
@@ -840,7 +840,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 BEGIN
   IF NOT coalesce(crm._visible(workflow_status.object, workflow_status.record_id), false) AND NOT crm._caller_has_role('crm_admin')
      AND NOT crm._caller_has_role('crm_auditor') THEN
-    RAISE EXCEPTION '% % does not exist or is not visible to you', workflow_status.object, workflow_status.record_id USING ERRCODE = '42501';
+    RAISE EXCEPTION '% % does not exist or is not visible to you', crm._short(workflow_status.object), crm._short(workflow_status.record_id) USING ERRCODE = '42501';
   END IF;
   RETURN QUERY
   SELECT i.workflow, i.version, i.state, i.state_since,
@@ -860,7 +860,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 BEGIN
   IF NOT coalesce(crm._visible(workflow_history.object, workflow_history.record_id), false) AND NOT crm._caller_has_role('crm_admin')
      AND NOT crm._caller_has_role('crm_auditor') THEN
-    RAISE EXCEPTION '% % does not exist or is not visible to you', workflow_history.object, workflow_history.record_id USING ERRCODE = '42501';
+    RAISE EXCEPTION '% % does not exist or is not visible to you', crm._short(workflow_history.object), crm._short(workflow_history.record_id) USING ERRCODE = '42501';
   END IF;
   RETURN QUERY
   SELECT h.at, h.action, h.from_state, h.to_state, h.branch, h.actor, h.comment, h.in_state
@@ -887,12 +887,12 @@ DECLARE
   lbl text;
 BEGIN
   IF format NOT IN ('mermaid', 'dot') THEN
-    RAISE EXCEPTION 'unknown diagram format "%"', format USING ERRCODE = '22023', HINT = 'Formats: mermaid, dot.';
+    RAISE EXCEPTION 'unknown diagram format "%"', crm._short(format) USING ERRCODE = '22023', HINT = 'Formats: mermaid, dot.';
   END IF;
   mer := format = 'mermaid';
   SELECT * INTO w FROM crm.workflow x WHERE x.name = workflow_diagram.name AND x.current;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'workflow "%" does not exist', workflow_diagram.name USING ERRCODE = '42704';
+    RAISE EXCEPTION 'workflow "%" does not exist', crm._short(workflow_diagram.name) USING ERRCODE = '42704';
   END IF;
   IF record_id IS NOT NULL THEN
     SELECT i.state, x.definition INTO cur, def FROM crm.workflow_instance i JOIN crm.workflow x ON x.name = i.workflow AND x.version = i.version

@@ -102,10 +102,10 @@ DECLARE
   peers bigint;
 BEGIN
   IF NOT coalesce(crm._visible('customer', recommend_products.customer_id), false) THEN
-    RAISE EXCEPTION 'customer % does not exist or is not visible to you', recommend_products.customer_id USING ERRCODE = '42501';
+    RAISE EXCEPTION 'customer % does not exist or is not visible to you', crm._short(recommend_products.customer_id) USING ERRCODE = '42501';
   END IF;
   IF n IS NULL OR n < 1 OR n > 100 THEN
-    RAISE EXCEPTION 'n must be between 1 and 100, not %', n USING ERRCODE = '22023';
+    RAISE EXCEPTION 'n must be between 1 and 100, not %', crm._short(n) USING ERRCODE = '22023';
   END IF;
   SELECT x.segment, x.risk_tolerance, x.aum, m.max_risk INTO c FROM crm_data.customer x
     LEFT JOIN crm.suitability_matrix m ON m.tolerance = x.risk_tolerance WHERE x.id = recommend_products.customer_id;

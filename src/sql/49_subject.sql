@@ -18,7 +18,7 @@ RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE id bigint;
 BEGIN
   IF evidence IS NULL OR btrim(evidence) = '' THEN
-    RAISE EXCEPTION 'consent of customer % needs evidence', customer_id USING ERRCODE = '22023',
+    RAISE EXCEPTION 'consent of customer % needs evidence', crm._short(customer_id) USING ERRCODE = '22023',
       HINT = 'Say where it was given: a signed form, a recorded call, an app screen and version.';
   END IF;
   SELECT c.id INTO id FROM crm_data.consent c
@@ -57,12 +57,12 @@ DECLARE
 BEGIN
   -- a part of crm.subject_export, for the same callers; the field is a name, never SQL
   IF NOT crm._acting_has_role('compliance') THEN
-    RAISE EXCEPTION 'permission denied to export records of %', obj USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to export records of %', crm._short(obj) USING ERRCODE = '42501',
       HINT = 'Use crm.subject_export(customer_id); it is for compliance principals.';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.fields f WHERE f.object OPERATOR(pg_catalog.=) obj
                   AND (f.name OPERATOR(pg_catalog.=) field OR field OPERATOR(pg_catalog.=) 'id')) THEN
-    RAISE EXCEPTION 'field %.% does not exist', obj, field USING ERRCODE = '42703';
+    RAISE EXCEPTION 'field %.% does not exist', crm._short(obj), crm._short(field) USING ERRCODE = '42703';
   END IF;
   -- named columns (not the whole row), so that masking and decryption apply to each
   SELECT string_agg(format('%L, t.%I', a.attname, a.attname), ', ' ORDER BY a.attnum) INTO cols
@@ -108,12 +108,12 @@ DECLARE
   depth integer := 0;
 BEGIN
   IF NOT crm._acting_has_role('compliance') THEN
-    RAISE EXCEPTION 'permission denied to export the data of customer %', customer_id USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to export the data of customer %', crm._short(customer_id) USING ERRCODE = '42501',
       HINT = 'A subject export is for compliance principals.';
   END IF;
   rows_ := crm._subject_rows('customer', 'id', ARRAY[customer_id]);
   IF jsonb_array_length(rows_) = 0 THEN
-    RAISE EXCEPTION 'customer % does not exist or is not visible to you', customer_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'customer % does not exist or is not visible to you', crm._short(customer_id) USING ERRCODE = '42704';
   END IF;
   records := jsonb_build_object('customer', rows_);
   -- follow references: records pointing at what is already in the export, up to 4 steps away
@@ -326,11 +326,11 @@ BEGIN
   -- mapping a source id to a record (or away from one) changes what that system's writes reach:
   -- it needs edit access to both records
   IF NOT coalesce(crm._editable(obj, rid), false) THEN
-    RAISE EXCEPTION '% % does not exist or you may not edit it', obj, rid USING ERRCODE = '42501';
+    RAISE EXCEPTION '% % does not exist or you may not edit it', crm._short(obj), crm._short(rid) USING ERRCODE = '42501';
   END IF;
   SELECT r.record_id INTO old FROM crm.external_ref r WHERE r.object = obj AND r.source_system = src AND r.external_id = ext;
   IF old IS NOT NULL AND old <> rid AND NOT coalesce(crm._editable(obj, old), false) THEN
-    RAISE EXCEPTION '% id % of % already stands for a record you may not edit', src, ext, obj USING ERRCODE = '42501';
+    RAISE EXCEPTION '% id % of % already stands for a record you may not edit', crm._short(src), crm._short(ext), crm._short(obj) USING ERRCODE = '42501';
   END IF;
   INSERT INTO crm.external_ref (object, source_system, external_id, record_id) VALUES (obj, src, ext, rid)
     ON CONFLICT (object, source_system, external_id) DO UPDATE SET record_id = EXCLUDED.record_id;
@@ -346,20 +346,20 @@ DECLARE
   lit text;
 BEGIN
   IF jsonb_typeof(attrs) IS DISTINCT FROM 'object' THEN
-    RAISE EXCEPTION 'attributes for % must be a JSON object', obj USING ERRCODE = '22023';
+    RAISE EXCEPTION 'attributes for % must be a JSON object', crm._short(obj) USING ERRCODE = '22023';
   END IF;
   cols := '{}'; vals := '{}';
   FOR k, v IN SELECT * FROM jsonb_each(attrs) ORDER BY 1 LOOP
     SELECT x.name, x.type, x.column_type AS coltype INTO f FROM crm.fields x WHERE x.object = obj AND x.name = k;
     IF f.name IS NULL THEN
-      RAISE EXCEPTION 'unknown field "%" for %', k, obj USING ERRCODE = '42703',
-        HINT = format('Fields of %s: %s.', obj, (SELECT string_agg(x.name, ', ' ORDER BY x.position) FROM crm.fields x WHERE x.object = obj));
+      RAISE EXCEPTION 'unknown field "%" for %', crm._short(k), crm._short(obj) USING ERRCODE = '42703',
+        HINT = format('Fields of %s: %s.', crm._short(obj), (SELECT string_agg(x.name, ', ' ORDER BY x.position) FROM crm.fields x WHERE x.object = obj));
     END IF;
     lit := CASE WHEN v = 'null' THEN NULL ELSE v #>> '{}' END;
     BEGIN
       EXECUTE format('SELECT %L::%s', lit, f.coltype);
     EXCEPTION WHEN data_exception THEN
-      RAISE EXCEPTION 'field "%" of %: % is not a valid %', k, obj, v, f.type USING ERRCODE = '22P02';
+      RAISE EXCEPTION 'field "%" of %: % is not a valid %', crm._short(k), crm._short(obj), crm._short(v), crm._short(f.type) USING ERRCODE = '22P02';
     END;
     cols := cols || f.name;
     vals := vals || format('%L::%s', lit, f.coltype);
@@ -374,10 +374,10 @@ DECLARE
   idf record;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM crm.objects o WHERE o.name = upsert.object) THEN
-    RAISE EXCEPTION 'object "%" does not exist', upsert.object USING ERRCODE = '42704';
+    RAISE EXCEPTION 'object "%" does not exist', crm._short(upsert.object) USING ERRCODE = '42704';
   END IF;
   IF source_system IS NULL OR btrim(source_system) = '' OR external_id IS NULL OR btrim(external_id) = '' THEN
-    RAISE EXCEPTION 'upsert into % needs a source system and an external id', upsert.object USING ERRCODE = '22023';
+    RAISE EXCEPTION 'upsert into % needs a source system and an external id', crm._short(upsert.object) USING ERRCODE = '22023';
   END IF;
   SELECT * INTO a FROM crm._upsert_assignments(upsert.object, attrs);
   rid := crm._external_ref(upsert.object, source_system, external_id);
@@ -399,10 +399,18 @@ BEGIN
                      (SELECT string_agg(quote_ident(c), ', ') FROM unnest(a.cols) c), array_to_string(a.vals, ', '))
         USING rid;
       IF NOT FOUND THEN
-        RAISE EXCEPTION '% % (% %) does not exist or is not visible to you', upsert.object, rid, source_system, external_id
+        RAISE EXCEPTION '% % (% %) does not exist or is not visible to you', crm._short(upsert.object), crm._short(rid), crm._short(source_system), crm._short(external_id)
           USING ERRCODE = '42501';
       END IF;
     END IF;
+  ELSIF coalesce(cardinality(a.cols), 0) = 0 THEN
+    -- a new record needs its fields: say which, rather than a syntax error from an empty INSERT
+    RAISE EXCEPTION 'upsert into % of a new record (% %) needs its fields in attrs', crm._short(upsert.object),
+        crm._short(source_system), crm._short(external_id) USING ERRCODE = '22023',
+      HINT = format('No %s record is known by this source id, so one is created; give at least its required fields: %s.',
+                    crm._short(upsert.object),
+                    coalesce((SELECT string_agg(f.name, ', ' ORDER BY f.position) FROM crm.fields f
+                               WHERE f.object = upsert.object AND f.required AND f.default_value IS NULL), 'none'));
   ELSE
     EXECUTE format('INSERT INTO crm_data.%I (%s) VALUES (%s) RETURNING id', upsert.object,
                    (SELECT string_agg(quote_ident(c), ', ') FROM unnest(a.cols) c), array_to_string(a.vals, ', '))
@@ -514,7 +522,7 @@ DECLARE
   msg text;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = staging_table AND a.attname = 'external_id' AND NOT a.attisdropped) THEN
-    RAISE EXCEPTION 'staging table % has no column external_id', staging_table USING ERRCODE = '42703',
+    RAISE EXCEPTION 'staging table % has no column external_id', crm._short(staging_table) USING ERRCODE = '42703',
       HINT = 'One row per record: external_id, then columns named like the object''s fields.';
   END IF;
   -- all or nothing: first the set-based path (one UPDATE, one INSERT); anything unusual (a bad
@@ -611,10 +619,10 @@ BEGIN
     RAISE EXCEPTION 'merge_customers needs two different customers' USING ERRCODE = '22023';
   END IF;
   IF (SELECT count(*) FROM crm_data.customer c WHERE c.id IN (merge_customers.survivor, merge_customers.duplicate)) <> 2 THEN
-    RAISE EXCEPTION 'customer % or % does not exist', merge_customers.survivor, merge_customers.duplicate USING ERRCODE = '42704';
+    RAISE EXCEPTION 'customer % or % does not exist', crm._short(merge_customers.survivor), crm._short(merge_customers.duplicate) USING ERRCODE = '42704';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.customer_merge m WHERE m.duplicate IN (merge_customers.survivor, merge_customers.duplicate) AND m.undone_at IS NULL) THEN
-    RAISE EXCEPTION 'customer % or % was already merged into another', merge_customers.survivor, merge_customers.duplicate USING ERRCODE = '55000',
+    RAISE EXCEPTION 'customer % or % was already merged into another', crm._short(merge_customers.survivor), crm._short(merge_customers.duplicate) USING ERRCODE = '55000',
       HINT = 'Undo that merge first (crm.unmerge_customers), or merge into its survivor.';
   END IF;
   INSERT INTO crm.customer_merge (survivor, duplicate, reason, merged_by)
@@ -648,7 +656,7 @@ BEGIN
   END IF;
   SELECT * INTO m FROM crm.customer_merge x WHERE x.id = merge_id FOR UPDATE;
   IF NOT FOUND OR m.undone_at IS NOT NULL THEN
-    RAISE EXCEPTION 'merge % does not exist or was already undone', merge_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'merge % does not exist or was already undone', crm._short(merge_id) USING ERRCODE = '42704';
   END IF;
   FOR mv IN SELECT x.object, x.field, array_agg(x.record_id) AS ids FROM crm.customer_merge_move x WHERE x.merge_id = m.id GROUP BY 1, 2 LOOP
     n := n + crm._as_system(format('UPDATE crm_data.%I t SET %I = $1[1] WHERE t.%I = $1[2] AND t.id = ANY ($1[3:])',
@@ -680,13 +688,13 @@ BEGIN
     RAISE EXCEPTION 'permission denied to set retention' USING ERRCODE = '42501';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm.object o WHERE o.name = set_retention.object) THEN
-    RAISE EXCEPTION 'object "%" does not exist', set_retention.object USING ERRCODE = '42704';
+    RAISE EXCEPTION 'object "%" does not exist', crm._short(set_retention.object) USING ERRCODE = '42704';
   END IF;
   IF keep IS NULL OR keep <= interval '0' THEN
-    RAISE EXCEPTION 'retention of % must be a positive interval', set_retention.object USING ERRCODE = '22023';
+    RAISE EXCEPTION 'retention of % must be a positive interval', crm._short(set_retention.object) USING ERRCODE = '22023';
   END IF;
   IF action IS NULL OR action NOT IN ('delete', 'anonymise') THEN
-    RAISE EXCEPTION 'retention action must be delete or anonymise, not %', coalesce(quote_literal(action), 'NULL') USING ERRCODE = '22023';
+    RAISE EXCEPTION 'retention action must be delete or anonymise, not %', crm._short(coalesce(quote_literal(action), 'NULL')) USING ERRCODE = '22023';
   END IF;
   INSERT INTO crm.retention VALUES (set_retention.object, keep, action)
     ON CONFLICT ON CONSTRAINT retention_pkey DO UPDATE SET keep = EXCLUDED.keep, action = EXCLUDED.action;
@@ -751,14 +759,14 @@ DECLARE
   res jsonb;
 BEGIN
   IF NOT (crm._caller_has_role('crm_admin') OR crm._acting_has_role('compliance')) THEN
-    RAISE EXCEPTION 'permission denied to erase customer %', erase_subject.customer_id USING ERRCODE = '42501',
+    RAISE EXCEPTION 'permission denied to erase customer %', crm._short(erase_subject.customer_id) USING ERRCODE = '42501',
       HINT = 'Erasure is for compliance principals and crm_admin.';
   END IF;
   IF reason IS NULL OR btrim(reason) = '' THEN
-    RAISE EXCEPTION 'erasing customer % needs a reason', erase_subject.customer_id USING ERRCODE = '22023';
+    RAISE EXCEPTION 'erasing customer % needs a reason', crm._short(erase_subject.customer_id) USING ERRCODE = '22023';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM crm_data.customer c WHERE c.id = erase_subject.customer_id) THEN
-    RAISE EXCEPTION 'customer % does not exist', erase_subject.customer_id USING ERRCODE = '42704';
+    RAISE EXCEPTION 'customer % does not exist', crm._short(erase_subject.customer_id) USING ERRCODE = '42704';
   END IF;
   IF EXISTS (SELECT 1 FROM crm.data_key d WHERE d.subject = 'customer:' || erase_subject.customer_id AND d.wrapped IS NOT NULL) THEN
     PERFORM crm.forget_subject(erase_subject.customer_id, reason);

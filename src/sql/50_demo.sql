@@ -65,7 +65,7 @@ DECLARE
   industries text[] := ARRAY['科技', '贸易', '实业', '投资', '建设', '医药', '物流', '食品', '能源', '电子'];
 BEGIN
   IF customers IS NULL OR customers < 1 OR customers > 20000000 THEN
-    RAISE EXCEPTION 'customers must be between 1 and 20000000, not %', customers USING ERRCODE = '22023';
+    RAISE EXCEPTION 'customers must be between 1 and 20000000, not %', crm._short(customers) USING ERRCODE = '22023';
   END IF;
   IF seed IS NULL THEN
     RAISE EXCEPTION 'seed must not be NULL' USING ERRCODE = '22023';

@@ -13,7 +13,7 @@ GRANT EXECUTE ON FUNCTION crm.preloaded(), crm.current_principal(), crm.acting_a
   crm.cn_id_number_birthday(text), crm.cn_id_number_gender(text), crm.make_cn_id_number(text, date, integer),
   crm.make_uscc(text), crm.stamp(), crm._column_type(text), crm._creating_extension(),
   crm.mask_id_number(text), crm.mask_mobile(text), crm.mask_name(text), crm.mask_email(text),
-  crm.mask_bank_card(text), crm.mask_full(text), crm.mask(text, text)
+  crm.mask_bank_card(text), crm.mask_full(text), crm.mask(text, text), crm._short(anyelement)
   TO PUBLIC;
 
 -- CRM users and auditors: the directory and the data dictionary
