@@ -550,7 +550,7 @@ crm_apply_policies(PG_FUNCTION_ARGS)
 	if (!is_managed(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("managed table crm_data.%s does not exist", quote_identifier(object))));
+				 errmsg("managed table crm_data.%s does not exist", crm_short(quote_identifier(object)))));
 	policy_gate = relid;
 	PG_TRY();
 	{

@@ -1609,7 +1609,7 @@ crm_bidx_lookup(PG_FUNCTION_ARGS)
 	if (f == NULL || f->bidx_attnum <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("field %s.%s has no blind index", object, field),
+				 errmsg("field %s.%s has no blind index", crm_short(object), crm_short(field)),
 				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
 	v = PG_GETARG_TEXT_PP(2);
 	vals[0] = PointerGetDatum(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));

@@ -310,7 +310,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 	if (crm_find_bad_function((Node *) te->expr, &fc) && fc.untrusted)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("invalid condition for object \"%s\": it %s", object, crm_bad_function_text(&fc)),
+				 errmsg("invalid condition for object \"%s\": it %s", crm_short(object), crm_bad_function_text(&fc)),
 				 errdetail("Conditions are evaluated with crm's privileges on values the caller may not see; only PostgreSQL's operators, casts and immutable functions, its time functions and crm's date helpers, validators and masks are allowed in them."),
 				 errhint("Name crm's functions with their schema, e.g. crm.days_until(kyc_expires_on) < 30.")));
 	if (contain_volatile_functions((Node *) te->expr))
