@@ -15,10 +15,12 @@
 #include "parser/parser.h"
 #include "utils/array.h"
 #include "utils/float.h"
+#include "pgtime.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 PG_MODULE_MAGIC;
@@ -227,8 +229,9 @@ int			crm_internal_depth = 0;
  * for functions or operators), and the settings that change what a given SQL text means
  * (standard_conforming_strings: '\d' would lose its backslash; DateStyle and IntervalStyle, so that
  * dates and intervals read back as written; transform_null_equals: x = NULL would become x IS NULL;
- * array_nulls; extra_float_digits, so that floats are written back whole), set only when the
- * caller has changed them. Returns the GUC nest level to hand
+ * array_nulls; extra_float_digits, so that floats are written back whole; TimeZone: the server's,
+ * so that a reader cannot move a day's boundary under a condition), set only when the caller has
+ * changed them. Returns the GUC nest level to hand
  * to crm_unpin_search_path(). Like a function's SET clause: an error unwinds it with the
  * (sub)transaction.
  */
@@ -257,6 +260,9 @@ crm_pin_search_path(const char *path)
 		pin("array_nulls", "on");
 	if (extra_float_digits != 1)
 		pin("extra_float_digits", "1");
+	/* the server's time zone (log_timezone, which only the server's configuration sets) */
+	if (session_timezone != log_timezone && log_timezone != NULL)
+		pin("timezone", pg_get_timezone_name(log_timezone));
 	return nest;
 }
 
@@ -349,6 +355,7 @@ crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 {
 	CrmUserSwitch sw;
 	volatile bool found = false;
+	volatile bool pushed = false;
 
 	crm_switch_to_owner(&sw);
 	PG_TRY();
@@ -356,6 +363,15 @@ crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 		SPIPlanPtr	plan;
 		int			rc;
 
+		/*
+		 * Callers may run where no snapshot is active (ExecutorEnd while a portal is dropped, after
+		 * an invalidation emptied a cache): SPI needs one.
+		 */
+		if (!ActiveSnapshotSet())
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pushed = true;
+		}
 		SPI_connect();
 		plan = crm_kept_plan(sql, nargs, argtypes);
 		if (plan != NULL)
@@ -376,6 +392,8 @@ crm_query_row_as_owner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 			found = true;
 		}
 		SPI_finish();
+		if (pushed)
+			PopActiveSnapshot();
 	}
 	PG_FINALLY();
 	{

@@ -41,6 +41,7 @@ typedef struct CrmFnCheck
 	bool		untrusted;		/* neither built in nor crm's (else: volatile) */
 	bool		is_type;		/* bad is a type (a domain or a type of another schema) */
 	const char *why;			/* what is wrong with it, for messages */
+	Oid			is_operator;	/* bad is the function of this operator, from another schema */
 } CrmFnCheck;
 extern bool crm_find_bad_function(Node *node, CrmFnCheck *fc);
 extern char *crm_bad_function_text(CrmFnCheck *fc);

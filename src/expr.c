@@ -100,8 +100,10 @@ operator_or_cast(Oid func)
  * Conditions run with crm's owner's rights on real values, so what they may call is a list, not
  * "whatever is not volatile": immutable built-ins; stable built-ins that implement an operator or a
  * cast (date against timestamptz, ...) or handle time (now(), to_char(), ...), never those that run
- * queries or read the server's state (table_to_xml(), current_setting(), pg_stat_*); and crm's own
- * helpers above. Volatile functions are refused too.
+ * queries or read the server's state (table_to_xml(), current_setting(), pg_stat_*) or follow a
+ * setting the reader chooses (text search by default_text_search_config); and crm's own helpers
+ * above. Volatile functions are refused too. (Time zones: crm_pin_search_path() evaluates in the
+ * server's.)
  */
 static bool
 bad_function(Oid func, void *ctx)
@@ -129,6 +131,9 @@ bad_function(Oid func, void *ctx)
 		bad = !in_list(NameStr(p->proname), crm_condition_functions, lengthof(crm_condition_functions));
 	else if (p->provolatile == PROVOLATILE_STABLE)
 		bad = strncmp(NameStr(p->proname), "pg_", 3) == 0 || strstr(NameStr(p->proname), "xml") != NULL ||
+			/* text search without a configuration follows the reader's default_text_search_config */
+			strncmp(NameStr(p->proname), "ts_", 3) == 0 || strstr(NameStr(p->proname), "tsquery") != NULL ||
+			strstr(NameStr(p->proname), "tsvector") != NULL ||
 			!(in_list(NameStr(p->proname), stable_builtins, lengthof(stable_builtins)) || operator_or_cast(func));
 	if (bad && f->why == NULL)
 	{
@@ -139,6 +144,54 @@ bad_function(Oid func, void *ctx)
 	if (bad)
 		f->bad = func;
 	return bad;
+}
+
+/*
+ * An operator is named in the compiled text: one from another schema would be looked up by that
+ * name again, so whoever owns its schema could swap in another function behind it. Operators of
+ * pg_catalog and crm only (whatever function implements them).
+ */
+static bool
+bad_operator(Oid opno, CrmFnCheck *fc)
+{
+	HeapTuple	tp = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	bool		bad;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for operator %u", opno);
+	bad = !trusted_namespace(((Form_pg_operator) GETSTRUCT(tp))->oprnamespace);
+	if (bad)
+	{
+		fc->bad = ((Form_pg_operator) GETSTRUCT(tp))->oprcode;
+		fc->untrusted = true;
+		fc->is_operator = opno;
+		fc->why = "is neither built in nor crm's";
+	}
+	ReleaseSysCache(tp);
+	return bad;
+}
+
+static bool
+bad_operators(Node *node, CrmFnCheck *fc)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(node))
+	{
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+			return bad_operator(((OpExpr *) node)->opno, fc);
+		case T_ScalarArrayOpExpr:
+			return bad_operator(((ScalarArrayOpExpr *) node)->opno, fc);
+		case T_RowCompareExpr:
+			foreach(lc, ((RowCompareExpr *) node)->opnos)
+				if (bad_operator(lfirst_oid(lc), fc))
+					return true;
+			return false;
+		default:
+			return false;
+	}
 }
 
 /* node types whose result type is judged: what can produce a value of a domain or foreign type */
@@ -201,6 +254,8 @@ crm_find_bad_function(Node *node, CrmFnCheck *fc)
 	}
 	if (check_functions_in_node(node, bad_function, fc))
 		return true;
+	if (bad_operators(node, fc))
+		return true;
 	return expression_tree_walker(node, crm_find_bad_function, fc);
 }
 
@@ -208,6 +263,8 @@ crm_find_bad_function(Node *node, CrmFnCheck *fc)
 char *
 crm_bad_function_text(CrmFnCheck *fc)
 {
+	if (OidIsValid(fc->is_operator))
+		return psprintf("uses operator %s, which %s", format_operator(fc->is_operator), fc->why);
 	if (fc->is_type)
 		return psprintf("uses type %s, which %s", format_type_be(fc->bad), fc->why);
 	return psprintf("calls %s, which %s", format_procedure(fc->bad), fc->why);
@@ -237,7 +294,7 @@ compile(const char *object, const char *cond, Oid *relid_out)
 	RangeTblEntry *rte;
 	Oid			nsp, relid;
 	MemoryContext oldcxt = CurrentMemoryContext;
-	CrmFnCheck	fc = {InvalidOid, false, false, NULL};
+	CrmFnCheck	fc = {InvalidOid, false, false, NULL, InvalidOid};
 
 	if (strspn(cond, " \t\r\n") == strlen(cond))
 		refuse(object, "the condition is empty");

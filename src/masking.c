@@ -584,20 +584,35 @@ masking_possible(MaskState *st)
 
 		Oid			sargs[6] = {ANYELEMENTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, BOOLOID};
 
-		cached_decrypt_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_decrypt")), 4, cargs, true);
-		cached_saw_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_saw")), 6, sargs, true);
+		/*
+		 * Looked up into locals first: a lookup may process invalidations, whose callback resets
+		 * the cached OIDs, so the cache is filled only once all five are known.
+		 */
+		Oid			d = LookupFuncName(list_make2(makeString("crm"), makeString("_decrypt")), 4, cargs, true);
+		Oid			w = LookupFuncName(list_make2(makeString("crm"), makeString("_saw")), 6, sargs, true);
+		Oid			m = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
+		Oid			c = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")), 0, NULL, true);
+		Oid			wd = LookupFuncName(list_make2(makeString("crm"), makeString("_write_denied")), 3, dargs, true);
 
-		cached_mask_fn = LookupFuncName(list_make2(makeString("crm"), makeString("mask")), 2, args, true);
-		cached_current_principal_fn = LookupFuncName(list_make2(makeString("crm"), makeString("current_principal")),
-													 0, NULL, true);
-		cached_write_denied_fn = LookupFuncName(list_make2(makeString("crm"), makeString("_write_denied")),
-												3, dargs, true);
+		st->decrypt_fn = d;
+		st->saw_fn = w;
+		st->mask_fn = m;
+		st->current_principal_fn = c;
+		st->write_denied_fn = wd;
+		cached_decrypt_fn = d;
+		cached_saw_fn = w;
+		cached_mask_fn = m;
+		cached_current_principal_fn = c;
+		cached_write_denied_fn = wd;
 	}
-	st->mask_fn = cached_mask_fn;
-	st->current_principal_fn = cached_current_principal_fn;
-	st->write_denied_fn = cached_write_denied_fn;
-	st->decrypt_fn = cached_decrypt_fn;
-	st->saw_fn = cached_saw_fn;
+	else
+	{
+		st->mask_fn = cached_mask_fn;
+		st->current_principal_fn = cached_current_principal_fn;
+		st->write_denied_fn = cached_write_denied_fn;
+		st->decrypt_fn = cached_decrypt_fn;
+		st->saw_fn = cached_saw_fn;
+	}
 	if (!OidIsValid(st->mask_fn) || !OidIsValid(st->current_principal_fn) || !OidIsValid(st->write_denied_fn) ||
 		!OidIsValid(st->decrypt_fn) || !OidIsValid(st->saw_fn))
 		ereport(ERROR,

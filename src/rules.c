@@ -440,7 +440,7 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 {
 	ParseState *ps = make_parsestate(NULL);
 	Node	   *node;
-	CrmFnCheck	fc = {InvalidOid, false, false, NULL};
+	CrmFnCheck	fc = {InvalidOid, false, false, NULL, InvalidOid};
 	bool		event = strcmp(c->event, "schedule") != 0;
 
 	if (event)

@@ -185,6 +185,26 @@ ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "
 ok "$(psql -X -qAt -d $db -c "SELECT count(*) FROM public.sh_pwned") $(psql -X -qAt -d $db -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'sh_admin'")" \
    "0 f" "the admin's function never ran, and it is no superuser"
 
+# an operator of the admin's own schema, even one backed by a built-in function, is refused: the
+# compiled text names it, and its owner could later put another function behind the name
+psql -X -q -U sh_tl -d $db -c "CREATE OPERATOR evil.=== (LEFTARG = text, RIGHTARG = text, FUNCTION = pg_catalog.texteq)" >/dev/null
+out=$(as sh_admin -c "SELECT crm.add_wall('sh_op', 'customer', \$\$name OPERATOR(evil.===) 'x'\$\$, ARRAY[crm.current_principal()]::bigint[])")
+ok "$(echo "$out" | grep -c 'uses operator evil.===')" "1" "a wall using another schema's operator (backed by texteq) is refused"
+out=$(as sh_admin -c "SELECT crm.create_rule('sh_op', 'customer', 'schedule', \$\$name OPERATOR(evil.===) 'x'\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
+ok "$(echo "$out" | grep -c 'uses operator evil.===')" "1" "so is a scheduled rule's condition"
+out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$name OPERATOR(evil.===) ANY (ARRAY['x'])\$\$)")
+ok "$(echo "$out" | grep -c 'uses operator evil.===')" "1" "and the operator in an ANY (array) comparison"
+# text search follows the reader's default_text_search_config: not allowed in conditions
+out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$name @@ 'merger'\$\$)")
+ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "a condition using text search without a configuration is refused"
+# a condition on the time of day is read in the server's time zone, whatever the reader's is
+off=$(psql -X -qAt -d $db -c "SELECT set_config('timezone', current_setting('log_timezone'), false) IS NOT NULL" -c "SELECT to_char(now(), 'OF')" | tail -1)
+psql -X -q -d $db -c "INSERT INTO crm_data.customer (owner_id, name) SELECT id, 'Tz Test' FROM crm.principal WHERE login = 'sh_admin'" >/dev/null
+ok "$(as sh_admin -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Tz Test'")" "1" "control: the admin sees its customer"
+as sh_admin -c "SELECT crm.add_wall('sh_tz', 'customer', \$\$to_char(created_at, 'OF') = '$off' AND name = 'Tz Test'\$\$, ARRAY[crm.current_principal()]::bigint[])" >/dev/null
+ok "$(as sh_admin -c "SET timezone = 'Etc/GMT-14'" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Tz Test'" | tail -1) $(as sh_admin -c "SET timezone = 'Etc/GMT+12'" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Tz Test'" | tail -1)" \
+   "0 0" "a wall on the time zone's offset ($off) holds whatever time zone the reader sets"
+
 # ordinary conditions still compile: IN lists, arrays, GREATEST, CASE, dates against now()
 for c in "segment IN ('mass', 'affluent')" "GREATEST(aum, 0) > 5" "ARRAY[segment] <@ ARRAY['mass']" \
          "CASE WHEN aum > 0 THEN true ELSE false END" "kyc_expires_on < now() + interval '30 days'" \
