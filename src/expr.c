@@ -231,10 +231,31 @@ crm_find_bad_function(Node *node, CrmFnCheck *fc)
 {
 	if (node == NULL)
 		return false;
+	if (IsA(node, XmlExpr))
+	{
+		/* XML parsing of record values as crm's owner: nothing a condition needs */
+		fc->bad = XMLOID;
+		fc->untrusted = true;
+		fc->is_type = true;
+		fc->why = "conditions may not use";
+		return true;
+	}
 	if (typed_node(node))
 	{
 		Oid			type = exprType(node);
 		HeapTuple	tp;
+
+		/* names looked up in the catalogs at run time (regclass, regproc, ...): not for conditions */
+		if (type == REGCLASSOID || type == REGPROCOID || type == REGPROCEDUREOID || type == REGOPEROID ||
+			type == REGOPERATOROID || type == REGTYPEOID || type == REGCONFIGOID || type == REGDICTIONARYOID ||
+			type == REGNAMESPACEOID || type == REGROLEOID || type == REGCOLLATIONOID || type == XMLOID)
+		{
+			fc->bad = type;
+			fc->untrusted = true;
+			fc->is_type = true;
+			fc->why = "conditions may not use";
+			return true;
+		}
 
 		if (OidIsValid(type) && (tp = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type))) != NULL)
 		{
