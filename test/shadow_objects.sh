@@ -171,13 +171,13 @@ adm_prelude="CREATE FUNCTION pg_temp.pwn() RETURNS int LANGUAGE plpgsql AS \$\$ 
 CREATE TEMP VIEW v AS SELECT pg_temp.pwn() AS x;"
 xml="table_to_xml('v'::regclass, true, false, '') IS NOT NULL"
 out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.add_wall('sh_pwn', 'customer', \$\$$xml\$\$, ARRAY[crm.current_principal()]::bigint[])" -c "SELECT count(*) FROM crm_data.customer")
-ok "$(echo "$out" | grep -cE 'is not one of the functions conditions may use|regclass, which conditions may not use')" "1" "a wall condition calling table_to_xml() is refused"
+ok "$(echo "$out" | grep -cE 'conditions may (not )?use')" "1" "a wall condition calling table_to_xml() is refused"
 out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.create_rule('sh_pwn', 'customer', 'schedule', \$\$$xml\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
-ok "$(echo "$out" | grep -cE 'is not one of the functions conditions may use|regclass, which conditions may not use')" "1" "so is a scheduled rule's"
+ok "$(echo "$out" | grep -cE 'conditions may (not )?use')" "1" "so is a scheduled rule's"
 out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.create_rule('sh_pwn2', 'customer', 'update', \$\$$xml\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
-ok "$(echo "$out" | grep -cE 'is not one of the functions conditions may use|regclass, which conditions may not use')" "1" "and an event rule's"
+ok "$(echo "$out" | grep -cE 'conditions may (not )?use')" "1" "and an event rule's"
 out=$(as sh_admin -c "$adm_prelude" -c "SELECT crm.define_workflow('sh_pwn', 'customer', \$j\${\"status_field\": \"segment\", \"start\": \"mass\", \"states\": {\"mass\": {}, \"corporate\": {\"kind\": \"end\"}}, \"transitions\": [{\"action\": \"go\", \"from\": \"mass\", \"to\": \"corporate\", \"guard\": \"$xml\"}]}\$j\$)")
-ok "$(echo "$out" | grep -cE 'is not one of the functions conditions may use|regclass, which conditions may not use')" "1" "and a workflow guard"
+ok "$(echo "$out" | grep -cE 'conditions may (not )?use')" "1" "and a workflow guard"
 out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$current_setting('crm.keyring') IS NOT NULL\$\$)")
 ok "$(echo "$out" | grep -c 'is not one of the functions conditions may use')" "1" "a condition reading a setting is refused"
 out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$crm.audit_hash('customer', 'name', name) IS NOT NULL\$\$)")
