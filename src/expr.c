@@ -442,3 +442,36 @@ crm_condition_sql_fn(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(crm_condition_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 													   text_to_cstring(PG_GETARG_TEXT_PP(1)))));
 }
+
+/*
+ * SQL function: crm._condition_holds(object text, record_id bigint, condition text) returns boolean
+ * Whether a compiled condition (crm._rule_expr's or crm._condition_sql's output, over alias t)
+ * holds for a record, evaluated as crm's owner with the environment pinned. Not granted: crm's
+ * SECURITY DEFINER workflow functions call it with the compiled text they stored.
+ */
+PG_FUNCTION_INFO_V1(crm_condition_holds);
+Datum
+crm_condition_holds(PG_FUNCTION_ARGS)
+{
+	char	   *object;
+	Oid			nsp = get_namespace_oid("crm_data", true);
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1];
+	Datum		out[1];
+	bool		outnull[1];
+
+	crm_require_arg(fcinfo, 0, "crm._condition_holds", "object");
+	crm_require_arg(fcinfo, 1, "crm._condition_holds", "record_id");
+	crm_require_arg(fcinfo, 2, "crm._condition_holds", "condition");
+	object = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid(object, nsp)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("object \"%s\" does not exist", crm_short(object))));
+	vals[0] = PG_GETARG_DATUM(1);
+	if (!crm_query_row_as_owner(psprintf("SELECT EXISTS (SELECT 1 FROM crm_data.%s t WHERE t.id OPERATOR(pg_catalog.=) $1 AND (%s))",
+										 quote_identifier(object), text_to_cstring(PG_GETARG_TEXT_PP(2))),
+								1, types, vals, out, outnull, 1) || outnull[0])
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(DatumGetBool(out[0]));
+}

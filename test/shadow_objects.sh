@@ -205,6 +205,13 @@ as sh_admin -c "SELECT crm.add_wall('sh_tz', 'customer', \$\$to_char(created_at,
 ok "$(as sh_admin -c "SET timezone = 'Etc/GMT-14'" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Tz Test'" | tail -1) $(as sh_admin -c "SET timezone = 'Etc/GMT+12'" -c "SELECT count(*) FROM crm_data.customer WHERE name OPERATOR(pg_catalog.=) 'Tz Test'" | tail -1)" \
    "0 0" "a wall on the time zone's offset ($off) holds whatever time zone the reader sets"
 
+# a workflow guard on the time of day is read in the server's time zone too
+psql -X -q -d $db -c "INSERT INTO crm_data.customer (owner_id, name, segment) SELECT id, 'Wf Test', 'mass' FROM crm.principal WHERE login = 'sh_admin'" >/dev/null
+wfc=$(psql -X -qAt -d $db -c "SELECT id FROM crm_data.customer WHERE name = 'Wf Test'")
+as sh_admin -c "SELECT crm.define_workflow('sh_tzwf', 'customer', \$j\${\"status_field\": \"segment\", \"start\": \"mass\", \"states\": {\"mass\": {}, \"corporate\": {\"kind\": \"end\"}}, \"transitions\": [{\"action\": \"go\", \"from\": \"mass\", \"to\": \"corporate\", \"allowed\": [\"owner\"], \"guard\": \"to_char(now(), 'OF') = '$off'\"}]}\$j\$)" >/dev/null
+as sh_admin -c "SELECT crm.start_workflow('sh_tzwf', $wfc)" >/dev/null
+ok "$(as sh_admin -c "SET timezone = 'Etc/GMT-14'" -c "SELECT crm.transition('customer', $wfc, 'go')" | tail -1)" "corporate" \
+   "a workflow guard on the time zone's offset ($off) holds whatever time zone the reader sets"
 for c in "xmlparse(content name) IS NOT NULL" "name::regclass IS NOT NULL"; do
   out=$(as sh_admin -c "SELECT crm.check_condition('customer', \$\$$c\$\$)")
   ok "$(echo "$out" | grep -c 'conditions may not use')" "1" "the condition $c is refused (XML and catalog lookups of record values)"

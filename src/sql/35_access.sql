@@ -371,8 +371,8 @@ BEGIN
     walled := false;
     FOR w IN SELECT x.* FROM crm.wall x WHERE x.object IN (explain_access.object, par.parent) ORDER BY x.name LOOP
       IF crm.wall_excludes_principal(w.name, explain_access.principal) THEN
-        EXECUTE format('SELECT (%s) FROM crm_data.%I t WHERE t.id OPERATOR(pg_catalog.=) $1', crm._condition_sql(w.object, w.condition), w.object)
-          INTO hit USING CASE WHEN w.object = explain_access.object THEN explain_access.record_id ELSE rec.parent_key END;
+        hit := crm._condition_holds(w.object, CASE WHEN w.object = explain_access.object THEN explain_access.record_id ELSE rec.parent_key END,
+                                    crm._condition_sql(w.object, w.condition));
         IF hit THEN
           walled := true;
           reasons := reasons || format('wall %s (%s) keeps principal %s out of records where %s', w.name,

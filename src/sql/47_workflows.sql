@@ -87,6 +87,10 @@ CREATE FUNCTION crm._visible(object text, record_id bigint) RETURNS boolean
   LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_visible';
 CREATE FUNCTION crm._editable(object text, record_id bigint) RETURNS boolean
   LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'crm_editable';
+-- whether a compiled condition (a guard, a branch) holds for a record: run as crm's owner in a
+-- pinned environment (search_path, parse settings, the server's time zone); granted to nobody
+CREATE FUNCTION crm._condition_holds(object text, record_id bigint, condition text) RETURNS boolean
+  LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_condition_holds';
 CREATE FUNCTION crm._record_owner(object text, record_id bigint) RETURNS bigint
   LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'crm_record_owner';
 CREATE FUNCTION crm._record_unit(object text, record_id bigint) RETURNS bigint
@@ -506,8 +510,7 @@ BEGIN
         IF coalesce((b->>'default')::boolean, false) THEN
           hit := true;
         ELSE
-          EXECUTE format('SELECT EXISTS (SELECT 1 FROM crm_data.%I t WHERE t.id = $1 AND (%s))', inst.object, b->>'sql')
-            INTO hit USING inst.record_id;
+          hit := crm._condition_holds(inst.object, inst.record_id, b->>'sql');
         END IF;
         IF hit THEN
           target := b->>'to';
@@ -623,7 +626,7 @@ BEGIN
       DETAIL = format('Allowed: %s.', (SELECT string_agg(CASE WHEN a = 'owner' THEN 'the record''s owner' ELSE a END, ', ') FROM jsonb_array_elements_text(tr->'allowed') a));
   END IF;
   IF tr ? 'sql' THEN
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM crm_data.%I t WHERE t.id = $1 AND (%s))', inst.object, tr->>'sql') INTO ok USING inst.record_id;
+    ok := crm._condition_holds(inst.object, inst.record_id, tr->>'sql');
     IF NOT ok THEN
       RAISE EXCEPTION 'the condition of "%" is not met for % %', crm._short(action), crm._short(inst.object), crm._short(inst.record_id) USING ERRCODE = '55000',
         DETAIL = format('Condition: %s', tr->>'guard');
