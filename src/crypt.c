@@ -1552,27 +1552,33 @@ crm_check_encrypted(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
-/* crm._blind_index(object text, field text, value text) returns bytea */
+/* the field of an object that has a blind index, or an error saying it has none */
+static CryptField *
+searchable_field(const char *object, const char *field)
+{
+	CryptField *f = crypt_field(crypt_rel_by_oid(data_relid(object)), field);
+
+	if (f == NULL || f->bidx_attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("field %s.%s has no blind index", crm_short(object), crm_short(field)),
+				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
+	return f;
+}
+
+/* crm._blind_index(object text, field text, value text) returns bytea (not granted) */
 PG_FUNCTION_INFO_V1(crm_blind_index);
 Datum
 crm_blind_index(PG_FUNCTION_ARGS)
 {
-	char	   *object, *field;
-	CryptRel   *cr;
+	char	   *object;
 	CryptField *f;
 	text	   *v;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_NULL();
 	object = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	field = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	cr = crypt_rel_by_oid(data_relid(object));
-	f = crypt_field(cr, field);
-	if (f == NULL || f->bidx_attnum <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("field %s.%s has no blind index", crm_short(object), crm_short(field)),
-				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
+	f = searchable_field(object, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	v = PG_GETARG_TEXT_PP(2);
 	PG_RETURN_BYTEA_P(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
 }
@@ -1590,7 +1596,6 @@ crm_bidx_lookup(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *object, *field;
-	CryptRel   *cr;
 	CryptField *f;
 	text	   *v;
 	Oid			types[1] = {BYTEAOID};
@@ -1604,13 +1609,7 @@ crm_bidx_lookup(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	object = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	field = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	cr = crypt_rel_by_oid(data_relid(object));
-	f = crypt_field(cr, field);
-	if (f == NULL || f->bidx_attnum <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("field %s.%s has no blind index", crm_short(object), crm_short(field)),
-				 errhint("Only encrypted fields added with \"searchable\": true have one.")));
+	f = searchable_field(object, field);
 	v = PG_GETARG_TEXT_PP(2);
 	vals[0] = PointerGetDatum(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
 	sql = psprintf("SELECT t.id FROM crm_data.%s t WHERE t.%s OPERATOR(pg_catalog.=) $1 ORDER BY t.id",
