@@ -250,8 +250,8 @@ crm_pin_search_path(const char *path)
 							 GUC_ACTION_SAVE, true, 0, false);
 	if (!standard_conforming_strings)
 		pin("standard_conforming_strings", "on");
-	if (DateStyle != USE_ISO_DATES)
-		pin("datestyle", "ISO");
+	if (DateStyle != USE_ISO_DATES || DateOrder != DATEORDER_MDY)
+		pin("datestyle", "ISO, MDY");
 	if (IntervalStyle != INTSTYLE_POSTGRES)
 		pin("intervalstyle", "postgres");
 	if (Transform_null_equals)

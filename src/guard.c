@@ -380,11 +380,15 @@ crm_guard(PG_FUNCTION_ARGS)
 			else
 			{
 				Oid			in, ioparam;
+				int			nest;
+				Datum		def;
 
+				/* read as crm.add_field wrote it, whatever the writer's DateStyle or TimeZone */
 				getTypeInputInfo(TupleDescAttr(desc, att - 1)->atttypid, &in, &ioparam);
-				changed = !values_equal(desc, att, nv,
-										OidInputFunctionCall(in, f->default_text, ioparam,
-															 TupleDescAttr(desc, att - 1)->atttypmod));
+				nest = crm_pin_search_path(CRM_SAFE_SEARCH_PATH);
+				def = OidInputFunctionCall(in, f->default_text, ioparam, TupleDescAttr(desc, att - 1)->atttypmod);
+				crm_unpin_search_path(nest);
+				changed = !values_equal(desc, att, nv, def);
 			}
 		}
 		if (changed)

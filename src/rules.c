@@ -105,7 +105,13 @@ next_anniversary(DateADT d, DateADT from)
 
 		r = date2j(year, m, day) - POSTGRES_EPOCH_JDATE;
 		if (r >= from)
+		{
+			if (!IS_VALID_DATE(r))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+						 errmsg("date out of range: the next anniversary is past the last date PostgreSQL can store")));
 			return r;
+		}
 	}
 	return r;					/* not reached */
 }

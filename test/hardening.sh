@@ -111,6 +111,26 @@ ok "$(as hd_rm1 -c "SELECT crm._subject_rows('customer', 'id', ARRAY[$c1]::bigin
 ok "$(as hd_comp -c "SELECT crm._subject_rows('customer', 'true OR t.id', ARRAY[$c1]::bigint[])" | grep -c 'does not exist')" "1" \
    "a condition smuggled in as the field is refused"
 ok "$(as hd_comp -c "SELECT jsonb_array_length(crm._subject_rows('customer', 'id', ARRAY[$c1]::bigint[]))")" "1" "compliance gets the row"
+# 6. explain_access tells a walled principal nothing about the records behind the wall
+q "SELECT crm.add_wall('hd_wall', 'customer', \$\$name = 'rm1 customer'\$\$, ARRAY[$rm2]::bigint[])" >/dev/null
+ok "$(as hd_rm2 -c "SELECT count(*) FROM crm_data.customer WHERE id = $c1")" "0" "the wall hides rm1's customer from rm2 despite the share"
+ok "$(as hd_rm2 -c "SELECT string_agg(DISTINCT array_to_string(because, '; '), ' | ') FROM crm.explain_access($rm2, 'customer', $c1)")" \
+   "you cannot read this record" "explain_access tells rm2 neither the share nor the wall nor what the wall matched"
+
+# 7. the field guard reads a default as add_field wrote it, whatever the writer's DateStyle
+q "SELECT crm.add_field('customer', 'hd_review', 'date', '{\"default\": \"03/04/2026\"}')" >/dev/null
+q "SELECT crm.set_field_access('customer', 'hd_review', 'rm', 'read', 'read')" >/dev/null
+ok "$(as hd_rm1 -c "INSERT INTO crm_data.customer (owner_id, name, hd_review) VALUES ($rm1, 'dated', '2026-04-03')" | grep -c 'permission denied to write field')" "1" \
+   "an RM may not write a read-only date field"
+ok "$(as hd_rm1 -c "SET DateStyle = 'ISO, DMY'" -c "INSERT INTO crm_data.customer (owner_id, name, hd_review) VALUES ($rm1, 'dated', '2026-04-03')" | grep -c 'permission denied to write field')" "1" \
+   "not even with DateStyle set so that the default (03/04/2026) reads as that date"
+ok "$(as hd_rm1 -c "SET DateStyle = 'ISO, DMY'" -c "INSERT INTO crm_data.customer (owner_id, name) VALUES ($rm1, 'dated')" 2>&1)" "" \
+   "while leaving it at its default still works"
+
+# 8. a date helper never returns a date that cannot be stored
+ok "$(q "SELECT crm.next_anniversary('5874897-02-28'::date, '5874897-12-30'::date)" | grep -c 'date out of range')" "1" \
+   "crm.next_anniversary past the last storable date is an error, not an unstorable date"
+
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 psql -X -q -d postgres -c "DROP ROLE IF EXISTS \"$weird_sql\"" >/dev/null 2>&1
 finish

@@ -141,7 +141,9 @@ BEGIN
 END $$;
 
 CREATE FUNCTION crm.add_field(object text, name text, type text, options jsonb DEFAULT '{}')
-RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  -- a default is read as the field guard reads it (crm_pin_search_path): PostgreSQL's date order
+  SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' AS $$
 DECLARE
   o text := add_field.object;
   n text := crm.check_name('field', add_field.name);

@@ -281,7 +281,7 @@ CREATE FUNCTION crm.explain_access(principal bigint, object text, record_id bigi
 RETURNS TABLE (privilege text, allowed boolean, because text[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   -- walls are compiled SQL: read them back in the environment they were written in
-  SET standard_conforming_strings = on SET datestyle = 'ISO' SET intervalstyle = 'postgres'
+  SET standard_conforming_strings = on SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres'
   SET transform_null_equals = off SET array_nulls = on AS $$
 DECLARE
   par record; rec record; a record; w record; s record;
@@ -305,7 +305,12 @@ BEGIN
   IF NOT privileged AND (rec.owner_id IS NULL OR NOT (
        rec.owner_id = ANY (crm.acl_owners(COALESCE(par.parent, explain_access.object), 'read'))
        OR rec.org_unit_id = ANY (crm.acl_units(COALESCE(par.parent, explain_access.object), 'read'))
-       OR rec.parent_key = ANY (crm.acl_records(COALESCE(par.parent, explain_access.object), 'read')))) THEN
+       OR rec.parent_key = ANY (crm.acl_records(COALESCE(par.parent, explain_access.object), 'read')))
+     -- a record behind a wall that keeps the caller out is one it cannot read either
+     OR EXISTS (SELECT 1 FROM crm.wall x WHERE x.object IN (explain_access.object, par.parent)
+                 AND crm.wall_excludes_principal(x.name, explain_access.principal)
+                 AND crm._condition_holds(x.object, CASE WHEN x.object = explain_access.object THEN explain_access.record_id ELSE rec.parent_key END,
+                                          crm._condition_sql(x.object, x.condition)))) THEN
     FOREACH priv IN ARRAY ARRAY['read', 'create', 'edit', 'delete'] LOOP
       privilege := priv; allowed := false; because := ARRAY['you cannot read this record'];
       RETURN NEXT;
@@ -393,7 +398,7 @@ RETURNS TABLE (principal_id bigint, login text, display_name text, org_unit text
                can_read bigint, can_edit bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   -- walls are compiled SQL: read them back in the environment they were written in
-  SET standard_conforming_strings = on SET datestyle = 'ISO' SET intervalstyle = 'postgres'
+  SET standard_conforming_strings = on SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres'
   SET transform_null_equals = off SET array_nulls = on AS $$
 DECLARE p record; o record; par record; r record; e record; walls text;
 BEGIN
@@ -409,7 +414,8 @@ BEGIN
       SELECT * INTO par FROM crm._parent_of(o.name);
       r := crm.acl_for(p.id, COALESCE(par.parent, o.name), 'read');
       e := crm.acl_for(p.id, o.name, 'edit');
-      SELECT string_agg(format(' AND NOT (%s)', crm._condition_sql(w.object, w.condition)), '') INTO walls FROM crm.wall w
+      -- a condition that is NULL for a record does not wall it (as crm._wall_matches decides)
+      SELECT string_agg(format(' AND NOT coalesce((%s), false)', crm._condition_sql(w.object, w.condition)), '') INTO walls FROM crm.wall w
        WHERE w.object = o.name AND crm.wall_excludes_principal(w.name, p.id);
       EXECUTE format('SELECT count(*) FILTER (WHERE owner_id = ANY ($1) OR org_unit_id = ANY ($2) OR %1$s = ANY ($3)),
                              count(*) FILTER (WHERE owner_id = ANY ($4) OR org_unit_id = ANY ($5) OR %1$s = ANY ($6))

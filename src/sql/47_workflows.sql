@@ -471,7 +471,7 @@ END $$;
 CREATE FUNCTION crm._wf_enter(instance_id bigint, target text, action text, actor bigint, comment text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
   -- guards are compiled SQL: read them back in the environment they were written in
-  SET standard_conforming_strings = on SET datestyle = 'ISO' SET intervalstyle = 'postgres'
+  SET standard_conforming_strings = on SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres'
   SET transform_null_equals = off SET array_nulls = on AS $$
 DECLARE
   inst crm.workflow_instance;
@@ -591,7 +591,7 @@ END $$;
 CREATE FUNCTION crm.transition(object text, record_id bigint, action text, comment text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   -- guards are compiled SQL: read them back in the environment they were written in
-  SET standard_conforming_strings = on SET datestyle = 'ISO' SET intervalstyle = 'postgres'
+  SET standard_conforming_strings = on SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres'
   SET transform_null_equals = off SET array_nulls = on AS $$
 DECLARE
   actor bigint := crm._wf_actor('make a transition');
