@@ -488,6 +488,18 @@ transform_rule_expr(CondCheck *c, Node *raw, Relation rel, bool want_bool)
 						crm_short(get_func_name(fc.bad))),
 				 errdetail("A rule's %s must give the same answer for the same record.", crm_shortn(c->what, 256)),
 				 errhint("Use stable or immutable functions (e.g. crm.days_until(), crm.today()).")));
+
+	/*
+	 * An event rule's condition is the trigger's WHEN clause: PostgreSQL evaluates it in the writer's
+	 * session, under the writer's time zone and settings. Only what no setting changes belongs there.
+	 */
+	if (event && contain_mutable_functions(node))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("the %s of event %s depends on the date, the time or the session's settings",
+						crm_short(c->what), crm_short(c->rule)),
+				 errdetail("An event rule's condition is evaluated in the session of whoever writes the record, which chooses its own time zone."),
+				 errhint("Compare the record's own values (NEW.aum < OLD.aum * 0.7), or use a scheduled rule for dates and times.")));
 	return node;
 }
 

@@ -225,6 +225,10 @@ for c in "segment IN ('mass', 'affluent')" "GREATEST(aum, 0) > 5" "ARRAY[segment
 done
 out=$(as sh_admin -c "SELECT crm.create_rule('sh_in', 'customer', 'update', \$\$NEW.segment IN ('mass', 'affluent')\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
 ok "$out" "sh_in" "an event rule with an IN list is accepted"
+for c in "NEW.kyc_expires_on < current_date" "NEW.created_at < now() - interval '1 day'" "NEW.created_at::date = '2026-01-01'"; do
+  out=$(as sh_admin -c "SELECT crm.create_rule('sh_tzr', 'customer', 'update', \$\$$c\$\$, '[{\"type\": \"create_task\", \"assignee\": \"owner\", \"title\": \"x\"}]', '{\"run_as\": \"sh_admin\"}')")
+  ok "$(echo "$out" | grep -c 'depends on the date, the time or the session')" "1" "an event rule on $c is refused (the writer's session would choose its time zone)"
+done
 
 # a wall on a regular expression holds whatever the reader does to how strings are read
 as sh_admin -c "SELECT crm.add_wall('sh_re', 'customer', \$\$name ~ '^\\w+ Lei\$'\$\$, ARRAY[crm.current_principal()]::bigint[])" >/dev/null
