@@ -20,9 +20,16 @@
  *     recreating a missing crm policy).
  *   - CREATE RULE on a relation that reads or writes crm_data (or by its own actions would) is
  *     refused: a rule runs with its owner's rights and can capture what others write through it.
- * Not covered: INSERT ... SELECT (or a PL/pgSQL loop) writing what a principal reads into a table it
- * made. That is the principal writing down what it may see, as any client can; it runs as that
- * principal, masked for it, and is not a declarative copy that a refresh would fill anew.
+ *   - a write into a relation outside crm and crm_data (INSERT, UPDATE, DELETE, MERGE, a
+ *     data-modifying WITH, COPY FROM, ALTER TABLE evaluating defaults) is a copy too: refused if it
+ *     reads crm_data, checked like the above while it is planned (folded IMMUTABLE functions), run
+ *     and finished (triggers); into a temporary table it is allowed, an EXPORT, and makes the table
+ *     a copy. While a copy is being made, a cursor over crm_data fetched inside it (FETCH starts no
+ *     executor) is checked at ExecutorRun, and a cursor keeping rows of crm_data outside an executor
+ *     (WITH HOLD, RETURNING) refuses it while open.
+ * Not covered: values read by one statement and written by a later one (a client, PL/pgSQL
+ * variables, a FOR loop's body, a rule's call action given a record id): the principal writing down
+ * what it may see, as any client can, not a copy made in one statement or refreshed anew.
  */
 #include "crm.h"
 
@@ -46,6 +53,9 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "tcop/pquery.h"
+#include "utils/portal.h"
+#include "parser/parsetree.h"
 #include "utils/rel.h"
 
 /* A relation being filled by CREATE TABLE AS / SELECT INTO / a materialized view. */
@@ -54,6 +64,8 @@ typedef struct CrmCopyFrame
 	const char *what;			/* the statement, for messages and events */
 	char	   *target;			/* the relation being filled (qualified when known) */
 	RangeVar   *rv;				/* its name, to find it afterwards */
+	Oid			relid;			/* or its OID (a write: INSERT, UPDATE, DELETE, MERGE) */
+	QueryDesc  *qd;				/* the write's own query */
 	bool		temp;
 	bool		allowed;		/* temporary, or made by the maintenance role */
 	bool		read_data;		/* a crm_data table was read while filling it */
@@ -65,6 +77,15 @@ typedef struct CrmCopyFrame
 static CrmCopyFrame *copy_top = NULL;
 static List *temp_copies = NIL;	/* this session's temporary copies of crm_data (TopMemoryContext) */
 static Oid	policy_gate = InvalidOid;	/* the managed table crm._apply_policies() is rebuilding */
+static List *write_frames = NIL;	/* frames of writes started and not yet ended (TopMemoryContext) */
+static List *data_portals = NIL;	/* cursors that read crm_data and keep rows outside an executor */
+
+static CrmCopyFrame *push_fill(Node *stmt);
+static void check_data_portals(CrmCopyFrame *f);
+static void note_data_portal(QueryDesc *qd);
+static void start_write(QueryDesc *qd);
+static void forget_write(QueryDesc *qd);
+static bool ri_query(void);
 
 static Oid
 data_nsp(void)
@@ -221,8 +242,12 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 	if (explain_analyze && IsA(((ExplainStmt *) stmt)->query, Query) &&
 		((Query *) ((ExplainStmt *) stmt)->query)->commandType == CMD_UTILITY)
 		stmt = ((Query *) ((ExplainStmt *) stmt)->query)->utilityStmt;
-	if (creating_extension || !(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt)) || !crm_ready())
+	if (creating_extension || !(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt) ||
+								IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt)) || !crm_ready())
 		return NULL;
+	/* COPY FROM and ALTER TABLE evaluate defaults and USING expressions into the relation */
+	if (IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt))
+		return push_fill(stmt);
 	f = palloc0(sizeof(CrmCopyFrame));
 	if (IsA(stmt, CreateTableAsStmt))
 	{
@@ -248,6 +273,7 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 		f->target = OidIsValid(relid) ? qualified(relid) : pstrdup(quote_identifier(r->relation->relname));
 	}
 	f->allowed = f->temp || is_maintenance();
+	check_data_portals(f);
 	/* the query tree, views expanded: catches WITH NO DATA too (its REFRESH would copy) */
 	if (!f->allowed && IsA(stmt, CreateTableAsStmt) && IsA(((CreateTableAsStmt *) stmt)->query, Query))
 	{
@@ -309,7 +335,7 @@ record_copy(CrmCopyFrame *f, Oid relid, const char *sources)
 static void
 copy_done(CrmCopyFrame *f)
 {
-	Oid			relid = RangeVarGetRelid(f->rv, NoLock, true);
+	Oid			relid = f->rv ? RangeVarGetRelid(f->rv, NoLock, true) : f->relid;
 	StringInfoData d;
 	StringInfoData src;
 	ListCell   *lc;
@@ -352,7 +378,7 @@ copy_done(CrmCopyFrame *f)
  * copy is allowed; then it is noted for EXPORT.
  */
 static void
-check_copy_sources(QueryDesc *qd)
+check_copy_sources(QueryDesc *qd, CrmCopyFrame *own)
 {
 	ReachCtx	cx = {data_nsp(), true, NIL, InvalidOid};
 	ListCell   *lc;
@@ -362,6 +388,10 @@ check_copy_sources(QueryDesc *qd)
 		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
 
 		cx.found = InvalidOid;
+		/* a write's own targets outside crm_data are not read into it (UPDATE of a copy) */
+		if (own != NULL && list_member_int(qd->plannedstmt->resultRelations, foreach_current_index(lc) + 1) &&
+			get_rel_namespace(rte->relid) != cx.nsp)
+			continue;
 		if (rte->rtekind != RTE_RELATION || !rel_reaches(rte->relid, &cx))
 			continue;
 		if (!copy_top->allowed)
@@ -411,22 +441,432 @@ check_view_owners(QueryDesc *qd)
 }
 
 void
-crm_copies_executor_start(QueryDesc *qd)
+crm_copies_executor_start(QueryDesc *qd, int eflags)
 {
-	if (IsParallelWorker() || crm_internal_depth > 0)
+	forget_write(qd);
+	if (IsParallelWorker() || crm_internal_depth > 0 || ri_query())
 		return;
 	if (copy_top != NULL)
-		check_copy_sources(qd);
+		check_copy_sources(qd, NULL);
 	check_view_owners(qd);
+	if (!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
+	{
+		note_data_portal(qd);
+		start_write(qd);
+	}
 }
 
 /* rows written into the relation being filled */
 void
 crm_copies_executor_end(QueryDesc *qd)
 {
+	forget_write(qd);
 	if (copy_top != NULL && qd->estate != NULL && qd->dest != NULL &&
 		(qd->dest->mydest == DestIntoRel || qd->dest->mydest == DestTransientRel))
 		copy_top->rows += qd->estate->es_processed;
+}
+
+/* --- writes: INSERT, UPDATE, DELETE, MERGE, COPY FROM, ALTER TABLE into a relation outside crm ------ */
+
+/*
+ * A relation a write fills that would hold a copy: anything outside schemas crm and crm_data (a
+ * view or foreign table too). crm's own writes go to crm and crm_data; those are not copies.
+ */
+static bool
+copy_target(Oid relid, bool *temp)
+{
+	Oid			nsp = OidIsValid(relid) ? get_rel_namespace(relid) : InvalidOid;
+
+	if (!OidIsValid(nsp) || nsp == data_nsp() || nsp == get_namespace_oid("crm", true))
+		return false;
+	*temp = get_rel_persistence(relid) == RELPERSISTENCE_TEMP;
+	return true;
+}
+
+/* Of the relations a statement writes: the first permanent copy target, else a temporary one. */
+static Oid
+written_relation(List *relids, bool *temp)
+{
+	Oid			temp_rel = InvalidOid;
+	ListCell   *lc;
+	bool		t;
+
+	foreach(lc, relids)
+	{
+		if (!copy_target(lfirst_oid(lc), &t))
+			continue;
+		if (!t)
+		{
+			*temp = false;
+			return lfirst_oid(lc);
+		}
+		if (!OidIsValid(temp_rel))
+			temp_rel = lfirst_oid(lc);
+	}
+	*temp = true;
+	return temp_rel;
+}
+
+static CrmCopyFrame *
+new_frame(const char *what, Oid relid, bool temp)
+{
+	CrmCopyFrame *f = MemoryContextAllocZero(TopMemoryContext, sizeof(CrmCopyFrame));
+
+	f->what = what;
+	f->relid = relid;
+	f->temp = temp;
+	f->target = MemoryContextStrdup(TopMemoryContext, qualified(relid));
+	f->allowed = temp || is_maintenance();
+	return f;
+}
+
+static void
+free_frame(CrmCopyFrame *f)
+{
+	list_free(f->sources);
+	pfree(f->target);
+	pfree(f);
+}
+
+/* A frame for COPY FROM / ALTER TABLE on a copy target: what its defaults and expressions read. */
+static CrmCopyFrame *
+push_fill(Node *stmt)
+{
+	RangeVar   *rv = IsA(stmt, CopyStmt) ? ((CopyStmt *) stmt)->relation : ((AlterTableStmt *) stmt)->relation;
+	Oid			relid;
+	bool		temp;
+	CrmCopyFrame *f;
+
+	if ((IsA(stmt, CopyStmt) && !((CopyStmt *) stmt)->is_from) || rv == NULL)
+		return NULL;
+	relid = RangeVarGetRelid(rv, NoLock, true);
+	if (!copy_target(relid, &temp))
+		return NULL;
+	/* palloc'd like the other utility frames: the statement's context outlives it */
+	f = palloc0(sizeof(CrmCopyFrame));
+	f->what = IsA(stmt, CopyStmt) ? "COPY" : "ALTER TABLE";
+	f->relid = relid;
+	f->temp = temp;
+	f->target = qualified(relid);
+	f->allowed = temp || is_maintenance();
+	check_data_portals(f);
+	f->prev = copy_top;
+	copy_top = f;
+	return f;
+}
+
+static const char *
+write_what(CmdType cmd)
+{
+	switch (cmd)
+	{
+		case CMD_INSERT:
+			return "INSERT INTO";
+		case CMD_UPDATE:
+			return "UPDATE";
+		case CMD_DELETE:
+			return "DELETE FROM";
+		case CMD_MERGE:
+			return "MERGE INTO";
+		default:
+			return "WITH ... (a data-modifying WITH) writing";
+	}
+}
+
+/* Foreign-key checks read the referenced table as its owner: existence, not a copy. */
+static bool
+ri_query(void)
+{
+	Oid			user;
+	int			sec;
+
+	GetUserIdAndSecContext(&user, &sec);
+	return (sec & SECURITY_NOFORCE_RLS) != 0;
+}
+
+/*
+ * At ExecutorStart of a write into a copy target: refused if the statement reads crm_data (views
+ * expanded) unless allowed; its frame is then kept for ExecutorRun and ExecutorFinish, while which
+ * every query that reads crm_data (a function's, a cursor fetched) is checked against it.
+ */
+static void
+start_write(QueryDesc *qd)
+{
+	PlannedStmt *ps = qd->plannedstmt;
+	List	   *relids = NIL;
+	ListCell   *lc;
+	CrmCopyFrame *f;
+	CrmCopyFrame *save = copy_top;
+	Oid			relid;
+	bool		temp;
+
+	if ((ps->commandType == CMD_SELECT && !ps->hasModifyingCTE) || ps->commandType == CMD_UTILITY ||
+		ps->resultRelations == NIL || creating_extension || !crm_ready())
+		return;
+	foreach(lc, ps->resultRelations)
+		relids = lappend_oid(relids, rt_fetch(lfirst_int(lc), ps->rtable)->relid);
+	relid = written_relation(relids, &temp);
+	list_free(relids);
+	if (!OidIsValid(relid))
+		return;
+	f = new_frame(write_what(ps->commandType), relid, temp);
+	f->qd = qd;
+	PG_TRY();
+	{
+		check_data_portals(f);
+		copy_top = f;
+		check_copy_sources(qd, f);
+	}
+	PG_CATCH();
+	{
+		copy_top = save;
+		free_frame(f);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	copy_top = save;
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		write_frames = lappend(write_frames, f);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+static CrmCopyFrame *
+find_write(QueryDesc *qd)
+{
+	ListCell   *lc;
+
+	foreach(lc, write_frames)
+		if (((CrmCopyFrame *) lfirst(lc))->qd == qd)
+			return (CrmCopyFrame *) lfirst(lc);
+	return NULL;
+}
+
+static void
+forget_write(QueryDesc *qd)
+{
+	ListCell   *lc;
+
+	foreach(lc, write_frames)
+	{
+		CrmCopyFrame *f = (CrmCopyFrame *) lfirst(lc);
+
+		if (f->qd == qd && f != copy_top)
+		{
+			write_frames = foreach_delete_current(write_frames, lc);
+			free_frame(f);
+		}
+	}
+}
+
+/*
+ * Around ExecutorRun and ExecutorFinish (AFTER triggers): a write's frame is in force; outside
+ * one, a query run while a copy is being made (a cursor opened before it and fetched inside a
+ * function: FETCH starts no executor) is checked like one started then.
+ */
+CrmCopyFrame *
+crm_copies_enter(QueryDesc *qd, bool run)
+{
+	CrmCopyFrame *f = find_write(qd);
+
+	if (f != NULL)
+	{
+		f->prev = copy_top;
+		copy_top = f;
+		return f;
+	}
+	if (run && copy_top != NULL && copy_top->qd != qd && !IsParallelWorker() && crm_internal_depth == 0 &&
+		!ri_query())
+		check_copy_sources(qd, NULL);
+	return NULL;
+}
+
+void
+crm_copies_leave(CrmCopyFrame *f)
+{
+	if (f != NULL && copy_top == f)
+		copy_top = f->prev;
+}
+
+/* After ExecutorFinish: a write that read crm_data (allowed) is an EXPORT, and a copy from now on. */
+void
+crm_copies_write_done(QueryDesc *qd)
+{
+	CrmCopyFrame *f = find_write(qd);
+
+	if (f == NULL)
+		return;
+	if (qd->estate != NULL)
+		f->rows = qd->estate->es_processed;
+	copy_done(f);
+	forget_write(qd);
+}
+
+/*
+ * Planning a write into a copy target folds immutable functions into constants (and runs stable
+ * ones for estimates): what they read from crm_data would be written with no executor reading it.
+ */
+CrmCopyFrame *
+crm_copies_plan_begin(Query *q)
+{
+	List	   *relids = NIL;
+	ListCell   *lc;
+	CrmCopyFrame *f;
+	Oid			relid;
+	bool		temp;
+
+	if (IsParallelWorker() || crm_internal_depth > 0 || creating_extension || q->commandType == CMD_UTILITY ||
+		(q->commandType == CMD_SELECT && !q->hasModifyingCTE) || !crm_ready())
+		return NULL;
+	if (q->commandType != CMD_SELECT && q->resultRelation > 0)
+		relids = lappend_oid(relids, rt_fetch(q->resultRelation, q->rtable)->relid);
+	foreach(lc, q->cteList)
+	{
+		Query	   *cq = (Query *) ((CommonTableExpr *) lfirst(lc))->ctequery;
+
+		if (IsA(cq, Query) && cq->commandType != CMD_SELECT && cq->resultRelation > 0)
+			relids = lappend_oid(relids, rt_fetch(cq->resultRelation, cq->rtable)->relid);
+	}
+	relid = written_relation(relids, &temp);
+	list_free(relids);
+	if (!OidIsValid(relid))
+		return NULL;
+	f = new_frame(write_what(q->commandType), relid, temp);
+	f->prev = copy_top;
+	copy_top = f;
+	return f;
+}
+
+void
+crm_copies_plan_end(CrmCopyFrame *f, bool ok)
+{
+	if (f == NULL)
+		return;
+	if (copy_top == f)
+		copy_top = f->prev;
+	if (ok)
+		copy_done(f);
+	free_frame(f);
+}
+
+/* --- cursors that keep rows of crm_data (WITH HOLD, or filled by a statement at their first fetch) - */
+
+typedef struct DataPortal
+{
+	Portal		portal;
+	TimestampTz created;
+	char		name[NAMEDATALEN];
+} DataPortal;
+
+static bool
+portal_alive(DataPortal *d)
+{
+	Portal		p = GetPortalByName(d->name);
+
+	return p != NULL && p == d->portal && p->creation_time == d->created;
+}
+
+/*
+ * A query run for a cursor whose rows are kept in a store (WITH HOLD after commit, a RETURNING
+ * cursor) is read from there by FETCH with no executor: remember such a cursor that read crm_data.
+ */
+static void
+note_data_portal(QueryDesc *qd)
+{
+	Portal		p = ActivePortal;
+	ReachCtx	cx = {InvalidOid, true, NIL, InvalidOid};
+	ListCell   *lc;
+	DataPortal *d;
+	bool		reads = false;
+
+	if (p == NULL || p->name == NULL || p->name[0] == '\0' ||
+		(!(p->cursorOptions & CURSOR_OPT_HOLD) && p->strategy == PORTAL_ONE_SELECT) || !crm_ready())
+		return;
+	cx.nsp = data_nsp();
+	foreach(lc, qd->plannedstmt->rtable)
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
+
+		if (rte->rtekind == RTE_RELATION && rel_reaches(rte->relid, &cx))
+		{
+			reads = true;
+			break;
+		}
+	}
+	if (!reads)
+		return;
+	foreach(lc, data_portals)
+	{
+		d = (DataPortal *) lfirst(lc);
+		if (d->portal == p && d->created == p->creation_time)
+			return;
+		if (!portal_alive(d))
+		{
+			data_portals = foreach_delete_current(data_portals, lc);
+			pfree(d);
+		}
+	}
+	d = MemoryContextAllocZero(TopMemoryContext, sizeof(DataPortal));
+	d->portal = p;
+	d->created = p->creation_time;
+	strlcpy(d->name, p->name, NAMEDATALEN);
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		data_portals = lappend(data_portals, d);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* A copy that is not allowed may not start while such a cursor is open: FETCH would fill it. */
+static void
+check_data_portals(CrmCopyFrame *f)
+{
+	ListCell   *lc;
+
+	if (f->allowed)
+		return;
+	foreach(lc, data_portals)
+	{
+		DataPortal *d = (DataPortal *) lfirst(lc);
+
+		if (!portal_alive(d))
+		{
+			data_portals = foreach_delete_current(data_portals, lc);
+			pfree(d);
+			continue;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s %s is not allowed while cursor %s, which read crm_data, is open",
+						f->what, f->target, quote_identifier(crm_short(d->name))),
+				 errdetail("The cursor keeps rows outside crm's row security; fetched into the copy, they would be shown to whoever may read it."),
+				 errhint("Close the cursor first (CLOSE %s).", quote_identifier(crm_short(d->name)))));
+	}
+}
+
+/* At the end of a transaction: what was not ended is gone with it. */
+static void
+copies_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		ListCell   *lc;
+
+		foreach(lc, write_frames)
+			free_frame((CrmCopyFrame *) lfirst(lc));
+		list_free(write_frames);
+		write_frames = NIL;
+	}
+}
+
+void
+crm_copies_init(void)
+{
+	RegisterXactCallback(copies_xact_callback, NULL);
 }
 
 /* --- policies and rules ----------------------------------------------------------------------------- */
