@@ -21,12 +21,8 @@
  *   - CREATE RULE on a relation that reads or writes crm_data (or by its own actions would) is
  *     refused: a rule runs with its owner's rights and can capture what others write through it.
  *   - a write into a relation outside crm and crm_data (INSERT, UPDATE, DELETE, MERGE, a
- *     data-modifying WITH, COPY FROM, ALTER TABLE evaluating defaults) is a copy too: refused if it
- *     reads crm_data, checked like the above while it is planned (folded IMMUTABLE functions), run
- *     and finished (triggers); into a temporary table it is allowed, an EXPORT, and makes the table
- *     a copy. While a copy is being made, a cursor over crm_data fetched inside it (FETCH starts no
- *     executor) is checked at ExecutorRun, and a cursor keeping rows of crm_data outside an executor
- *     (WITH HOLD, RETURNING) refuses it while open.
+ *     data-modifying WITH, COPY FROM, ALTER TABLE evaluating defaults) is a copy too, and cursors
+ *     over crm_data fetched while a copy is made are checked: see copywrite.c.
  * Not covered: values read by one statement and written by a later one (a client, PL/pgSQL
  * variables, a FOR loop's body, a rule's call action given a record id): the principal writing down
  * what it may see, as any client can, not a copy made in one statement or refreshed anew.
@@ -53,58 +49,32 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
-#include "tcop/pquery.h"
-#include "utils/portal.h"
-#include "parser/parsetree.h"
 #include "utils/rel.h"
 
-/* A relation being filled by CREATE TABLE AS / SELECT INTO / a materialized view. */
-typedef struct CrmCopyFrame
-{
-	const char *what;			/* the statement, for messages and events */
-	char	   *target;			/* the relation being filled (qualified when known) */
-	RangeVar   *rv;				/* its name, to find it afterwards */
-	Oid			relid;			/* or its OID (a write: INSERT, UPDATE, DELETE, MERGE) */
-	QueryDesc  *qd;				/* the write's own query */
-	bool		temp;
-	bool		allowed;		/* temporary, or made by the maintenance role */
-	bool		read_data;		/* a crm_data table was read while filling it */
-	List	   *sources;		/* OIDs of the crm_data tables read */
-	uint64		rows;
-	struct CrmCopyFrame *prev;
-} CrmCopyFrame;
+#include "copies_int.h"
 
-static CrmCopyFrame *copy_top = NULL;
+CrmCopyFrame *cp_copy_top = NULL;
 static List *temp_copies = NIL;	/* this session's temporary copies of crm_data (TopMemoryContext) */
 static Oid	policy_gate = InvalidOid;	/* the managed table crm._apply_policies() is rebuilding */
-static List *write_frames = NIL;	/* frames of writes started and not yet ended (TopMemoryContext) */
-static List *data_portals = NIL;	/* cursors that read crm_data and keep rows outside an executor */
 
-static CrmCopyFrame *push_fill(Node *stmt);
-static void check_data_portals(CrmCopyFrame *f);
-static void note_data_portal(QueryDesc *qd);
-static void start_write(QueryDesc *qd);
-static void forget_write(QueryDesc *qd);
-static bool ri_query(void);
-
-static Oid
-data_nsp(void)
+Oid
+cp_data_nsp(void)
 {
 	return get_namespace_oid("crm_data", true);
 }
 
-static bool
-crm_ready(void)
+bool
+cp_crm_ready(void)
 {
 	Oid			nsp = get_namespace_oid("crm", true);
 
-	return IsTransactionState() && OidIsValid(data_nsp()) && OidIsValid(nsp) &&
+	return IsTransactionState() && OidIsValid(cp_data_nsp()) && OidIsValid(nsp) &&
 		OidIsValid(get_relname_relid("principal", nsp));
 }
 
 /* crm's maintenance role: a superuser or BYPASSRLS role acting as no principal */
-static bool
-is_maintenance(void)
+bool
+cp_is_maintenance(void)
 {
 	bool		found;
 
@@ -115,11 +85,11 @@ is_maintenance(void)
 static bool
 is_managed(Oid relid)
 {
-	return OidIsValid(relid) && get_rel_namespace(relid) == data_nsp() && get_rel_relkind(relid) == RELKIND_RELATION;
+	return OidIsValid(relid) && get_rel_namespace(relid) == cp_data_nsp() && get_rel_relkind(relid) == RELKIND_RELATION;
 }
 
-static char *
-qualified(Oid relid)
+char *
+cp_qualified(Oid relid)
 {
 	char	   *nsp = get_namespace_name(get_rel_namespace(relid));
 
@@ -128,15 +98,7 @@ qualified(Oid relid)
 
 /* --- does a query or relation reach crm_data? ------------------------------------------------------- */
 
-typedef struct ReachCtx
-{
-	Oid			nsp;
-	bool		select_only;	/* follow only views' SELECT rules (what reading a relation runs) */
-	List	   *visiting;		/* relations whose rules are being walked (a rule names its own relation) */
-	Oid			found;			/* the crm_data table reached */
-} ReachCtx;
 
-static bool rel_reaches(Oid relid, ReachCtx *cx);
 
 static bool
 reach_walker(Node *node, ReachCtx *cx)
@@ -147,7 +109,7 @@ reach_walker(Node *node, ReachCtx *cx)
 	{
 		RangeTblEntry *rte = (RangeTblEntry *) node;
 
-		return rte->rtekind == RTE_RELATION && rel_reaches(rte->relid, cx);
+		return rte->rtekind == RTE_RELATION && cp_rel_reaches(rte->relid, cx);
 	}
 	if (IsA(node, Query))
 		return query_tree_walker((Query *) node, reach_walker, (void *) cx, QTW_EXAMINE_RTES_BEFORE);
@@ -175,8 +137,8 @@ is_copy(Oid relid)
  * A crm_data table or a copy of one, or a relation whose rules (a view's definition, a rule's
  * actions) reach one.
  */
-static bool
-rel_reaches(Oid relid, ReachCtx *cx)
+bool
+cp_rel_reaches(Oid relid, ReachCtx *cx)
 {
 	Relation	rel;
 	bool		hit = false;
@@ -212,7 +174,7 @@ refuse_copy(CrmCopyFrame *f, Oid source)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s %s reading %s is not allowed", f->what, f->target, qualified(source)),
+			 errmsg("%s %s reading %s is not allowed", f->what, f->target, cp_qualified(source)),
 			 errdetail("A copy keeps the records and values its maker may see and shows them to whoever may read it: crm's row security and masking do not follow it. Only the maintenance role (a superuser acting as no principal) may make one."),
 			 errhint("Create a view instead: row security and masking follow whoever reads a view. A TEMPORARY table is allowed (audited as EXPORT).")));
 }
@@ -222,7 +184,7 @@ refuse_ddl(const char *what, const char *name, Oid relid, const char *detail, co
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s %s on %s is not allowed", what, quote_identifier(name), qualified(relid)),
+			 errmsg("%s %s on %s is not allowed", what, quote_identifier(name), cp_qualified(relid)),
 			 errdetail("%s", detail),
 			 errhint("%s", hint)));
 }
@@ -243,11 +205,11 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 		((Query *) ((ExplainStmt *) stmt)->query)->commandType == CMD_UTILITY)
 		stmt = ((Query *) ((ExplainStmt *) stmt)->query)->utilityStmt;
 	if (creating_extension || !(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt) ||
-								IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt)) || !crm_ready())
+								IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt)) || !cp_crm_ready())
 		return NULL;
 	/* COPY FROM and ALTER TABLE evaluate defaults and USING expressions into the relation */
 	if (IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt))
-		return push_fill(stmt);
+		return cp_push_fill(stmt);
 	f = palloc0(sizeof(CrmCopyFrame));
 	if (IsA(stmt, CreateTableAsStmt))
 	{
@@ -270,20 +232,20 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 
 		f->rv = r->relation;
 		f->what = "REFRESH MATERIALIZED VIEW";
-		f->target = OidIsValid(relid) ? qualified(relid) : pstrdup(quote_identifier(r->relation->relname));
+		f->target = OidIsValid(relid) ? cp_qualified(relid) : pstrdup(quote_identifier(r->relation->relname));
 	}
-	f->allowed = f->temp || is_maintenance();
-	check_data_portals(f);
+	f->allowed = f->temp || cp_is_maintenance();
+	cp_check_data_portals(f);
 	/* the query tree, views expanded: catches WITH NO DATA too (its REFRESH would copy) */
 	if (!f->allowed && IsA(stmt, CreateTableAsStmt) && IsA(((CreateTableAsStmt *) stmt)->query, Query))
 	{
-		ReachCtx	cx = {data_nsp(), true, NIL, InvalidOid};
+		ReachCtx	cx = {cp_data_nsp(), true, NIL, InvalidOid};
 
 		if (reach_walker(((CreateTableAsStmt *) stmt)->query, &cx))
 			refuse_copy(f, cx.found);
 	}
-	f->prev = copy_top;
-	copy_top = f;
+	f->prev = cp_copy_top;
+	cp_copy_top = f;
 	return f;
 }
 
@@ -291,8 +253,8 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 void
 crm_copies_pop(CrmCopyFrame *f)
 {
-	if (f != NULL && copy_top == f)
-		copy_top = f->prev;
+	if (f != NULL && cp_copy_top == f)
+		cp_copy_top = f->prev;
 }
 
 /* The maintenance role's copy, for crm.compliance_report(); an older entry for the relation is replaced. */
@@ -304,7 +266,7 @@ record_copy(CrmCopyFrame *f, Oid relid, const char *sources)
 	Datum		vals[5];
 
 	vals[0] = ObjectIdGetDatum(relid);
-	vals[1] = CStringGetTextDatum(qualified(relid));
+	vals[1] = CStringGetTextDatum(cp_qualified(relid));
 	vals[2] = CStringGetTextDatum(f->what);
 	vals[3] = CStringGetTextDatum(sources);
 	vals[4] = Int64GetDatum((int64) f->rows);
@@ -332,8 +294,8 @@ record_copy(CrmCopyFrame *f, Oid relid, const char *sources)
 }
 
 /* A statement that filled a relation from crm_data succeeded: EXPORT, and the record of a lasting copy. */
-static void
-copy_done(CrmCopyFrame *f)
+void
+cp_copy_done(CrmCopyFrame *f)
 {
 	Oid			relid = f->rv ? RangeVarGetRelid(f->rv, NoLock, true) : f->relid;
 	StringInfoData d;
@@ -357,7 +319,7 @@ copy_done(CrmCopyFrame *f)
 	appendStringInfoString(&d, "{\"how\": ");
 	escape_json(&d, f->what);
 	appendStringInfoString(&d, ", \"relation\": ");
-	escape_json(&d, f->temp ? get_rel_name(relid) : qualified(relid));
+	escape_json(&d, f->temp ? get_rel_name(relid) : cp_qualified(relid));
 	appendStringInfo(&d, ", \"rows\": %llu, \"objects\": %s}", (unsigned long long) f->rows, src.data);
 	principal = crm_current_principal(&found);
 	crm_auditq_session_event("EXPORT", NULL, 0, found ? principal : 0, d.data);
@@ -377,10 +339,10 @@ copy_done(CrmCopyFrame *f)
  * reads crm_data (the fill itself, or a query inside a function it calls) is refused unless the
  * copy is allowed; then it is noted for EXPORT.
  */
-static void
-check_copy_sources(QueryDesc *qd, CrmCopyFrame *own)
+void
+cp_check_copy_sources(QueryDesc *qd, CrmCopyFrame *own)
 {
-	ReachCtx	cx = {data_nsp(), true, NIL, InvalidOid};
+	ReachCtx	cx = {cp_data_nsp(), true, NIL, InvalidOid};
 	ListCell   *lc;
 
 	foreach(lc, qd->plannedstmt->rtable)
@@ -392,16 +354,16 @@ check_copy_sources(QueryDesc *qd, CrmCopyFrame *own)
 		if (own != NULL && list_member_int(qd->plannedstmt->resultRelations, foreach_current_index(lc) + 1) &&
 			get_rel_namespace(rte->relid) != cx.nsp)
 			continue;
-		if (rte->rtekind != RTE_RELATION || !rel_reaches(rte->relid, &cx))
+		if (rte->rtekind != RTE_RELATION || !cp_rel_reaches(rte->relid, &cx))
 			continue;
-		if (!copy_top->allowed)
-			refuse_copy(copy_top, cx.found);
-		copy_top->read_data = true;
-		if (!list_member_oid(copy_top->sources, cx.found))
+		if (!cp_copy_top->allowed)
+			refuse_copy(cp_copy_top, cx.found);
+		cp_copy_top->read_data = true;
+		if (!list_member_oid(cp_copy_top->sources, cx.found))
 		{
-			MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(copy_top));
+			MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(cp_copy_top));
 
-			copy_top->sources = lappend_oid(copy_top->sources, cx.found);
+			cp_copy_top->sources = lappend_oid(cp_copy_top->sources, cx.found);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -425,11 +387,11 @@ check_view_owners(QueryDesc *qd)
 
 		if (rte->rtekind != RTE_RELATION || !OidIsValid(owner))
 			continue;
-		if (!OidIsValid(nsp) && !OidIsValid(nsp = data_nsp()))
+		if (!OidIsValid(nsp) && !OidIsValid(nsp = cp_data_nsp()))
 			return;
 		if (get_rel_namespace(rte->relid) != nsp || !(superuser_arg(owner) || has_bypassrls_privilege(owner)))
 			continue;
-		if (!crm_ready() || is_maintenance())
+		if (!cp_crm_ready() || cp_is_maintenance())
 			return;
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -443,16 +405,16 @@ check_view_owners(QueryDesc *qd)
 void
 crm_copies_executor_start(QueryDesc *qd, int eflags)
 {
-	forget_write(qd);
-	if (IsParallelWorker() || crm_internal_depth > 0 || ri_query())
+	cp_forget_write(qd);
+	if (IsParallelWorker() || crm_internal_depth > 0 || cp_ri_query())
 		return;
-	if (copy_top != NULL)
-		check_copy_sources(qd, NULL);
+	if (cp_copy_top != NULL)
+		cp_check_copy_sources(qd, NULL);
 	check_view_owners(qd);
 	if (!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
 	{
-		note_data_portal(qd);
-		start_write(qd);
+		cp_note_data_portal(qd);
+		cp_start_write(qd);
 	}
 }
 
@@ -460,413 +422,10 @@ crm_copies_executor_start(QueryDesc *qd, int eflags)
 void
 crm_copies_executor_end(QueryDesc *qd)
 {
-	forget_write(qd);
-	if (copy_top != NULL && qd->estate != NULL && qd->dest != NULL &&
+	cp_forget_write(qd);
+	if (cp_copy_top != NULL && qd->estate != NULL && qd->dest != NULL &&
 		(qd->dest->mydest == DestIntoRel || qd->dest->mydest == DestTransientRel))
-		copy_top->rows += qd->estate->es_processed;
-}
-
-/* --- writes: INSERT, UPDATE, DELETE, MERGE, COPY FROM, ALTER TABLE into a relation outside crm ------ */
-
-/*
- * A relation a write fills that would hold a copy: anything outside schemas crm and crm_data (a
- * view or foreign table too). crm's own writes go to crm and crm_data; those are not copies.
- */
-static bool
-copy_target(Oid relid, bool *temp)
-{
-	Oid			nsp = OidIsValid(relid) ? get_rel_namespace(relid) : InvalidOid;
-
-	if (!OidIsValid(nsp) || nsp == data_nsp() || nsp == get_namespace_oid("crm", true))
-		return false;
-	*temp = get_rel_persistence(relid) == RELPERSISTENCE_TEMP;
-	return true;
-}
-
-/* Of the relations a statement writes: the first permanent copy target, else a temporary one. */
-static Oid
-written_relation(List *relids, bool *temp)
-{
-	Oid			temp_rel = InvalidOid;
-	ListCell   *lc;
-	bool		t;
-
-	foreach(lc, relids)
-	{
-		if (!copy_target(lfirst_oid(lc), &t))
-			continue;
-		if (!t)
-		{
-			*temp = false;
-			return lfirst_oid(lc);
-		}
-		if (!OidIsValid(temp_rel))
-			temp_rel = lfirst_oid(lc);
-	}
-	*temp = true;
-	return temp_rel;
-}
-
-static CrmCopyFrame *
-new_frame(const char *what, Oid relid, bool temp)
-{
-	CrmCopyFrame *f = MemoryContextAllocZero(TopMemoryContext, sizeof(CrmCopyFrame));
-
-	f->what = what;
-	f->relid = relid;
-	f->temp = temp;
-	f->target = MemoryContextStrdup(TopMemoryContext, qualified(relid));
-	f->allowed = temp || is_maintenance();
-	return f;
-}
-
-static void
-free_frame(CrmCopyFrame *f)
-{
-	list_free(f->sources);
-	pfree(f->target);
-	pfree(f);
-}
-
-/* A frame for COPY FROM / ALTER TABLE on a copy target: what its defaults and expressions read. */
-static CrmCopyFrame *
-push_fill(Node *stmt)
-{
-	RangeVar   *rv = IsA(stmt, CopyStmt) ? ((CopyStmt *) stmt)->relation : ((AlterTableStmt *) stmt)->relation;
-	Oid			relid;
-	bool		temp;
-	CrmCopyFrame *f;
-
-	if ((IsA(stmt, CopyStmt) && !((CopyStmt *) stmt)->is_from) || rv == NULL)
-		return NULL;
-	relid = RangeVarGetRelid(rv, NoLock, true);
-	if (!copy_target(relid, &temp))
-		return NULL;
-	/* palloc'd like the other utility frames: the statement's context outlives it */
-	f = palloc0(sizeof(CrmCopyFrame));
-	f->what = IsA(stmt, CopyStmt) ? "COPY" : "ALTER TABLE";
-	f->relid = relid;
-	f->temp = temp;
-	f->target = qualified(relid);
-	f->allowed = temp || is_maintenance();
-	check_data_portals(f);
-	f->prev = copy_top;
-	copy_top = f;
-	return f;
-}
-
-static const char *
-write_what(CmdType cmd)
-{
-	switch (cmd)
-	{
-		case CMD_INSERT:
-			return "INSERT INTO";
-		case CMD_UPDATE:
-			return "UPDATE";
-		case CMD_DELETE:
-			return "DELETE FROM";
-		case CMD_MERGE:
-			return "MERGE INTO";
-		default:
-			return "WITH ... (a data-modifying WITH) writing";
-	}
-}
-
-/* Foreign-key checks read the referenced table as its owner: existence, not a copy. */
-static bool
-ri_query(void)
-{
-	Oid			user;
-	int			sec;
-
-	GetUserIdAndSecContext(&user, &sec);
-	return (sec & SECURITY_NOFORCE_RLS) != 0;
-}
-
-/*
- * At ExecutorStart of a write into a copy target: refused if the statement reads crm_data (views
- * expanded) unless allowed; its frame is then kept for ExecutorRun and ExecutorFinish, while which
- * every query that reads crm_data (a function's, a cursor fetched) is checked against it.
- */
-static void
-start_write(QueryDesc *qd)
-{
-	PlannedStmt *ps = qd->plannedstmt;
-	List	   *relids = NIL;
-	ListCell   *lc;
-	CrmCopyFrame *f;
-	CrmCopyFrame *save = copy_top;
-	Oid			relid;
-	bool		temp;
-
-	if ((ps->commandType == CMD_SELECT && !ps->hasModifyingCTE) || ps->commandType == CMD_UTILITY ||
-		ps->resultRelations == NIL || creating_extension || !crm_ready())
-		return;
-	foreach(lc, ps->resultRelations)
-		relids = lappend_oid(relids, rt_fetch(lfirst_int(lc), ps->rtable)->relid);
-	relid = written_relation(relids, &temp);
-	list_free(relids);
-	if (!OidIsValid(relid))
-		return;
-	f = new_frame(write_what(ps->commandType), relid, temp);
-	f->qd = qd;
-	PG_TRY();
-	{
-		check_data_portals(f);
-		copy_top = f;
-		check_copy_sources(qd, f);
-	}
-	PG_CATCH();
-	{
-		copy_top = save;
-		free_frame(f);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	copy_top = save;
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		write_frames = lappend(write_frames, f);
-		MemoryContextSwitchTo(old);
-	}
-}
-
-static CrmCopyFrame *
-find_write(QueryDesc *qd)
-{
-	ListCell   *lc;
-
-	foreach(lc, write_frames)
-		if (((CrmCopyFrame *) lfirst(lc))->qd == qd)
-			return (CrmCopyFrame *) lfirst(lc);
-	return NULL;
-}
-
-static void
-forget_write(QueryDesc *qd)
-{
-	ListCell   *lc;
-
-	foreach(lc, write_frames)
-	{
-		CrmCopyFrame *f = (CrmCopyFrame *) lfirst(lc);
-
-		if (f->qd == qd && f != copy_top)
-		{
-			write_frames = foreach_delete_current(write_frames, lc);
-			free_frame(f);
-		}
-	}
-}
-
-/*
- * Around ExecutorRun and ExecutorFinish (AFTER triggers): a write's frame is in force; outside
- * one, a query run while a copy is being made (a cursor opened before it and fetched inside a
- * function: FETCH starts no executor) is checked like one started then.
- */
-CrmCopyFrame *
-crm_copies_enter(QueryDesc *qd, bool run)
-{
-	CrmCopyFrame *f = find_write(qd);
-
-	if (f != NULL)
-	{
-		f->prev = copy_top;
-		copy_top = f;
-		return f;
-	}
-	if (run && copy_top != NULL && copy_top->qd != qd && !IsParallelWorker() && crm_internal_depth == 0 &&
-		!ri_query())
-		check_copy_sources(qd, NULL);
-	return NULL;
-}
-
-void
-crm_copies_leave(CrmCopyFrame *f)
-{
-	if (f != NULL && copy_top == f)
-		copy_top = f->prev;
-}
-
-/* After ExecutorFinish: a write that read crm_data (allowed) is an EXPORT, and a copy from now on. */
-void
-crm_copies_write_done(QueryDesc *qd)
-{
-	CrmCopyFrame *f = find_write(qd);
-
-	if (f == NULL)
-		return;
-	if (qd->estate != NULL)
-		f->rows = qd->estate->es_processed;
-	copy_done(f);
-	forget_write(qd);
-}
-
-/*
- * Planning a write into a copy target folds immutable functions into constants (and runs stable
- * ones for estimates): what they read from crm_data would be written with no executor reading it.
- */
-CrmCopyFrame *
-crm_copies_plan_begin(Query *q)
-{
-	List	   *relids = NIL;
-	ListCell   *lc;
-	CrmCopyFrame *f;
-	Oid			relid;
-	bool		temp;
-
-	if (IsParallelWorker() || crm_internal_depth > 0 || creating_extension || q->commandType == CMD_UTILITY ||
-		(q->commandType == CMD_SELECT && !q->hasModifyingCTE) || !crm_ready())
-		return NULL;
-	if (q->commandType != CMD_SELECT && q->resultRelation > 0)
-		relids = lappend_oid(relids, rt_fetch(q->resultRelation, q->rtable)->relid);
-	foreach(lc, q->cteList)
-	{
-		Query	   *cq = (Query *) ((CommonTableExpr *) lfirst(lc))->ctequery;
-
-		if (IsA(cq, Query) && cq->commandType != CMD_SELECT && cq->resultRelation > 0)
-			relids = lappend_oid(relids, rt_fetch(cq->resultRelation, cq->rtable)->relid);
-	}
-	relid = written_relation(relids, &temp);
-	list_free(relids);
-	if (!OidIsValid(relid))
-		return NULL;
-	f = new_frame(write_what(q->commandType), relid, temp);
-	f->prev = copy_top;
-	copy_top = f;
-	return f;
-}
-
-void
-crm_copies_plan_end(CrmCopyFrame *f, bool ok)
-{
-	if (f == NULL)
-		return;
-	if (copy_top == f)
-		copy_top = f->prev;
-	if (ok)
-		copy_done(f);
-	free_frame(f);
-}
-
-/* --- cursors that keep rows of crm_data (WITH HOLD, or filled by a statement at their first fetch) - */
-
-typedef struct DataPortal
-{
-	Portal		portal;
-	TimestampTz created;
-	char		name[NAMEDATALEN];
-} DataPortal;
-
-static bool
-portal_alive(DataPortal *d)
-{
-	Portal		p = GetPortalByName(d->name);
-
-	return p != NULL && p == d->portal && p->creation_time == d->created;
-}
-
-/*
- * A query run for a cursor whose rows are kept in a store (WITH HOLD after commit, a RETURNING
- * cursor) is read from there by FETCH with no executor: remember such a cursor that read crm_data.
- */
-static void
-note_data_portal(QueryDesc *qd)
-{
-	Portal		p = ActivePortal;
-	ReachCtx	cx = {InvalidOid, true, NIL, InvalidOid};
-	ListCell   *lc;
-	DataPortal *d;
-	bool		reads = false;
-
-	if (p == NULL || p->name == NULL || p->name[0] == '\0' ||
-		(!(p->cursorOptions & CURSOR_OPT_HOLD) && p->strategy == PORTAL_ONE_SELECT) || !crm_ready())
-		return;
-	cx.nsp = data_nsp();
-	foreach(lc, qd->plannedstmt->rtable)
-	{
-		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
-
-		if (rte->rtekind == RTE_RELATION && rel_reaches(rte->relid, &cx))
-		{
-			reads = true;
-			break;
-		}
-	}
-	if (!reads)
-		return;
-	foreach(lc, data_portals)
-	{
-		d = (DataPortal *) lfirst(lc);
-		if (d->portal == p && d->created == p->creation_time)
-			return;
-		if (!portal_alive(d))
-		{
-			data_portals = foreach_delete_current(data_portals, lc);
-			pfree(d);
-		}
-	}
-	d = MemoryContextAllocZero(TopMemoryContext, sizeof(DataPortal));
-	d->portal = p;
-	d->created = p->creation_time;
-	strlcpy(d->name, p->name, NAMEDATALEN);
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		data_portals = lappend(data_portals, d);
-		MemoryContextSwitchTo(old);
-	}
-}
-
-/* A copy that is not allowed may not start while such a cursor is open: FETCH would fill it. */
-static void
-check_data_portals(CrmCopyFrame *f)
-{
-	ListCell   *lc;
-
-	if (f->allowed)
-		return;
-	foreach(lc, data_portals)
-	{
-		DataPortal *d = (DataPortal *) lfirst(lc);
-
-		if (!portal_alive(d))
-		{
-			data_portals = foreach_delete_current(data_portals, lc);
-			pfree(d);
-			continue;
-		}
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("%s %s is not allowed while cursor %s, which read crm_data, is open",
-						f->what, f->target, quote_identifier(crm_short(d->name))),
-				 errdetail("The cursor keeps rows outside crm's row security; fetched into the copy, they would be shown to whoever may read it."),
-				 errhint("Close the cursor first (CLOSE %s).", quote_identifier(crm_short(d->name)))));
-	}
-}
-
-/* At the end of a transaction: what was not ended is gone with it. */
-static void
-copies_xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE ||
-		event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		ListCell   *lc;
-
-		foreach(lc, write_frames)
-			free_frame((CrmCopyFrame *) lfirst(lc));
-		list_free(write_frames);
-		write_frames = NIL;
-	}
-}
-
-void
-crm_copies_init(void)
-{
-	RegisterXactCallback(copies_xact_callback, NULL);
+		cp_copy_top->rows += qd->estate->es_processed;
 }
 
 /* --- policies and rules ----------------------------------------------------------------------------- */
@@ -942,7 +501,7 @@ void
 crm_copies_check_utility(Node *stmt)
 {
 	if (!(IsA(stmt, CreatePolicyStmt) || IsA(stmt, AlterPolicyStmt) || IsA(stmt, RenameStmt) || IsA(stmt, DropStmt)) ||
-		creating_extension || !crm_ready())
+		creating_extension || !cp_crm_ready())
 		return;
 	check_policy(stmt);
 }
@@ -955,15 +514,15 @@ void
 crm_copies_after_utility(Node *stmt, CrmCopyFrame *copy)
 {
 	if (copy != NULL)
-		copy_done(copy);
-	if (IsA(stmt, RuleStmt) && !creating_extension && crm_ready())
+		cp_copy_done(copy);
+	if (IsA(stmt, RuleStmt) && !creating_extension && cp_crm_ready())
 	{
 		RuleStmt   *r = (RuleStmt *) stmt;
 		Oid			relid = RangeVarGetRelid(r->relation, NoLock, true);
-		ReachCtx	cx = {data_nsp(), false, NIL, InvalidOid};
+		ReachCtx	cx = {cp_data_nsp(), false, NIL, InvalidOid};
 
 		CommandCounterIncrement();
-		if (OidIsValid(relid) && rel_reaches(relid, &cx))
+		if (OidIsValid(relid) && cp_rel_reaches(relid, &cx))
 			refuse_ddl("CREATE RULE", r->rulename, relid,
 					   psprintf("It reads or writes crm_data.%s; a rule runs with its owner's rights and could capture or redirect what others read and write through it.",
 								get_rel_name(cx.found)),
@@ -981,7 +540,7 @@ Datum
 crm_apply_policies(PG_FUNCTION_ARGS)
 {
 	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			nsp = data_nsp();
+	Oid			nsp = cp_data_nsp();
 	Oid			relid = OidIsValid(nsp) ? get_relname_relid(object, nsp) : InvalidOid;
 	Oid			save = policy_gate;
 	Oid			types[1] = {TEXTOID};

@@ -75,6 +75,18 @@ BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT * FROM cp.v; COMMIT;
 CREATE TABLE cp.t AS SELECT * FROM cp.drain('c');
 SQL
 )" "42501 CREATE TABLE AS cp.t is not allowed while cursor c, which read crm_data, is open" "(a) a WITH HOLD cursor (rows kept after commit, fetched with no executor) is refused"
+as x_adm "CREATE FUNCTION cp.ret() RETURNS refcursor LANGUAGE plpgsql AS \$\$DECLARE c refcursor := 'rc';
+ BEGIN OPEN c FOR EXECUTE 'UPDATE crm_data.customer SET name = name RETURNING id, owner_id, name, id_number'; RETURN c; END\$\$" >/dev/null
+ok "$(script <<'SQL'
+BEGIN; SELECT cp.ret(); FETCH 1 FROM rc;
+CREATE TABLE cp.t AS SELECT * FROM cp.drain('rc'); COMMIT;
+SQL
+)" "42501 CREATE TABLE AS cp.t is not allowed while cursor rc, which read crm_data, is open" "(a) a RETURNING cursor (its rows kept in a store after the first fetch) is refused"
+ok "$(script <<'SQL'
+BEGIN; SELECT cp.ret();
+INSERT INTO cp.own SELECT id, name, id_number FROM cp.drain('rc'); COMMIT;
+SQL
+)" "42501 INSERT INTO cp.own reading crm_data.customer is not allowed" "(a) ... and, fetched first inside the write, its statement is checked"
 ok "$(err x_adm "CREATE TABLE cp.t AS SELECT * FROM cp.own_cursor()")" "42501 CREATE TABLE AS cp.t reading crm_data.customer is not allowed" \
    "(a) a PL/pgSQL FOR over a cursor declared in the function"
 ok "$(err x_adm "CREATE TABLE cp.t AS SELECT * FROM cp.opened()")" "42501 CREATE TABLE AS cp.t reading crm_data.customer is not allowed" \
