@@ -116,6 +116,12 @@ reach_walker(Node *node, ReachCtx *cx)
 	return expression_tree_walker(node, reach_walker, (void *) cx);
 }
 
+bool
+cp_is_temp_copy(Oid relid)
+{
+	return list_member_oid(temp_copies, relid);
+}
+
 /* A copy of crm_data: this session's temporary copy, or one the maintenance role made. */
 static bool
 is_copy(Oid relid)

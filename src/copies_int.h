@@ -38,6 +38,7 @@ extern bool cp_crm_ready(void);
 extern bool cp_is_maintenance(void);
 extern char *cp_qualified(Oid relid);
 extern bool cp_rel_reaches(Oid relid, ReachCtx *cx);
+extern bool cp_is_temp_copy(Oid relid);
 extern void cp_check_copy_sources(QueryDesc *qd, CrmCopyFrame *own);
 extern void cp_copy_done(CrmCopyFrame *f);
 

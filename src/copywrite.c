@@ -31,6 +31,9 @@
 
 static List *write_frames = NIL;	/* frames of writes started and not yet ended (TopMemoryContext) */
 static List *data_portals = NIL;	/* cursors that read crm_data and keep rows outside an executor */
+static int	running_reads = 0;		/* queries reading crm_data now in ExecutorRun */
+
+static void check_running_reads(CrmCopyFrame *f);
 
 /*
  * A relation a write fills that would hold a copy: anything outside schemas crm and crm_data (a
@@ -114,6 +117,7 @@ cp_push_fill(Node *stmt)
 	f->target = cp_qualified(relid);
 	f->allowed = temp || cp_is_maintenance();
 	cp_check_data_portals(f);
+	check_running_reads(f);
 	f->prev = cp_copy_top;
 	cp_copy_top = f;
 	return f;
@@ -178,6 +182,7 @@ cp_start_write(QueryDesc *qd)
 	PG_TRY();
 	{
 		cp_check_data_portals(f);
+		check_running_reads(f);
 		cp_copy_top = f;
 		cp_check_copy_sources(qd, f);
 	}
@@ -225,33 +230,85 @@ cp_forget_write(QueryDesc *qd)
 	}
 }
 
+static CrmCopyFrame *
+push_frame(CrmCopyFrame *f)
+{
+	f->prev = cp_copy_top;
+	cp_copy_top = f;
+	return f;
+}
+
+/*
+ * Does a query read crm_data itself (views expanded; a temporary copy too), other than as the
+ * table it writes? Cheap: no catalog query. While one runs, what it reads can be handed to a write
+ * inside it as a function's arguments (SELECT f(id_number) FROM crm_data.customer).
+ */
+static bool
+reads_data(QueryDesc *qd)
+{
+	Oid			nsp = InvalidOid;
+	ListCell   *lc;
+
+	foreach(lc, qd->plannedstmt->rtable)
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
+
+		if (rte->rtekind != RTE_RELATION ||
+			list_member_int(qd->plannedstmt->resultRelations, foreach_current_index(lc) + 1))
+			continue;
+		if (!OidIsValid(nsp) && !OidIsValid(nsp = cp_data_nsp()))
+			return false;
+		if (get_rel_namespace(rte->relid) == nsp || cp_is_temp_copy(rte->relid))
+			return true;
+	}
+	return false;
+}
+
+/* A write that is not allowed may not start inside a query that reads crm_data. */
+static void
+check_running_reads(CrmCopyFrame *f)
+{
+	if (f->allowed || running_reads == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s %s inside a query reading crm_data is not allowed", f->what, f->target),
+			 errdetail("The query would hand what it reads to the write (a function's arguments), a copy shown to whoever may read it."),
+			 errhint("Create a view instead: row security and masking follow whoever reads a view. A TEMPORARY table is allowed (audited as EXPORT).")));
+}
+
 /*
  * Around ExecutorRun and ExecutorFinish (AFTER triggers): a write's frame is in force; outside
  * one, a query run while a copy is being made (a cursor opened before it and fetched inside a
  * function: FETCH starts no executor) is checked like one started then.
  */
 CrmCopyFrame *
-crm_copies_enter(QueryDesc *qd, bool run)
+crm_copies_enter(QueryDesc *qd, bool run, bool *reading)
 {
 	CrmCopyFrame *f = find_write(qd);
 
-	if (f != NULL)
+	*reading = false;
+	if (IsParallelWorker() || crm_internal_depth > 0 || cp_ri_query())
+		return f != NULL ? push_frame(f) : NULL;
+	if (run && reads_data(qd))
 	{
-		f->prev = cp_copy_top;
-		cp_copy_top = f;
-		return f;
+		running_reads++;
+		*reading = true;
 	}
-	if (run && cp_copy_top != NULL && cp_copy_top->qd != qd && !IsParallelWorker() && crm_internal_depth == 0 &&
-		!cp_ri_query())
+	if (f != NULL)
+		return push_frame(f);
+	if (run && cp_copy_top != NULL && cp_copy_top->qd != qd)
 		cp_check_copy_sources(qd, NULL);
 	return NULL;
 }
 
 void
-crm_copies_leave(CrmCopyFrame *f)
+crm_copies_leave(CrmCopyFrame *f, bool reading)
 {
 	if (f != NULL && cp_copy_top == f)
 		cp_copy_top = f->prev;
+	if (reading && running_reads > 0)
+		running_reads--;
 }
 
 /* After ExecutorFinish: a write that read crm_data (allowed) is an EXPORT, and a copy from now on. */
@@ -298,6 +355,16 @@ crm_copies_plan_begin(Query *q)
 	if (!OidIsValid(relid))
 		return NULL;
 	f = new_frame(write_what(q->commandType), relid, temp);
+	PG_TRY();
+	{
+		check_running_reads(f);
+	}
+	PG_CATCH();
+	{
+		free_frame(f);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	f->prev = cp_copy_top;
 	cp_copy_top = f;
 	return f;
@@ -424,6 +491,7 @@ copies_xact_callback(XactEvent event, void *arg)
 			free_frame((CrmCopyFrame *) lfirst(lc));
 		list_free(write_frames);
 		write_frames = NIL;
+		running_reads = 0;
 	}
 }
 

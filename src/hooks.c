@@ -119,7 +119,9 @@ crm_ExecutorStart(QueryDesc *queryDesc, int eflags)
 static void
 crm_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once)
 {
-	CrmCopyFrame *volatile f = crm_copies_enter(queryDesc, true);
+	bool		reading;
+	CrmCopyFrame *volatile f = crm_copies_enter(queryDesc, true, &reading);
+	volatile bool read_now = reading;
 
 	PG_TRY();
 	{
@@ -130,7 +132,7 @@ crm_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count, boo
 	}
 	PG_FINALLY();
 	{
-		crm_copies_leave(f);
+		crm_copies_leave(f, read_now);
 	}
 	PG_END_TRY();
 }
@@ -139,7 +141,9 @@ crm_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count, boo
 static void
 crm_ExecutorFinish(QueryDesc *queryDesc)
 {
-	CrmCopyFrame *volatile f = crm_copies_enter(queryDesc, false);
+	bool		reading;
+	CrmCopyFrame *volatile f = crm_copies_enter(queryDesc, false, &reading);
+	volatile bool read_now = reading;
 
 	PG_TRY();
 	{
@@ -150,7 +154,7 @@ crm_ExecutorFinish(QueryDesc *queryDesc)
 	}
 	PG_FINALLY();
 	{
-		crm_copies_leave(f);
+		crm_copies_leave(f, read_now);
 	}
 	PG_END_TRY();
 	crm_copies_write_done(queryDesc);

@@ -46,6 +46,7 @@ as x_adm "CREATE FUNCTION cp.drain(refcursor) RETURNS TABLE(id bigint, owner_id 
  "CREATE FUNCTION cp.one() RETURNS text LANGUAGE plpgsql VOLATILE AS 'BEGIN RETURN (SELECT string_agg(id_number, '','') FROM crm_data.customer); END'" \
  "CREATE VIEW cp.v AS SELECT id, name, id_number FROM crm_data.customer" \
  "CREATE TABLE cp.own (id bigint, name text, id_number text)" \
+ "CREATE FUNCTION cp.store(text) RETURNS void LANGUAGE sql AS 'INSERT INTO cp.own (id_number) VALUES (\$1)'" \
  "GRANT SELECT, INSERT, UPDATE, DELETE ON cp.own TO crm_user" "GRANT SELECT ON cp.v TO crm_user" >/dev/null
 
 # --- (a) a cursor opened before the copy ------------------------------------------------------------
@@ -158,6 +159,10 @@ for who in x_adm x_rm1; do
      "CREATE FUNCTION cp.at_$who() RETURNS trigger LANGUAGE plpgsql AS 'DECLARE x text; BEGIN SELECT max(id_number) INTO x FROM crm_data.customer; IF NEW.v IS NULL THEN UPDATE cp.at_$who SET v = x; END IF; RETURN NULL; END'" \
      "CREATE TRIGGER tr AFTER INSERT ON cp.at_$who FOR EACH ROW EXECUTE FUNCTION cp.at_$who()" "INSERT INTO cp.at_$who VALUES (NULL)")" \
      "42501 INSERT INTO cp.at_$who reading crm_data.customer is not allowed" "(c) $who: an AFTER trigger reading crm_data while the write is in progress"
+  ok "$(err $who "SELECT cp.store(id_number) FROM crm_data.customer")" "42501 INSERT INTO cp.own inside a query reading crm_data is not allowed" \
+     "(c) $who: a query over crm_data handing values to a function that writes them"
+  ok "$(err $who "SELECT cp.store(id_number) FROM cp.v WHERE id > 0")" "42501 INSERT INTO cp.own inside a query reading crm_data is not allowed" \
+     "(c) $who: ... through a view"
   ok "$(as $who "SELECT count(*) FROM cp.own WHERE id_number IS NOT NULL")" "0" "(c) $who: nothing was copied"
   ok "$(err $who "INSERT INTO cp.own (id, name) VALUES (1, 'mine')" "UPDATE cp.own SET name = name || '!'" "DELETE FROM cp.own" \
      "SELECT count(*) FROM crm_data.customer")" "no error" "(c) $who: writes that do not read crm_data work"
