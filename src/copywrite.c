@@ -7,7 +7,8 @@
  * from then on) or made by the maintenance role (an EXPORT, recorded in crm.data_copy). It is
  * checked while it is planned (IMMUTABLE functions are folded into constants then), when its
  * executor starts (its query, views expanded) and while it runs and finishes (functions, triggers,
- * cursors fetched inside it). A cursor keeping rows of crm_data outside an executor (WITH HOLD
+ * cursors fetched inside it); it may not start inside a running query that reads crm_data (which
+ * would hand it what it reads as a function's arguments). A cursor keeping rows of crm_data outside an executor (WITH HOLD
  * after commit, a RETURNING cursor) is read by FETCH with no executor at all: no copy that is not
  * allowed starts while one is open.
  */
