@@ -20,9 +20,12 @@
  *     recreating a missing crm policy).
  *   - CREATE RULE on a relation that reads or writes crm_data (or by its own actions would) is
  *     refused: a rule runs with its owner's rights and can capture what others write through it.
- * Not covered: INSERT ... SELECT (or a PL/pgSQL loop) writing what a principal reads into a table it
- * made. That is the principal writing down what it may see, as any client can; it runs as that
- * principal, masked for it, and is not a declarative copy that a refresh would fill anew.
+ *   - a write into a relation outside crm and crm_data (INSERT, UPDATE, DELETE, MERGE, a
+ *     data-modifying WITH, COPY FROM, ALTER TABLE evaluating defaults) is a copy too, and cursors
+ *     over crm_data fetched while a copy is made are checked: see copywrite.c.
+ * Not covered: values read by one statement and written by a later one (a client, PL/pgSQL
+ * variables, a FOR loop's body, a rule's call action given a record id): the principal writing down
+ * what it may see, as any client can, not a copy made in one statement or refreshed anew.
  */
 #include "crm.h"
 
@@ -48,42 +51,30 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-/* A relation being filled by CREATE TABLE AS / SELECT INTO / a materialized view. */
-typedef struct CrmCopyFrame
-{
-	const char *what;			/* the statement, for messages and events */
-	char	   *target;			/* the relation being filled (qualified when known) */
-	RangeVar   *rv;				/* its name, to find it afterwards */
-	bool		temp;
-	bool		allowed;		/* temporary, or made by the maintenance role */
-	bool		read_data;		/* a crm_data table was read while filling it */
-	List	   *sources;		/* OIDs of the crm_data tables read */
-	uint64		rows;
-	struct CrmCopyFrame *prev;
-} CrmCopyFrame;
+#include "copies_int.h"
 
-static CrmCopyFrame *copy_top = NULL;
+CrmCopyFrame *cp_copy_top = NULL;
 static List *temp_copies = NIL;	/* this session's temporary copies of crm_data (TopMemoryContext) */
 static Oid	policy_gate = InvalidOid;	/* the managed table crm._apply_policies() is rebuilding */
 
-static Oid
-data_nsp(void)
+Oid
+cp_data_nsp(void)
 {
 	return get_namespace_oid("crm_data", true);
 }
 
-static bool
-crm_ready(void)
+bool
+cp_crm_ready(void)
 {
 	Oid			nsp = get_namespace_oid("crm", true);
 
-	return IsTransactionState() && OidIsValid(data_nsp()) && OidIsValid(nsp) &&
+	return IsTransactionState() && OidIsValid(cp_data_nsp()) && OidIsValid(nsp) &&
 		OidIsValid(get_relname_relid("principal", nsp));
 }
 
 /* crm's maintenance role: a superuser or BYPASSRLS role acting as no principal */
-static bool
-is_maintenance(void)
+bool
+cp_is_maintenance(void)
 {
 	bool		found;
 
@@ -94,11 +85,11 @@ is_maintenance(void)
 static bool
 is_managed(Oid relid)
 {
-	return OidIsValid(relid) && get_rel_namespace(relid) == data_nsp() && get_rel_relkind(relid) == RELKIND_RELATION;
+	return OidIsValid(relid) && get_rel_namespace(relid) == cp_data_nsp() && get_rel_relkind(relid) == RELKIND_RELATION;
 }
 
-static char *
-qualified(Oid relid)
+char *
+cp_qualified(Oid relid)
 {
 	char	   *nsp = get_namespace_name(get_rel_namespace(relid));
 
@@ -107,15 +98,7 @@ qualified(Oid relid)
 
 /* --- does a query or relation reach crm_data? ------------------------------------------------------- */
 
-typedef struct ReachCtx
-{
-	Oid			nsp;
-	bool		select_only;	/* follow only views' SELECT rules (what reading a relation runs) */
-	List	   *visiting;		/* relations whose rules are being walked (a rule names its own relation) */
-	Oid			found;			/* the crm_data table reached */
-} ReachCtx;
 
-static bool rel_reaches(Oid relid, ReachCtx *cx);
 
 static bool
 reach_walker(Node *node, ReachCtx *cx)
@@ -126,11 +109,17 @@ reach_walker(Node *node, ReachCtx *cx)
 	{
 		RangeTblEntry *rte = (RangeTblEntry *) node;
 
-		return rte->rtekind == RTE_RELATION && rel_reaches(rte->relid, cx);
+		return rte->rtekind == RTE_RELATION && cp_rel_reaches(rte->relid, cx);
 	}
 	if (IsA(node, Query))
 		return query_tree_walker((Query *) node, reach_walker, (void *) cx, QTW_EXAMINE_RTES_BEFORE);
 	return expression_tree_walker(node, reach_walker, (void *) cx);
+}
+
+bool
+cp_is_temp_copy(Oid relid)
+{
+	return list_member_oid(temp_copies, relid);
 }
 
 /* A copy of crm_data: this session's temporary copy, or one the maintenance role made. */
@@ -154,8 +143,8 @@ is_copy(Oid relid)
  * A crm_data table or a copy of one, or a relation whose rules (a view's definition, a rule's
  * actions) reach one.
  */
-static bool
-rel_reaches(Oid relid, ReachCtx *cx)
+bool
+cp_rel_reaches(Oid relid, ReachCtx *cx)
 {
 	Relation	rel;
 	bool		hit = false;
@@ -191,7 +180,7 @@ refuse_copy(CrmCopyFrame *f, Oid source)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s %s reading %s is not allowed", f->what, f->target, qualified(source)),
+			 errmsg("%s %s reading %s is not allowed", f->what, f->target, cp_qualified(source)),
 			 errdetail("A copy keeps the records and values its maker may see and shows them to whoever may read it: crm's row security and masking do not follow it. Only the maintenance role (a superuser acting as no principal) may make one."),
 			 errhint("Create a view instead: row security and masking follow whoever reads a view. A TEMPORARY table is allowed (audited as EXPORT).")));
 }
@@ -201,7 +190,7 @@ refuse_ddl(const char *what, const char *name, Oid relid, const char *detail, co
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("%s %s on %s is not allowed", what, quote_identifier(name), qualified(relid)),
+			 errmsg("%s %s on %s is not allowed", what, quote_identifier(name), cp_qualified(relid)),
 			 errdetail("%s", detail),
 			 errhint("%s", hint)));
 }
@@ -221,8 +210,12 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 	if (explain_analyze && IsA(((ExplainStmt *) stmt)->query, Query) &&
 		((Query *) ((ExplainStmt *) stmt)->query)->commandType == CMD_UTILITY)
 		stmt = ((Query *) ((ExplainStmt *) stmt)->query)->utilityStmt;
-	if (creating_extension || !(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt)) || !crm_ready())
+	if (creating_extension || !(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt) ||
+								IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt)) || !cp_crm_ready())
 		return NULL;
+	/* COPY FROM and ALTER TABLE evaluate defaults and USING expressions into the relation */
+	if (IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt))
+		return cp_push_fill(stmt);
 	f = palloc0(sizeof(CrmCopyFrame));
 	if (IsA(stmt, CreateTableAsStmt))
 	{
@@ -245,19 +238,20 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 
 		f->rv = r->relation;
 		f->what = "REFRESH MATERIALIZED VIEW";
-		f->target = OidIsValid(relid) ? qualified(relid) : pstrdup(quote_identifier(r->relation->relname));
+		f->target = OidIsValid(relid) ? cp_qualified(relid) : pstrdup(quote_identifier(r->relation->relname));
 	}
-	f->allowed = f->temp || is_maintenance();
+	f->allowed = f->temp || cp_is_maintenance();
+	cp_check_data_portals(f);
 	/* the query tree, views expanded: catches WITH NO DATA too (its REFRESH would copy) */
 	if (!f->allowed && IsA(stmt, CreateTableAsStmt) && IsA(((CreateTableAsStmt *) stmt)->query, Query))
 	{
-		ReachCtx	cx = {data_nsp(), true, NIL, InvalidOid};
+		ReachCtx	cx = {cp_data_nsp(), true, NIL, InvalidOid};
 
 		if (reach_walker(((CreateTableAsStmt *) stmt)->query, &cx))
 			refuse_copy(f, cx.found);
 	}
-	f->prev = copy_top;
-	copy_top = f;
+	f->prev = cp_copy_top;
+	cp_copy_top = f;
 	return f;
 }
 
@@ -265,8 +259,8 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 void
 crm_copies_pop(CrmCopyFrame *f)
 {
-	if (f != NULL && copy_top == f)
-		copy_top = f->prev;
+	if (f != NULL && cp_copy_top == f)
+		cp_copy_top = f->prev;
 }
 
 /* The maintenance role's copy, for crm.compliance_report(); an older entry for the relation is replaced. */
@@ -278,7 +272,7 @@ record_copy(CrmCopyFrame *f, Oid relid, const char *sources)
 	Datum		vals[5];
 
 	vals[0] = ObjectIdGetDatum(relid);
-	vals[1] = CStringGetTextDatum(qualified(relid));
+	vals[1] = CStringGetTextDatum(cp_qualified(relid));
 	vals[2] = CStringGetTextDatum(f->what);
 	vals[3] = CStringGetTextDatum(sources);
 	vals[4] = Int64GetDatum((int64) f->rows);
@@ -306,10 +300,10 @@ record_copy(CrmCopyFrame *f, Oid relid, const char *sources)
 }
 
 /* A statement that filled a relation from crm_data succeeded: EXPORT, and the record of a lasting copy. */
-static void
-copy_done(CrmCopyFrame *f)
+void
+cp_copy_done(CrmCopyFrame *f)
 {
-	Oid			relid = RangeVarGetRelid(f->rv, NoLock, true);
+	Oid			relid = f->rv ? RangeVarGetRelid(f->rv, NoLock, true) : f->relid;
 	StringInfoData d;
 	StringInfoData src;
 	ListCell   *lc;
@@ -331,7 +325,7 @@ copy_done(CrmCopyFrame *f)
 	appendStringInfoString(&d, "{\"how\": ");
 	escape_json(&d, f->what);
 	appendStringInfoString(&d, ", \"relation\": ");
-	escape_json(&d, f->temp ? get_rel_name(relid) : qualified(relid));
+	escape_json(&d, f->temp ? get_rel_name(relid) : cp_qualified(relid));
 	appendStringInfo(&d, ", \"rows\": %llu, \"objects\": %s}", (unsigned long long) f->rows, src.data);
 	principal = crm_current_principal(&found);
 	crm_auditq_session_event("EXPORT", NULL, 0, found ? principal : 0, d.data);
@@ -351,10 +345,10 @@ copy_done(CrmCopyFrame *f)
  * reads crm_data (the fill itself, or a query inside a function it calls) is refused unless the
  * copy is allowed; then it is noted for EXPORT.
  */
-static void
-check_copy_sources(QueryDesc *qd)
+void
+cp_check_copy_sources(QueryDesc *qd, CrmCopyFrame *own)
 {
-	ReachCtx	cx = {data_nsp(), true, NIL, InvalidOid};
+	ReachCtx	cx = {cp_data_nsp(), true, NIL, InvalidOid};
 	ListCell   *lc;
 
 	foreach(lc, qd->plannedstmt->rtable)
@@ -362,16 +356,20 @@ check_copy_sources(QueryDesc *qd)
 		RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
 
 		cx.found = InvalidOid;
-		if (rte->rtekind != RTE_RELATION || !rel_reaches(rte->relid, &cx))
+		/* a write's own targets outside crm_data are not read into it (UPDATE of a copy) */
+		if (own != NULL && list_member_int(qd->plannedstmt->resultRelations, foreach_current_index(lc) + 1) &&
+			get_rel_namespace(rte->relid) != cx.nsp)
 			continue;
-		if (!copy_top->allowed)
-			refuse_copy(copy_top, cx.found);
-		copy_top->read_data = true;
-		if (!list_member_oid(copy_top->sources, cx.found))
+		if (rte->rtekind != RTE_RELATION || !cp_rel_reaches(rte->relid, &cx))
+			continue;
+		if (!cp_copy_top->allowed)
+			refuse_copy(cp_copy_top, cx.found);
+		cp_copy_top->read_data = true;
+		if (!list_member_oid(cp_copy_top->sources, cx.found))
 		{
-			MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(copy_top));
+			MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(cp_copy_top));
 
-			copy_top->sources = lappend_oid(copy_top->sources, cx.found);
+			cp_copy_top->sources = lappend_oid(cp_copy_top->sources, cx.found);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -395,11 +393,11 @@ check_view_owners(QueryDesc *qd)
 
 		if (rte->rtekind != RTE_RELATION || !OidIsValid(owner))
 			continue;
-		if (!OidIsValid(nsp) && !OidIsValid(nsp = data_nsp()))
+		if (!OidIsValid(nsp) && !OidIsValid(nsp = cp_data_nsp()))
 			return;
 		if (get_rel_namespace(rte->relid) != nsp || !(superuser_arg(owner) || has_bypassrls_privilege(owner)))
 			continue;
-		if (!crm_ready() || is_maintenance())
+		if (!cp_crm_ready() || cp_is_maintenance())
 			return;
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -411,22 +409,29 @@ check_view_owners(QueryDesc *qd)
 }
 
 void
-crm_copies_executor_start(QueryDesc *qd)
+crm_copies_executor_start(QueryDesc *qd, int eflags)
 {
-	if (IsParallelWorker() || crm_internal_depth > 0)
+	cp_forget_write(qd);
+	if (IsParallelWorker() || crm_internal_depth > 0 || cp_ri_query())
 		return;
-	if (copy_top != NULL)
-		check_copy_sources(qd);
+	if (cp_copy_top != NULL)
+		cp_check_copy_sources(qd, NULL);
 	check_view_owners(qd);
+	if (!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
+	{
+		cp_note_data_portal(qd);
+		cp_start_write(qd);
+	}
 }
 
 /* rows written into the relation being filled */
 void
 crm_copies_executor_end(QueryDesc *qd)
 {
-	if (copy_top != NULL && qd->estate != NULL && qd->dest != NULL &&
+	cp_forget_write(qd);
+	if (cp_copy_top != NULL && qd->estate != NULL && qd->dest != NULL &&
 		(qd->dest->mydest == DestIntoRel || qd->dest->mydest == DestTransientRel))
-		copy_top->rows += qd->estate->es_processed;
+		cp_copy_top->rows += qd->estate->es_processed;
 }
 
 /* --- policies and rules ----------------------------------------------------------------------------- */
@@ -502,7 +507,7 @@ void
 crm_copies_check_utility(Node *stmt)
 {
 	if (!(IsA(stmt, CreatePolicyStmt) || IsA(stmt, AlterPolicyStmt) || IsA(stmt, RenameStmt) || IsA(stmt, DropStmt)) ||
-		creating_extension || !crm_ready())
+		creating_extension || !cp_crm_ready())
 		return;
 	check_policy(stmt);
 }
@@ -515,15 +520,15 @@ void
 crm_copies_after_utility(Node *stmt, CrmCopyFrame *copy)
 {
 	if (copy != NULL)
-		copy_done(copy);
-	if (IsA(stmt, RuleStmt) && !creating_extension && crm_ready())
+		cp_copy_done(copy);
+	if (IsA(stmt, RuleStmt) && !creating_extension && cp_crm_ready())
 	{
 		RuleStmt   *r = (RuleStmt *) stmt;
 		Oid			relid = RangeVarGetRelid(r->relation, NoLock, true);
-		ReachCtx	cx = {data_nsp(), false, NIL, InvalidOid};
+		ReachCtx	cx = {cp_data_nsp(), false, NIL, InvalidOid};
 
 		CommandCounterIncrement();
-		if (OidIsValid(relid) && rel_reaches(relid, &cx))
+		if (OidIsValid(relid) && cp_rel_reaches(relid, &cx))
 			refuse_ddl("CREATE RULE", r->rulename, relid,
 					   psprintf("It reads or writes crm_data.%s; a rule runs with its owner's rights and could capture or redirect what others read and write through it.",
 								get_rel_name(cx.found)),
@@ -541,7 +546,7 @@ Datum
 crm_apply_policies(PG_FUNCTION_ARGS)
 {
 	char	   *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			nsp = data_nsp();
+	Oid			nsp = cp_data_nsp();
 	Oid			relid = OidIsValid(nsp) ? get_relname_relid(object, nsp) : InvalidOid;
 	Oid			save = policy_gate;
 	Oid			types[1] = {TEXTOID};

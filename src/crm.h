@@ -112,12 +112,19 @@ extern void crm_hooks_init(void);
 /* copies.c: no silent copies of crm_data; policies and rules on what reads it */
 typedef struct CrmCopyFrame CrmCopyFrame;
 struct QueryDesc;
+struct Query;
 extern CrmCopyFrame *crm_copies_push(Node *stmt, bool explain_analyze);
 extern void crm_copies_pop(CrmCopyFrame *f);
 extern void crm_copies_check_utility(Node *stmt);
 extern void crm_copies_after_utility(Node *stmt, CrmCopyFrame *copy);
-extern void crm_copies_executor_start(struct QueryDesc *qd);
+extern void crm_copies_executor_start(struct QueryDesc *qd, int eflags);
 extern void crm_copies_executor_end(struct QueryDesc *qd);
+extern CrmCopyFrame *crm_copies_enter(struct QueryDesc *qd, bool run, bool *reading);
+extern void crm_copies_leave(CrmCopyFrame *f, bool reading);
+extern void crm_copies_write_done(struct QueryDesc *qd);
+extern CrmCopyFrame *crm_copies_plan_begin(struct Query *q);
+extern void crm_copies_plan_end(CrmCopyFrame *f, bool ok);
+extern void crm_copies_init(void);
 
 /* masking.c: dynamic masking (preloaded only) */
 extern void crm_masking_init(void);
@@ -154,6 +161,7 @@ extern void crm_audit_after_utility(Node *stmt, const char *query, bool toplevel
 
 /* auditread.c: READ_SENSITIVE and EXPORT */
 struct QueryDesc;
+struct Query;
 extern void crm_auditread_start(void);
 extern void crm_auditread_end(struct QueryDesc *qd);
 extern void crm_auditread_abort(void);

@@ -12,6 +12,7 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/planner.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
@@ -19,6 +20,9 @@
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
+static planner_hook_type prev_planner = NULL;
 static int	explain_analyze_depth = 0;
 
 static bool
@@ -104,11 +108,80 @@ crm_ExecutorStart(QueryDesc *queryDesc, int eflags)
 						 errhint("Use EXPLAIN without ANALYZE.")));
 		}
 	}
-	crm_copies_executor_start(queryDesc);
+	crm_copies_executor_start(queryDesc, eflags);
 	if (prev_ExecutorStart)
 		prev_ExecutorStart(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
+}
+
+/* a write's copy frame is in force while it runs (copies.c) */
+static void
+crm_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once)
+{
+	bool		reading;
+	CrmCopyFrame *volatile f = crm_copies_enter(queryDesc, true, &reading);
+	volatile bool read_now = reading;
+
+	PG_TRY();
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		crm_copies_leave(f, read_now);
+	}
+	PG_END_TRY();
+}
+
+/* ... and while its AFTER triggers run */
+static void
+crm_ExecutorFinish(QueryDesc *queryDesc)
+{
+	bool		reading;
+	CrmCopyFrame *volatile f = crm_copies_enter(queryDesc, false, &reading);
+	volatile bool read_now = reading;
+
+	PG_TRY();
+	{
+		if (prev_ExecutorFinish)
+			prev_ExecutorFinish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		crm_copies_leave(f, read_now);
+	}
+	PG_END_TRY();
+	crm_copies_write_done(queryDesc);
+}
+
+/* planning a write folds immutable functions: what they read is checked like the write's reads */
+static PlannedStmt *
+crm_hooks_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	CrmCopyFrame *volatile f = crm_copies_plan_begin(parse);
+	PlannedStmt *volatile result = NULL;
+
+	PG_TRY();
+	{
+		if (prev_planner)
+			result = prev_planner(parse, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_CATCH();
+	{
+		crm_copies_plan_end(f, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	crm_copies_plan_end(f, true);
+	return result;
 }
 
 static void
@@ -130,5 +203,12 @@ crm_hooks_init(void)
 	ExecutorStart_hook = crm_ExecutorStart;
 	prev_ExecutorEnd = ExecutorEnd_hook;
 	ExecutorEnd_hook = crm_ExecutorEnd;
+	prev_ExecutorRun = ExecutorRun_hook;
+	ExecutorRun_hook = crm_ExecutorRun;
+	prev_ExecutorFinish = ExecutorFinish_hook;
+	ExecutorFinish_hook = crm_ExecutorFinish;
+	prev_planner = planner_hook;
+	planner_hook = crm_hooks_planner;
+	crm_copies_init();
 	crm_audit_hooks_init();
 }
