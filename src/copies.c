@@ -210,12 +210,15 @@ crm_copies_push(Node *stmt, bool explain_analyze)
 	if (explain_analyze && IsA(((ExplainStmt *) stmt)->query, Query) &&
 		((Query *) ((ExplainStmt *) stmt)->query)->commandType == CMD_UTILITY)
 		stmt = ((Query *) ((ExplainStmt *) stmt)->query)->utilityStmt;
-	if (creating_extension || !(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt) ||
-								IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt)) || !cp_crm_ready())
+	if (creating_extension || !cp_crm_ready())
 		return NULL;
-	/* COPY FROM and ALTER TABLE evaluate defaults and USING expressions into the relation */
-	if (IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt))
+	crm_copies_check_ddl(stmt);
+	/* COPY FROM, ALTER TABLE and index builds evaluate expressions into the relation */
+	if (IsA(stmt, CopyStmt) || IsA(stmt, AlterTableStmt) || IsA(stmt, IndexStmt) || IsA(stmt, ReindexStmt) ||
+		IsA(stmt, ClusterStmt))
 		return cp_push_fill(stmt);
+	if (!(IsA(stmt, CreateTableAsStmt) || IsA(stmt, RefreshMatViewStmt)))
+		return NULL;
 	f = palloc0(sizeof(CrmCopyFrame));
 	if (IsA(stmt, CreateTableAsStmt))
 	{

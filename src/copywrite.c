@@ -17,12 +17,15 @@
 #include "access/parallel.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/index.h"
 #include "catalog/pg_class.h"
 #include "commands/extension.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "parser/parsetree.h"
+#include "tcop/cmdtag.h"
 #include "tcop/pquery.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -96,23 +99,59 @@ free_frame(CrmCopyFrame *f)
 	pfree(f);
 }
 
-/* A frame for COPY FROM / ALTER TABLE on a copy target: what its defaults and expressions read. */
+/*
+ * The relation a utility statement fills from expressions it evaluates (defaults, USING clauses,
+ * index expressions), and what to call the statement; NULL when it fills none.
+ */
+static RangeVar *
+filled_relation(Node *stmt, const char **what, bool *is_index)
+{
+	*is_index = false;
+	switch (nodeTag(stmt))
+	{
+		case T_CopyStmt:
+			*what = "COPY";
+			return ((CopyStmt *) stmt)->is_from ? ((CopyStmt *) stmt)->relation : NULL;
+		case T_AlterTableStmt:
+			*what = "ALTER TABLE";
+			return ((AlterTableStmt *) stmt)->relation;
+		case T_IndexStmt:
+			/* an expression index keeps what its expressions read; index-only scans hand it back */
+			*what = "CREATE INDEX ON";
+			return ((IndexStmt *) stmt)->relation;
+		case T_ReindexStmt:
+			*what = "REINDEX";
+			*is_index = ((ReindexStmt *) stmt)->kind == REINDEX_OBJECT_INDEX;
+			return ((ReindexStmt *) stmt)->kind == REINDEX_OBJECT_TABLE || *is_index ? ((ReindexStmt *) stmt)->relation : NULL;
+		case T_ClusterStmt:
+			*what = "CLUSTER";
+			return ((ClusterStmt *) stmt)->relation;
+		default:
+			return NULL;
+	}
+}
+
+/* A frame for COPY FROM, ALTER TABLE, CREATE INDEX, REINDEX, CLUSTER on a copy target. */
 CrmCopyFrame *
 cp_push_fill(Node *stmt)
 {
-	RangeVar   *rv = IsA(stmt, CopyStmt) ? ((CopyStmt *) stmt)->relation : ((AlterTableStmt *) stmt)->relation;
+	const char *what = NULL;
+	bool		is_index;
+	RangeVar   *rv = filled_relation(stmt, &what, &is_index);
 	Oid			relid;
 	bool		temp;
 	CrmCopyFrame *f;
 
-	if ((IsA(stmt, CopyStmt) && !((CopyStmt *) stmt)->is_from) || rv == NULL)
+	if (rv == NULL)
 		return NULL;
 	relid = RangeVarGetRelid(rv, NoLock, true);
+	if (is_index && OidIsValid(relid))
+		relid = IndexGetRelation(relid, true);
 	if (!copy_target(relid, &temp))
 		return NULL;
 	/* palloc'd like the other utility frames: the statement's context outlives it */
 	f = palloc0(sizeof(CrmCopyFrame));
-	f->what = IsA(stmt, CopyStmt) ? "COPY" : "ALTER TABLE";
+	f->what = what;
 	f->relid = relid;
 	f->temp = temp;
 	f->target = cp_qualified(relid);
@@ -276,6 +315,57 @@ check_running_reads(CrmCopyFrame *f)
 			 errmsg("%s %s inside a query reading crm_data is not allowed", f->what, f->target),
 			 errdetail("The query would hand what it reads to the write (a function's arguments), a copy shown to whoever may read it."),
 			 errhint("Create a view instead: row security and masking follow whoever reads a view. A TEMPORARY table is allowed (audited as EXPORT).")));
+}
+
+/*
+ * DDL started inside a query that reads crm_data (a function in its select list running EXECUTE):
+ * its text would keep what the query read, in the catalogs (a comment, an enum label, a view's or a
+ * function's body) that every login may read. Refused but for the maintenance role; statements that
+ * keep nothing (transaction control, settings, cursors, temporary tables) stay allowed, and the
+ * statements with frames of their own (CREATE TABLE AS, COPY, ALTER TABLE, ...) are checked there.
+ */
+void
+crm_copies_check_ddl(Node *stmt)
+{
+	if (running_reads == 0 || creating_extension || crm_internal_depth > 0 || !cp_crm_ready() ||
+		cp_is_maintenance())
+		return;
+	switch (nodeTag(stmt))
+	{
+		case T_TransactionStmt:
+		case T_VariableSetStmt:
+		case T_VariableShowStmt:
+		case T_DeclareCursorStmt:
+		case T_FetchStmt:
+		case T_ClosePortalStmt:
+		case T_PrepareStmt:
+		case T_ExecuteStmt:
+		case T_DeallocateStmt:
+		case T_ExplainStmt:
+		case T_CallStmt:
+		case T_DoStmt:
+		case T_LockStmt:
+		case T_DiscardStmt:
+		case T_CreateTableAsStmt:
+		case T_RefreshMatViewStmt:
+		case T_CopyStmt:
+		case T_AlterTableStmt:
+		case T_IndexStmt:
+		case T_ReindexStmt:
+		case T_ClusterStmt:
+			return;
+		case T_CreateStmt:
+			if (((CreateStmt *) stmt)->relation->relpersistence == RELPERSISTENCE_TEMP)
+				return;
+			break;
+		default:
+			break;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s inside a query reading crm_data is not allowed", CreateCommandName(stmt)),
+			 errdetail("What the statement stores (a name, a comment, a body) could keep what the query read, where every login may read it."),
+			 errhint("Run the statement on its own, outside queries over crm_data.")));
 }
 
 /*

@@ -131,6 +131,22 @@ ok "$(as hd_rm1 -c "SET DateStyle = 'ISO, DMY'" -c "INSERT INTO crm_data.custome
 ok "$(q "SELECT crm.next_anniversary('5874897-02-28'::date, '5874897-12-30'::date)" | grep -c 'date out of range')" "1" \
    "crm.next_anniversary past the last storable date is an error, not an unstorable date"
 
+# 9. no copies through the catalogs or an expression index (an RM with a schema of its own)
+q "CREATE SCHEMA hd AUTHORIZATION hd_rm1" >/dev/null
+as hd_rm1 >/dev/null <<'SQL'
+CREATE FUNCTION hd.note(t text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('COMMENT ON SCHEMA hd IS %L', t); RETURN 1; END $$;
+CREATE FUNCTION hd.leaky(k int) RETURNS text LANGUAGE plpgsql IMMUTABLE AS
+  $$ DECLARE x text; BEGIN SELECT string_agg(name, ',') INTO x FROM crm_data.customer; RETURN x; END $$;
+CREATE TABLE hd.k (k int); INSERT INTO hd.k VALUES (1);
+SQL
+ok "$(as hd_rm1 -c "SELECT hd.note(string_agg(name, ',')) FROM crm_data.customer" | grep -c 'COMMENT inside a query reading crm_data is not allowed')" "1" \
+   "DDL run by a function inside a query over crm_data (a comment keeping what it read) is refused"
+ok "$(q "SELECT coalesce(obj_description('hd'::regnamespace, 'pg_namespace'), 'none')")" "none" "and nothing was stored"
+ok "$(as hd_rm1 -c "SELECT hd.note('plain words')")" "1" "the same DDL outside such a query works"
+ok "$(as hd_rm1 -c "CREATE INDEX ON hd.k (hd.leaky(k))" | grep -c 'not allowed')" "1" \
+   "an expression index whose function reads crm_data is refused (index-only scans would hand its values to anyone)"
+ok "$(as hd_rm1 -c "CREATE INDEX ON hd.k (k)" 2>&1)" "" "a plain index on one's own table works"
+
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 psql -X -q -d postgres -c "DROP ROLE IF EXISTS \"$weird_sql\"" >/dev/null 2>&1
 finish
