@@ -2,7 +2,7 @@
 # TAP: sqlsmith (Debian package sqlsmith) fires random queries at a small demo bank, as a superuser
 # and as an RM login; the test fails on any backend crash (a signal or PANIC in the server log, the
 # server restarting) or any internal error (XX000). Time-bounded: CRM_FUZZ_SECONDS in all (default
-# 40), split between the two logins; CRM_FUZZ_SEED picks the queries (default: a new seed each run,
+# 40), split between the two logins; CRM_FUZZ_SEED picks the queries (default 4242; "random" draws one,
 # printed so that a failure can be replayed).
 # It runs in a throwaway cluster of its own: as a superuser sqlsmith may call any function
 # (pg_terminate_backend, lo_export, ...), which must not touch the cluster other tests use.
@@ -11,7 +11,10 @@ source "$(dirname "$0")/lib/tap.bash"
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/cluster.sh"
 secs=${CRM_FUZZ_SECONDS:-40}
-seed=${CRM_FUZZ_SEED:-$(( $(date +%s) % 100000 ))}
+# make test uses a fixed seed (a superuser's sqlsmith also reaches PostgreSQL's own internal errors,
+# and CI must not depend on the day's draw); CRM_FUZZ_SEED=random draws one
+seed=${CRM_FUZZ_SEED:-4242}
+[ "$seed" = random ] && seed=$(( $(date +%s) % 100000 ))
 if ! command -v sqlsmith >/dev/null; then
   echo "not ok 1 - sqlsmith is not installed (apt-get install sqlsmith)"; echo "1..1"; exit 1
 fi
@@ -58,12 +61,14 @@ core_prefix=("failed to find conversion function from unknown to text"
              "expected 2-element int8 array"
              "invalid INTERVAL typmod: "
              "unexpected end of flag array"
-             "cannot advance OID counter anymore")
+             "cannot advance OID counter anymore"
+             "could not open server file")
 core_repro=("SELECT coalesce(NULL::unknown, coalesce(NULL::unknown, NULL::unknown)::unknown)"
             "SELECT pg_catalog.int8_avg('{1}'::bigint[])"
             "SELECT pg_catalog.intervaltypmodout(40)"
             "SELECT pg_catalog.jsonb_to_tsvector('{}'::jsonb, '[[]]'::jsonb)"
-            "SELECT pg_catalog.pg_stop_making_pinned_objects()")   # refused outside initdb, changes nothing
+            "SELECT pg_catalog.pg_stop_making_pinned_objects()"   # refused outside initdb, changes nothing
+            "SELECT pg_catalog.lo_import(repeat('x', 5000))")     # ENAMETOOLONG is XX000 in lo_import
 psql -X -q -d postgres -c "CREATE DATABASE fuzz_plain" >/dev/null
 internal=0
 while IFS= read -r msg; do
