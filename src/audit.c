@@ -35,6 +35,7 @@
 #include "storage/proc.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_largeobject.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_trigger.h"
 #include "parser/parse_func.h"
@@ -2181,6 +2182,9 @@ crm_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId,
 	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 && !creating_extension &&
 		!crm_audit_internal_ddl && IsTransactionState() && is_audit_rel(objectId))
 		refuse("dropping", get_rel_name(objectId), "Old months leave through crm.audit_retention().");
+	/* no silent copies into large objects (copywrite.c) */
+	if (access == OAT_POST_CREATE && classId == LargeObjectRelationId)
+		crm_copies_check_large_object();
 }
 
 void

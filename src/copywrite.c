@@ -369,6 +369,24 @@ crm_copies_check_ddl(Node *stmt)
 }
 
 /*
+ * A large object created inside a query that reads crm_data (SELECT lo_from_bytea(0, ...) FROM
+ * crm_data.customer) would keep what the query read, for whoever is granted the object. Called from
+ * the object-access hook when a large object is created.
+ */
+void
+crm_copies_check_large_object(void)
+{
+	if (running_reads == 0 || creating_extension || crm_internal_depth > 0 || !IsTransactionState() ||
+		!cp_crm_ready() || cp_is_maintenance())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("creating a large object inside a query reading crm_data is not allowed"),
+			 errdetail("The object would keep what the query read, a copy shown to whoever may read it."),
+			 errhint("Create a view instead: row security and masking follow whoever reads a view.")));
+}
+
+/*
  * Around ExecutorRun and ExecutorFinish (AFTER triggers): a write's frame is in force; outside
  * one, a query run while a copy is being made (a cursor opened before it and fetched inside a
  * function: FETCH starts no executor) is checked like one started then.

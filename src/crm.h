@@ -117,6 +117,7 @@ extern CrmCopyFrame *crm_copies_push(Node *stmt, bool explain_analyze);
 extern void crm_copies_pop(CrmCopyFrame *f);
 extern void crm_copies_check_utility(Node *stmt);
 extern void crm_copies_check_ddl(Node *stmt);
+extern void crm_copies_check_large_object(void);
 extern void crm_copies_after_utility(Node *stmt, CrmCopyFrame *copy);
 extern void crm_copies_executor_start(struct QueryDesc *qd, int eflags);
 extern void crm_copies_executor_end(struct QueryDesc *qd);

@@ -146,6 +146,9 @@ ok "$(as hd_rm1 -c "SELECT hd.note('plain words')")" "1" "the same DDL outside s
 ok "$(as hd_rm1 -c "CREATE INDEX ON hd.k (hd.leaky(k))" | grep -c 'not allowed')" "1" \
    "an expression index whose function reads crm_data is refused (index-only scans would hand its values to anyone)"
 ok "$(as hd_rm1 -c "CREATE INDEX ON hd.k (k)" 2>&1)" "" "a plain index on one's own table works"
+ok "$(as hd_rm1 -c "SELECT lo_from_bytea(0, convert_to(string_agg(name, ','), 'UTF8')) FROM crm_data.customer" | grep -c 'large object inside a query reading crm_data')" "1" \
+   "a large object made from what a query over crm_data reads is refused"
+ok "$(as hd_rm1 -c "SELECT lo_from_bytea(0, 'just bytes') > 0")" "t" "a large object made from anything else works"
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 psql -X -q -d postgres -c "DROP ROLE IF EXISTS \"$weird_sql\"" >/dev/null 2>&1
