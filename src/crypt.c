@@ -378,7 +378,7 @@ keyring_require(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("crm.keyring is not set"),
 				 errdetail("Encrypted fields need the master key file named by the setting crm.keyring."),
-				 errhint("Create a key file readable only by the server (see README, \"Encryption at rest\"), set crm.keyring in postgresql.conf and reload.")));
+				 errhint("Create a key file readable only by the server (see docs/encryption.md), set crm.keyring in postgresql.conf and reload.")));
 	if (checked_lxid == MyProc->lxid && mkeys != NULL && loaded_path != NULL &&
 		strcmp(loaded_path, crm_keyring) == 0)
 		return;
@@ -1860,8 +1860,8 @@ crm_shred_subject(PG_FUNCTION_ARGS)
 		/* a customer with no key yet gets a tombstone: no encrypted value can be stored for it later */
 		if (SPI_execute_with_args("INSERT INTO crm.data_key AS d (subject, customer_id, master_key_id, wrapped, shredded_at, shred_reason, shredded_by)"
 								  " VALUES ($1, $2, '', NULL, pg_catalog.now(), $3, $4)"
-								  " ON CONFLICT (subject) DO UPDATE SET wrapped = NULL, shredded_at = pg_catalog.now(),"
-								  " shred_reason = $3, shredded_by = $4 WHERE d.wrapped IS NOT NULL",
+								  " ON CONFLICT (subject) DO UPDATE SET (wrapped, shredded_at, shred_reason, shredded_by) = ROW(NULL, pg_catalog.now(), $3, $4)"
+								  " WHERE d.wrapped IS NOT NULL",
 								  4, t4, v4, n4, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "crm data key shred failed");
 		SPI_finish();

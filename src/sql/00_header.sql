@@ -14,7 +14,7 @@ END
 $roles$;
 
 -- Business tables live in crm_data; it is created by crm.init() so that it is not an extension
--- member (see README: pg_dump keeps crm_data like any schema of the database).
+-- member (see docs/backups.md: pg_dump keeps crm_data like any schema of the database).
 GRANT USAGE ON SCHEMA crm TO PUBLIC;
 
 ------------------------------------------------------------------------------------------------

@@ -226,7 +226,7 @@ BEGIN
     IF NOT ks.ok THEN
       RAISE EXCEPTION 'cannot add encrypted field %.%: the keyring is not usable', crm._short(o), crm._short(n) USING ERRCODE = '55000',
         DETAIL = ks.problem,
-        HINT = 'Set crm.keyring to a key file (see README, "Encryption at rest") and reload; crm.keyring_status() shows what is wrong.';
+        HINT = 'Set crm.keyring to a key file (see docs/encryption.md) and reload; crm.keyring_status() shows what is wrong.';
     END IF;
     -- uniqueness of a ciphertext means nothing: a unique field is unique by its blind index
     IF uniq THEN searchable := true; END IF;

@@ -284,7 +284,7 @@ BEGIN
   ELSE
     status := CASE WHEN EXISTS (SELECT 1 FROM crm.field f WHERE f.encrypted) THEN 'fail' ELSE 'warn' END;
     detail := coalesce(k.problem, 'no keyring');
-    fix := 'Set crm.keyring to a mode-600 key file readable by the server (see README, Encryption at rest).';
+    fix := 'Set crm.keyring to a mode-600 key file readable by the server (see docs/encryption.md).';
   END IF;
   RETURN NEXT;
 
