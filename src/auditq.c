@@ -40,7 +40,7 @@
 
 #define QSIZE 512
 #define MAXDB 64
-#define DETAIL_LEN 2048
+#define DETAIL_LEN CRM_AUDIT_DETAIL_LEN
 
 typedef struct QEvent
 {
@@ -74,8 +74,6 @@ typedef struct AuditQ
 static AuditQ *q = NULL;
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
-static ClientAuthentication_hook_type prev_client_auth = NULL;
-static emit_log_hook_type prev_emit_log = NULL;
 int			crm_audit_interval_ms = 1000;
 int			crm_audit_max_value_bytes = 8192;
 int			crm_audit_max_ids = 100;
@@ -253,92 +251,6 @@ crm_auditq_session_event(const char *action, const char *object, int64 record_id
 	(void) crm_auditq_push(MyProcPort ? MyProcPort->database_name : NULL, action, object, record_id, principal,
 						   MyProcPort && MyProcPort->user_name ? MyProcPort->user_name : "",
 						   NameStr(user_name), addr, application_name, detail);
-}
-
-static void
-crm_client_auth(Port *port, int status)
-{
-	char		addr[64] = "";
-	StringInfoData d;
-
-	if (prev_client_auth)
-		prev_client_auth(port, status);
-	if (port->remote_host && port->raddr.addr.ss_family != AF_UNIX)
-		strlcpy(addr, port->remote_host, sizeof(addr));
-	initStringInfo(&d);
-	appendStringInfoString(&d, "{\"method\": ");
-	escape_json(&d, port->hba ? hba_authname(port->hba->auth_method) : "unknown");
-	appendStringInfoString(&d, ", \"local\": ");
-	appendStringInfoString(&d, port->raddr.addr.ss_family == AF_UNIX ? "true" : "false");
-	appendStringInfoChar(&d, '}');
-	(void) crm_auditq_push(port->database_name, status == STATUS_OK ? "LOGIN" : "LOGIN_FAILED", NULL, 0, 0,
-						   port->user_name, port->user_name, addr, port->application_name, d.data);
-}
-
-/*
- * A DENIED event's detail: the message and the statement, cut at character boundaries to fit an
- * event however much escaping grows them (a long or odd statement must not make the event vanish);
- * "truncated": true says they were cut.
- */
-static void
-denied_detail(StringInfo d, const char *message, const char *statement)
-{
-	static const int cuts[][2] = {{500, 1000}, {200, 300}, {60, 60}};
-	int			mlen = strlen(message);
-	int			slen = strlen(statement);
-
-	initStringInfo(d);
-	for (int i = 0; i < (int) lengthof(cuts); i++)
-	{
-		int			m = pg_mbcliplen(message, mlen, Min(mlen, cuts[i][0]));
-		int			st = pg_mbcliplen(statement, slen, Min(slen, cuts[i][1]));
-
-		resetStringInfo(d);
-		appendStringInfoString(d, "{\"message\": ");
-		escape_json(d, pnstrdup(message, m));
-		appendStringInfoString(d, ", \"statement\": ");
-		escape_json(d, pnstrdup(statement, st));
-		if (m < mlen || st < slen)
-			appendStringInfoString(d, ", \"truncated\": true");
-		appendStringInfoChar(d, '}');
-		if (d->len < DETAIL_LEN)
-			return;
-	}
-	resetStringInfo(d);
-	appendStringInfo(d, "{\"truncated\": true, \"message_bytes\": %d, \"statement_bytes\": %d}", mlen, slen);
-}
-
-/* DENIED: statements refused for want of privilege (crm's checks and PostgreSQL's alike) */
-static bool in_emit = false;
-
-static void
-crm_emit_log(ErrorData *edata)
-{
-	if (prev_emit_log)
-		prev_emit_log(edata);
-	if (in_emit || edata->elevel != ERROR || edata->sqlerrcode != ERRCODE_INSUFFICIENT_PRIVILEGE ||
-		!OidIsValid(MyDatabaseId) || !IsUnderPostmaster || MyBackendType != B_BACKEND)
-		return;
-	in_emit = true;
-	{
-		StringInfoData d;
-		char		addr[64] = "";
-		char		db[NAMEDATALEN] = "";
-		char		cu[NAMEDATALEN] = "";
-
-		/* no catalog access here: names come from what the session already knows */
-		if (MyProcPort && MyProcPort->database_name)
-			strlcpy(db, MyProcPort->database_name, sizeof(db));
-		if (MyProcPort && MyProcPort->remote_host && MyProcPort->raddr.addr.ss_family != AF_UNIX)
-			strlcpy(addr, MyProcPort->remote_host, sizeof(addr));
-		denied_detail(&d, edata->message ? edata->message : "", debug_query_string ? debug_query_string : "");
-		if (db[0] != '\0')
-			(void) crm_auditq_push(db, "DENIED", NULL, 0, crm_last_principal,
-								   MyProcPort && MyProcPort->user_name ? MyProcPort->user_name : "", cu, addr,
-								   application_name, d.data);
-		pfree(d.data);
-	}
-	in_emit = false;
 }
 
 /* --- the worker ---------------------------------------------------------------------------------- */
@@ -594,10 +506,7 @@ crm_auditq_init(void)
 	shmem_request_hook = auditq_shmem_request;
 	prev_shmem_startup = shmem_startup_hook;
 	shmem_startup_hook = auditq_shmem_startup;
-	prev_client_auth = ClientAuthentication_hook;
-	ClientAuthentication_hook = crm_client_auth;
-	prev_emit_log = emit_log_hook;
-	emit_log_hook = crm_emit_log;
+	crm_auditlogin_init();
 
 	memset(&w, 0, sizeof(w));
 	w.bgw_flags = BGWORKER_SHMEM_ACCESS;

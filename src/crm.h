@@ -182,6 +182,11 @@ extern bool crm_auditq_push(const char *db, const char *action, const char *obje
 							const char *app, const char *detail);
 extern void crm_auditq_session_event(const char *action, const char *object, int64 record_id, int64 principal,
 									 const char *detail);
+/* an event's detail (JSON text) is at most this long; longer ones are replaced by their length */
+#define CRM_AUDIT_DETAIL_LEN 2048
+
+/* auditlogin.c: LOGIN, LOGIN_FAILED and DENIED */
+extern void crm_auditlogin_init(void);
 
 /* sha256.c: SHA-256 and HMAC-SHA256 without per-call allocation */
 typedef struct CrmSha256
