@@ -1,80 +1,42 @@
 /*
- * auditq.c: audit events that must outlive their transaction, and the audit worker.
+ * auditq.c: audit events that must outlive their transaction — producers' side.
  *
- * LOGIN and LOGIN_FAILED (client authentication hook), DENIED (errors with SQLSTATE 42501 in a
- * database using crm), READ_SENSITIVE and EXPORT happen whether or not their transaction commits —
- * a failed login has no transaction at all. They go into a queue in shared memory. The audit worker
- * (registered when crm is preloaded) wakes every crm.audit_interval, and for each database with
- * queued events or unsealed entries starts a short-lived worker connected to it that writes the
- * events into crm.audit_log, keeps monthly partitions made ahead, and seals the chain.
+ * LOGIN and LOGIN_FAILED, DENIED, READ_SENSITIVE, EXPORT, ACT_AS and some MAINTENANCE entries happen
+ * whether or not their transaction commits (a failed login has no transaction at all). Each is
+ * written to WAL at once, as a record of crm's own resource manager: a record outside any
+ * transaction, that no rollback takes back, and that is flushed before the statement returns when
+ * synchronous_commit asks commits to be (so an event is as durable as a commit). The audit worker
+ * (auditwal.c) reads them back and each database's writer (auditwriter.c) puts them into
+ * crm.audit_log. A process that cannot write WAL (one refused before it has a PGPROC, e.g. "sorry,
+ * too many clients already") hands its event to a small ring in shared memory that the audit
+ * worker writes to WAL for it. What cannot be written at all is counted and recorded.
  */
 #include "crm.h"
+#include "auditq_int.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "common/jsonapi.h"
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xloginsert.h"
+#include "access/xlogreader.h"
 #include "commands/dbcommands.h"
-#include "executor/spi.h"
-#include "libpq/auth.h"
 #include "libpq/libpq-be.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
-#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
-#include "storage/spin.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/json.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#define QSIZE 512
-#define MAXDB 64
-#define DETAIL_LEN CRM_AUDIT_DETAIL_LEN
-
-typedef struct QEvent
-{
-	uint64		seq;
-	char		db[NAMEDATALEN];
-	TimestampTz at;
-	int64		principal;
-	char		session_user[NAMEDATALEN];
-	char		current_user[NAMEDATALEN];
-	char		client_addr[64];
-	char		app[64];
-	char		action[24];
-	char		object[NAMEDATALEN];
-	int64		record_id;
-	char		detail[DETAIL_LEN];
-} QEvent;
-
-typedef struct AuditQ
-{
-	slock_t		lock;
-	uint64		next_seq;
-	int			head;			/* oldest */
-	int			count;
-	uint64		lost;
-	int			ndirty;
-	char		dirty[MAXDB][NAMEDATALEN];
-	Latch	   *worker_latch;
-	QEvent		ev[QSIZE];
-} AuditQ;
-
-static AuditQ *q = NULL;
+AuditQ	   *crm_aq = NULL;
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
-int			crm_audit_interval_ms = 1000;
 int			crm_audit_max_value_bytes = 8192;
 int			crm_audit_max_ids = 100;
 int			crm_export_threshold = 10000;
@@ -85,6 +47,7 @@ auditq_shmem_request(void)
 	if (prev_shmem_request)
 		prev_shmem_request();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditQ)));
+	RequestNamedLWLockTranche("crm audit queue", 1);
 }
 
 static void
@@ -95,15 +58,125 @@ auditq_shmem_startup(void)
 	if (prev_shmem_startup)
 		prev_shmem_startup();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	q = ShmemInitStruct("crm audit queue", sizeof(AuditQ), &found);
+	crm_aq = ShmemInitStruct("crm audit queue", sizeof(AuditQ), &found);
 	if (!found)
 	{
-		memset(q, 0, sizeof(AuditQ));
-		SpinLockInit(&q->lock);
-		q->next_seq = 1;
+		memset(crm_aq, 0, sizeof(AuditQ));
+		crm_aq->lock = &(GetNamedLWLockTranche("crm audit queue"))->lock;
+		pg_atomic_init_u64(&crm_aq->lost, 0);
+		SpinLockInit(&crm_aq->ring_lock);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
+
+/* --- the WAL record ------------------------------------------------------------------------------ */
+
+/* a record: this header, then the eight strings (without their NULs) in this order */
+typedef struct CrmWalEvent
+{
+	TimestampTz at;
+	int64		principal;
+	int64		record_id;
+	uint16		len[8];
+} CrmWalEvent;
+
+#define EV_STRINGS(e) { (e)->db, (e)->session_user, (e)->current_user, (e)->client_addr, (e)->app, \
+						(e)->action, (e)->object, (e)->detail }
+static const size_t ev_sizes[8] = {NAMEDATALEN, NAMEDATALEN, NAMEDATALEN, 64, 64, 24, NAMEDATALEN, AQ_DETAIL_LEN};
+
+/* Write one event to WAL; returns false when this process cannot (it then goes to the ring). */
+bool
+crm_aq_wal_event(const QEvent *e)
+{
+	static char buf[sizeof(CrmWalEvent) + 3 * NAMEDATALEN + 64 + 64 + 24 + NAMEDATALEN + AQ_DETAIL_LEN];
+	CrmWalEvent *h = (CrmWalEvent *) buf;
+	const char *s[8] = EV_STRINGS(e);
+	uint32		off = sizeof(CrmWalEvent);
+	XLogRecPtr	lsn;
+
+	if (MyProc == NULL || CritSectionCount > 0 || RecoveryInProgress())
+		return false;
+	h->at = e->at;
+	h->principal = e->principal;
+	h->record_id = e->record_id;
+	for (int i = 0; i < 8; i++)
+	{
+		size_t		n = strnlen(s[i], ev_sizes[i] - 1);
+
+		h->len[i] = (uint16) n;
+		memcpy(buf + off, s[i], n);
+		off += n;
+	}
+	XLogBeginInsert();
+	XLogRegisterData(buf, off);
+	lsn = XLogInsert(CRM_RMGR_ID, CRM_XLOG_EVENT);
+	/* as durable as a commit would be */
+	if (synchronous_commit > SYNCHRONOUS_COMMIT_OFF)
+	{
+		XLogFlush(lsn);
+		if (synchronous_commit > SYNCHRONOUS_COMMIT_LOCAL_FLUSH && MyBackendType == B_BACKEND)
+			SyncRepWaitForLSN(lsn, false);
+	}
+	else
+		XLogSetAsyncXactLSN(lsn);
+	return true;
+}
+
+/* Decode a record into an event (false: not one of ours, or malformed). */
+bool
+crm_aq_decode(const char *data, uint32 len, QEvent *e)
+{
+	const CrmWalEvent *h = (const CrmWalEvent *) data;
+	char	   *s[8] = EV_STRINGS(e);
+	uint32		off = sizeof(CrmWalEvent);
+
+	if (len < sizeof(CrmWalEvent))
+		return false;
+	memset(e, 0, sizeof(QEvent));
+	e->at = h->at;
+	e->principal = h->principal;
+	e->record_id = h->record_id;
+	for (int i = 0; i < 8; i++)
+	{
+		if (h->len[i] >= ev_sizes[i] || off + h->len[i] > len)
+			return false;
+		memcpy(s[i], data + off, h->len[i]);
+		s[i][h->len[i]] = '\0';
+		off += h->len[i];
+	}
+	return true;
+}
+
+static void
+crm_rmgr_redo(XLogReaderState *record)
+{
+	/* nothing to replay: the audit worker reads these records where they lie */
+}
+
+static void
+crm_rmgr_desc(StringInfo buf, XLogReaderState *record)
+{
+	QEvent		e;
+
+	if (crm_aq_decode(XLogRecGetData(record), XLogRecGetDataLen(record), &e))
+		appendStringInfo(buf, "%s db \"%s\" user \"%s\" object \"%s\" record %lld", e.action, e.db, e.session_user,
+						 e.object, (long long) e.record_id);
+}
+
+static const char *
+crm_rmgr_identify(uint8 info)
+{
+	return (info & ~XLR_INFO_MASK) == CRM_XLOG_EVENT ? "AUDIT_EVENT" : NULL;
+}
+
+static RmgrData crm_rmgr = {
+	.rm_name = "crm",
+	.rm_redo = crm_rmgr_redo,
+	.rm_desc = crm_rmgr_desc,
+	.rm_identify = crm_rmgr_identify,
+};
+
+/* --- producers ----------------------------------------------------------------------------------- */
 
 static void
 copy_str(char *dst, const char *src, size_t n)
@@ -111,103 +184,121 @@ copy_str(char *dst, const char *src, size_t n)
 	strlcpy(dst, src ? src : "", n);
 }
 
+/* a process without a PGPROC: into the ring, which the audit worker writes to WAL */
+static bool
+ring_push(const QEvent *e)
+{
+	bool		ok = false;
+
+	SpinLockAcquire(&crm_aq->ring_lock);
+	if (crm_aq->ring_count < AQ_RING)
+	{
+		crm_aq->ring[(crm_aq->ring_head + crm_aq->ring_count) % AQ_RING] = *e;
+		crm_aq->ring_count++;
+		ok = true;
+	}
+	SpinLockRelease(&crm_aq->ring_lock);
+	if (!ok)
+		pg_atomic_fetch_add_u64(&crm_aq->lost, 1);
+	return ok;
+}
+
+/* this database's name, once known (no catalog access outside a transaction) */
+static const char *
+my_db_name(void)
+{
+	static char *db = NULL;
+
+	if (db == NULL && MyProcPort && MyProcPort->database_name)
+		return MyProcPort->database_name;
+	if (db == NULL && OidIsValid(MyDatabaseId) && IsTransactionState())
+	{
+		char	   *n = get_database_name(MyDatabaseId);
+
+		if (n != NULL)
+			db = MemoryContextStrdup(TopMemoryContext, n);
+	}
+	return db ? db : "";
+}
+
 /*
- * Queue one event (never throws: also called from error reporting). db NULL: this database.
- * Returns false when the queue was full (the event is counted as lost and reported later).
+ * Record one event (never throws on its own: also called from error reporting). db NULL: this
+ * database. Returns false when the event could not be kept (it is then counted, and the count is
+ * recorded later).
  */
 bool
 crm_auditq_push(const char *db, const char *action, const char *object, int64 record_id, int64 principal,
 				const char *session_user, const char *current_user, const char *client_addr, const char *app,
 				const char *detail)
 {
-	QEvent	   *e;
-	bool		ok = true;
+	static QEvent e;
+	bool		ok;
 
-	if (q == NULL)
+	if (crm_aq == NULL)
 		return false;
-	SpinLockAcquire(&q->lock);
-	if (q->count >= QSIZE)
-	{
-		q->lost++;
-		ok = false;
-	}
+	memset(&e, 0, offsetof(QEvent, detail));
+	e.at = GetCurrentTimestamp();
+	e.principal = principal;
+	e.record_id = record_id;
+	copy_str(e.db, db ? db : my_db_name(), NAMEDATALEN);
+	copy_str(e.session_user, session_user, NAMEDATALEN);
+	copy_str(e.current_user, current_user, NAMEDATALEN);
+	copy_str(e.client_addr, client_addr, sizeof(e.client_addr));
+	copy_str(e.app, app, sizeof(e.app));
+	copy_str(e.action, action, sizeof(e.action));
+	copy_str(e.object, object, NAMEDATALEN);
+	/* never a cut-off JSON text (the writer must be able to store every event) */
+	if (detail != NULL && strlen(detail) >= AQ_DETAIL_LEN)
+		snprintf(e.detail, AQ_DETAIL_LEN, "{\"truncated\": true, \"bytes\": %zu}", strlen(detail));
 	else
-	{
-		e = &q->ev[(q->head + q->count) % QSIZE];
-		q->count++;
-		e->seq = q->next_seq++;
-		copy_str(e->db, db, NAMEDATALEN);
-		e->at = GetCurrentTimestamp();
-		e->principal = principal;
-		copy_str(e->session_user, session_user, NAMEDATALEN);
-		copy_str(e->current_user, current_user, NAMEDATALEN);
-		copy_str(e->client_addr, client_addr, sizeof(e->client_addr));
-		copy_str(e->app, app, sizeof(e->app));
-		copy_str(e->action, action, sizeof(e->action));
-		copy_str(e->object, object, NAMEDATALEN);
-		e->record_id = record_id;
-		/* never a cut-off JSON text (the writer must be able to store every event) */
-		if (detail != NULL && strlen(detail) >= DETAIL_LEN)
-			snprintf(e->detail, DETAIL_LEN, "{\"truncated\": true, \"bytes\": %zu}", strlen(detail));
-		else
-			copy_str(e->detail, detail, DETAIL_LEN);
-	}
-	SpinLockRelease(&q->lock);
-	if (q->worker_latch)
-		SetLatch(q->worker_latch);
+		copy_str(e.detail, detail, AQ_DETAIL_LEN);
+	ok = crm_aq_wal_event(&e) || ring_push(&e);
+	if (crm_aq->worker_latch)
+		SetLatch(crm_aq->worker_latch);
 	return ok;
 }
 
 /*
- * An event's detail as the writer stores it: the JSON text if it is valid, else (a producer's bug)
- * the text as a JSON string, so that one bad event never costs the others of its batch.
+ * The index of a database in the shared table (-1: not there, or no room). add: make room,
+ * reusing the entry of a database without crm. Called with crm_aq->lock held exclusively when add.
  */
-/* whether JSON text holds the escape \u0000 (a backslash that is not itself escaped, then u0000) */
-static bool
-has_nul_escape(const char *s)
+int
+crm_aq_db_index(const char *name, bool add)
 {
-	for (const char *p = s; (p = strstr(p, "\\u0000")) != NULL; p++)
+	int			free_at = -1;
+
+	for (int i = 0; i < AQ_MAXDB; i++)
 	{
-		int			n = 0;
+		AqDb	   *d = &crm_aq->dbs[i];
 
-		for (const char *b = p; b > s && b[-1] == '\\'; b--)
-			n++;
-		if (n % 2 == 0)
-			return true;
+		if (d->state == AQ_DB_UNUSED)
+		{
+			if (free_at < 0)
+				free_at = i;
+			continue;
+		}
+		if (strcmp(d->name, name) == 0)
+			return i;
+		if (free_at < 0 && d->state == AQ_DB_NOCRM && d->queued == 0)
+			free_at = i;
 	}
-	return false;
+	if (!add || free_at < 0)
+		return -1;
+	memset(&crm_aq->dbs[free_at], 0, sizeof(AqDb));
+	strlcpy(crm_aq->dbs[free_at].name, name, NAMEDATALEN);
+	crm_aq->dbs[free_at].state = AQ_DB_UNKNOWN;
+	return free_at;
 }
 
-static char *
-json_or_wrapped(char *detail)
-{
-	JsonLexContext *lex;
-	StringInfoData d;
-
-	if (detail[0] == '\0')
-		return detail;
-	if (!pg_verifymbstr(detail, strlen(detail), true))
-		return psprintf("{\"invalid_detail\": \"not valid in the database encoding\", \"bytes\": %zu}", strlen(detail));
-	lex = makeJsonLexContextCstringLen(detail, strlen(detail), GetDatabaseEncoding(), false);
-	/* valid JSON that jsonb also takes (it refuses \u0000) */
-	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS && !has_nul_escape(detail))
-		return detail;
-	initStringInfo(&d);
-	appendStringInfoString(&d, "{\"invalid_detail\": ");
-	escape_json(&d, detail);
-	appendStringInfoChar(&d, '}');
-	return d.data;
-}
-
-/* This database has entries to seal. */
+/* This database has entries to seal (its writer seals them, the audit worker starts it). */
 void
 crm_auditq_mark_dirty(void)
 {
 	static LocalTransactionId marked = InvalidLocalTransactionId;
 	static char *db = NULL;
-	bool		have = false;
+	int			i;
 
-	if (q == NULL || !OidIsValid(MyDatabaseId) || marked == MyProc->lxid)
+	if (crm_aq == NULL || !OidIsValid(MyDatabaseId) || marked == MyProc->lxid)
 		return;
 	marked = MyProc->lxid;
 	if (db == NULL)
@@ -218,13 +309,21 @@ crm_auditq_mark_dirty(void)
 			return;
 		db = MemoryContextStrdup(TopMemoryContext, n);
 	}
-	SpinLockAcquire(&q->lock);
-	for (int i = 0; i < q->ndirty; i++)
-		if (strcmp(q->dirty[i], db) == 0)
-			have = true;
-	if (!have && q->ndirty < MAXDB)
-		strlcpy(q->dirty[q->ndirty++], db, NAMEDATALEN);
-	SpinLockRelease(&q->lock);
+	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	i = crm_aq_db_index(db, false);
+	if (i >= 0 && crm_aq->dbs[i].dirty)
+	{
+		LWLockRelease(crm_aq->lock);
+		return;
+	}
+	LWLockRelease(crm_aq->lock);
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	i = crm_aq_db_index(db, true);
+	if (i >= 0)
+		crm_aq->dbs[i].dirty = true;
+	LWLockRelease(crm_aq->lock);
+	if (crm_aq->worker_latch)
+		SetLatch(crm_aq->worker_latch);
 }
 
 /* An event about this session, with its identity. */
@@ -248,15 +347,11 @@ crm_auditq_session_event(const char *action, const char *object, int64 record_id
 		namestrcpy(&user_name, n ? n : "");
 		user = GetUserId();
 	}
-	(void) crm_auditq_push(MyProcPort ? MyProcPort->database_name : NULL, action, object, record_id, principal,
+	(void) crm_auditq_push(NULL, action, object, record_id, principal,
 						   MyProcPort && MyProcPort->user_name ? MyProcPort->user_name : "",
 						   NameStr(user_name), addr, application_name, detail);
 }
 
-/* --- the worker ---------------------------------------------------------------------------------- */
-
-PGDLLEXPORT void crm_audit_launcher_main(Datum arg);
-PGDLLEXPORT void crm_audit_db_main(Datum arg);
 
 /*
  * Run one of crm's per-database workers (function, in library crm, with the database's name as its
@@ -284,11 +379,6 @@ crm_run_db_worker(const char *function, const char *type, const char *db)
 	return true;
 }
 
-static void
-start_db_worker(const char *db)
-{
-	(void) crm_run_db_worker("crm_audit_db_main", "crm audit writer", db);
-}
 
 /*
  * Wait for a dynamic worker to finish, but not through a shutdown: the postmaster starts no worker
@@ -316,183 +406,14 @@ crm_wait_worker(BackgroundWorkerHandle *h)
 	}
 }
 
-void
-crm_audit_launcher_main(Datum arg)
-{
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
-	q->worker_latch = MyLatch;
-	while (!ShutdownRequestPending)
-	{
-		char		dbs[MAXDB][NAMEDATALEN];
-		int			n = 0;
-		uint64		upto;
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, crm_audit_interval_ms,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		/* the databases with something to do: queued events, or entries to seal */
-		SpinLockAcquire(&q->lock);
-		upto = q->next_seq;
-		for (int i = 0; i < q->ndirty && n < MAXDB; i++)
-			strlcpy(dbs[n++], q->dirty[i], NAMEDATALEN);
-		q->ndirty = 0;
-		for (int i = 0; i < q->count && n < MAXDB; i++)
-		{
-			QEvent	   *e = &q->ev[(q->head + i) % QSIZE];
-			bool		have = false;
-
-			for (int j = 0; j < n; j++)
-				if (strcmp(dbs[j], e->db) == 0)
-					have = true;
-			if (!have)
-				strlcpy(dbs[n++], e->db, NAMEDATALEN);
-		}
-		SpinLockRelease(&q->lock);
-		for (int i = 0; i < n && !ShutdownRequestPending; i++)
-			start_db_worker(dbs[i]);
-		/* events for databases that could not take them (gone, or without crm) are dropped */
-		SpinLockAcquire(&q->lock);
-		while (q->count > 0)
-		{
-			QEvent	   *e = &q->ev[q->head];
-			bool		mine = false;
-
-			for (int j = 0; j < n; j++)
-				if (strcmp(dbs[j], e->db) == 0)
-					mine = true;
-			if (!mine || e->seq >= upto)
-				break;
-			q->head = (q->head + 1) % QSIZE;
-			q->count--;
-		}
-		SpinLockRelease(&q->lock);
-	}
-	q->worker_latch = NULL;
-	proc_exit(0);
-}
-
-/* Write this database's queued events, keep partitions ahead, seal the chain. */
-void
-crm_audit_db_main(Datum arg)
-{
-	char		db[NAMEDATALEN];
-	QEvent	   *mine;
-	int			nmine = 0;
-	uint64		lost = 0;
-
-	strlcpy(db, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(db, NULL, BGWORKER_BYPASS_ALLOWCONN);
-
-	mine = palloc(sizeof(QEvent) * QSIZE);
-	SpinLockAcquire(&q->lock);
-	for (int i = 0; i < q->count; i++)
-	{
-		QEvent	   *e = &q->ev[(q->head + i) % QSIZE];
-
-		if (strcmp(e->db, db) == 0)
-			mine[nmine++] = *e;
-	}
-	lost = q->lost;
-	q->lost = 0;
-	SpinLockRelease(&q->lock);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "crm audit writer");
-	/*
-	 * Only into a complete log: during a restore the tables exist before their rows and triggers
-	 * (which come last), and writing then would interleave with the restored entries.
-	 */
-	if (OidIsValid(get_namespace_oid("crm", true)) &&
-		OidIsValid(get_relname_relid("audit_log", get_namespace_oid("crm", true))) &&
-		SPI_execute("SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass"
-					" AND t.tgname OPERATOR(pg_catalog.=) 'crm_append_only'", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		Oid			types[10] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
-		SPIPlanPtr	plan = SPI_prepare("INSERT INTO crm.audit_log (logged_at, principal_id, session_user_name, current_user_name,"
-									   " client_addr, application_name, action, object, record_id, detail)"
-									   " VALUES ($1, $2, $3, $4, $5::inet, $6, $7, $8, $9, $10::jsonb)", 10, types);
-
-		for (int i = 0; i < nmine; i++)
-		{
-			QEvent	   *e = &mine[i];
-			Datum		v[10];
-			char		nulls[10] = {' ', e->principal ? ' ' : 'n', ' ', ' ', e->client_addr[0] ? ' ' : 'n', ' ', ' ',
-			e->object[0] ? ' ' : 'n', e->record_id ? ' ' : 'n', e->detail[0] ? ' ' : 'n'};
-
-			v[0] = TimestampTzGetDatum(e->at);
-			v[1] = Int64GetDatum(e->principal);
-			v[2] = CStringGetTextDatum(e->session_user);
-			v[3] = CStringGetTextDatum(e->current_user[0] ? e->current_user : e->session_user);
-			v[4] = CStringGetTextDatum(e->client_addr);
-			v[5] = CStringGetTextDatum(e->app);
-			v[6] = CStringGetTextDatum(e->action);
-			v[7] = CStringGetTextDatum(e->object);
-			v[8] = Int64GetDatum(e->record_id);
-			v[9] = CStringGetTextDatum(json_or_wrapped(e->detail));
-			if (SPI_execute_plan(plan, v, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "crm audit writer: insert failed");
-		}
-		if (lost > 0)
-		{
-			char	   *d = psprintf("{\"operation\": \"audit queue overflow\", \"lost_events\": %llu}", (unsigned long long) lost);
-			Oid			t1[1] = {TEXTOID};
-			Datum		v1[1] = {CStringGetTextDatum(d)};
-
-			SPI_execute_with_args("INSERT INTO crm.audit_log (action, detail) VALUES ('MAINTENANCE', $1::pg_catalog.jsonb)", 1, t1, v1, NULL, false, 0);
-		}
-		SPI_execute("SELECT crm._audit_partitions()", false, 0);
-		(void) crm_audit_seal_internal();
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	/* written (or not wanted here): take them off the queue */
-	SpinLockAcquire(&q->lock);
-	{
-		int			kept = 0;
-		QEvent	   *tmp = palloc(sizeof(QEvent) * QSIZE);
-
-		for (int i = 0; i < q->count; i++)
-		{
-			QEvent	   *e = &q->ev[(q->head + i) % QSIZE];
-			bool		done = false;
-
-			for (int j = 0; j < nmine; j++)
-				if (mine[j].seq == e->seq)
-					done = true;
-			if (!done)
-				tmp[kept++] = *e;
-		}
-		for (int i = 0; i < kept; i++)
-			q->ev[i] = tmp[i];
-		q->head = 0;
-		q->count = kept;
-	}
-	SpinLockRelease(&q->lock);
-	proc_exit(0);
-}
 
 void
 crm_auditq_init(void)
 {
 	BackgroundWorker w;
 
-	DefineCustomIntVariable("crm.audit_interval", "How often the audit worker writes queued events and seals the chain (ms).",
+	DefineCustomIntVariable("crm.audit_interval", "How often the audit writers seal the chain (ms).",
 							NULL, &crm_audit_interval_ms, 1000, 100, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("crm.audit_max_ids", "READ_SENSITIVE/EXPORT events list at most this many record ids; beyond it, a digest.",
 							NULL, &crm_audit_max_ids, 100, 0, 1000, PGC_SUSET, 0, NULL, NULL, NULL);
@@ -502,6 +423,7 @@ crm_auditq_init(void)
 							NULL, &crm_export_threshold, 10000, 1, INT_MAX, PGC_SUSET, 0, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	RegisterCustomRmgr(CRM_RMGR_ID, &crm_rmgr);
 	prev_shmem_request = shmem_request_hook;
 	shmem_request_hook = auditq_shmem_request;
 	prev_shmem_startup = shmem_startup_hook;
@@ -509,9 +431,9 @@ crm_auditq_init(void)
 	crm_auditlogin_init();
 
 	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 5;
+	w.bgw_restart_time = 1;
 	strlcpy(w.bgw_library_name, "crm", BGW_MAXLEN);
 	strlcpy(w.bgw_function_name, "crm_audit_launcher_main", BGW_MAXLEN);
 	strlcpy(w.bgw_name, "crm audit worker", BGW_MAXLEN);

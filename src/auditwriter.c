@@ -1,0 +1,522 @@
+/*
+ * auditwriter.c: one audit writer per database with crm, started by the audit worker
+ * (auditwal.c). It takes its database's events from shared memory in WAL order and inserts them
+ * into crm.audit_log in batches; the same transaction records in crm._audit_intake the WAL position
+ * written up to, so events read again after a crash are not written twice. A batch that fails is
+ * retried one event at a time: an event that cannot be inserted is quarantined (a MAINTENANCE entry
+ * says what it was and why), and a failure of everything (the database read-only, the disk full)
+ * gives the events back to be retried a moment later. It also keeps monthly partitions made ahead
+ * and seals the chain. It stops after a minute with nothing to do.
+ */
+#include "crm.h"
+#include "auditq_int.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT void crm_audit_writer_main(Datum arg);
+
+#define BATCH 256
+#define IDLE_EXIT_MS 60000
+
+int			crm_audit_interval_ms = 1000;
+
+static int	my_db;
+static char my_name[NAMEDATALEN];
+static QEvent batch[BATCH];
+static XLogRecPtr batch_lsn[BATCH];
+static int	batch_slot[BATCH];
+static XLogRecPtr written_upto = InvalidXLogRecPtr;
+static SPIPlanPtr insert_plan = NULL;
+
+/*
+ * An event's detail as the writer stores it: the JSON text if it is valid, else (a producer's bug)
+ * the text as a JSON string, so that one bad event never costs the others of its batch.
+ */
+/* whether JSON text holds the escape \u0000 (a backslash that is not itself escaped, then u0000) */
+static bool
+has_nul_escape(const char *s)
+{
+	for (const char *p = s; (p = strstr(p, "\\u0000")) != NULL; p++)
+	{
+		int			n = 0;
+
+		for (const char *b = p; b > s && b[-1] == '\\'; b--)
+			n++;
+		if (n % 2 == 0)
+			return true;
+	}
+	return false;
+}
+
+static char *
+json_or_wrapped(char *detail)
+{
+	JsonLexContext *lex;
+	StringInfoData d;
+
+	if (detail[0] == '\0')
+		return detail;
+	if (!pg_verifymbstr(detail, strlen(detail), true))
+		return psprintf("{\"invalid_detail\": \"not valid in the database encoding\", \"bytes\": %zu}", strlen(detail));
+	lex = makeJsonLexContextCstringLen(detail, strlen(detail), GetDatabaseEncoding(), false);
+	/* valid JSON that jsonb also takes (it refuses \u0000) */
+	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS && !has_nul_escape(detail))
+		return detail;
+	initStringInfo(&d);
+	appendStringInfoString(&d, "{\"invalid_detail\": ");
+	escape_json(&d, detail);
+	appendStringInfoChar(&d, '}');
+	return d.data;
+}
+
+/* text that is valid in the database encoding (names come from clients) */
+static Datum
+safe_text(const char *s)
+{
+	if (!pg_verifymbstr(s, strlen(s), true))
+		return CStringGetTextDatum("?");
+	return CStringGetTextDatum(s);
+}
+
+/* --- taking events ------------------------------------------------------------------------------- */
+
+static int
+cmp_by_lsn(const void *a, const void *b)
+{
+	XLogRecPtr	x = crm_aq->slots[*(const int *) a].lsn,
+				y = crm_aq->slots[*(const int *) b].lsn;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Take up to BATCH of this database's queued events, oldest first. */
+static int
+take_events(void)
+{
+	int			n = 0;
+	int			cand[AQ_SLOTS];
+	int			ncand = 0;
+
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < AQ_SLOTS; i++)
+		if (crm_aq->slots[i].state == AQ_QUEUED && crm_aq->slots[i].db == my_db)
+			cand[ncand++] = i;
+	qsort(cand, ncand, sizeof(int), cmp_by_lsn);
+	for (int k = 0; k < ncand && n < BATCH; k++)
+	{
+		AqSlot	   *s = &crm_aq->slots[cand[k]];
+
+		s->state = AQ_TAKEN;
+		batch[n] = s->ev;
+		batch_lsn[n] = s->lsn;
+		batch_slot[n] = cand[k];
+		n++;
+	}
+	LWLockRelease(crm_aq->lock);
+	return n;
+}
+
+/* Give taken events back: written (free their slots) or to be retried (queue them again). */
+static void
+give_back(int n, bool written)
+{
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	for (int k = 0; k < n; k++)
+	{
+		AqSlot	   *s = &crm_aq->slots[batch_slot[k]];
+
+		if (s->state != AQ_TAKEN || s->db != my_db || s->lsn != batch_lsn[k])
+			continue;
+		if (written)
+		{
+			s->state = AQ_FREE;
+			crm_aq->dbs[my_db].queued--;
+		}
+		else
+			s->state = AQ_QUEUED;
+	}
+	crm_aq->dbs[my_db].failing = !written;
+	LWLockRelease(crm_aq->lock);
+	if (written && crm_aq->worker_latch)
+		SetLatch(crm_aq->worker_latch);
+}
+
+/* --- writing ------------------------------------------------------------------------------------- */
+
+static void
+prepare_insert(void)
+{
+	Oid			types[10] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
+
+	if (insert_plan != NULL)
+		return;
+	insert_plan = SPI_prepare("INSERT INTO crm.audit_log (logged_at, principal_id, session_user_name, current_user_name,"
+							  " client_addr, application_name, action, object, record_id, detail)"
+							  " VALUES ($1, $2, $3, $4, $5::pg_catalog.inet, $6, $7, $8, $9, $10::pg_catalog.jsonb)",
+							  10, types);
+	if (insert_plan == NULL || SPI_keepplan(insert_plan) != 0)
+		elog(ERROR, "crm audit writer: could not prepare the insert");
+}
+
+static void
+insert_event(QEvent *e)
+{
+	Datum		v[10];
+	char		nulls[10] = {' ', e->principal ? ' ' : 'n', ' ', ' ', e->client_addr[0] ? ' ' : 'n', ' ', ' ',
+	e->object[0] ? ' ' : 'n', e->record_id ? ' ' : 'n', e->detail[0] ? ' ' : 'n'};
+
+	v[0] = TimestampTzGetDatum(e->at);
+	v[1] = Int64GetDatum(e->principal);
+	v[2] = safe_text(e->session_user);
+	v[3] = safe_text(e->current_user[0] ? e->current_user : e->session_user);
+	v[4] = safe_text(e->client_addr);
+	v[5] = safe_text(e->app);
+	v[6] = safe_text(e->action);
+	v[7] = safe_text(e->object);
+	v[8] = Int64GetDatum(e->record_id);
+	v[9] = CStringGetTextDatum(json_or_wrapped(e->detail));
+	if (SPI_execute_plan(insert_plan, v, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "crm audit writer: insert failed");
+}
+
+/* An event that cannot be inserted: what it was, and why, as a MAINTENANCE entry. */
+static void
+quarantine(QEvent *e, XLogRecPtr lsn, const char *why)
+{
+	StringInfoData d;
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1];
+
+	initStringInfo(&d);
+	appendStringInfoString(&d, "{\"operation\": \"audit event quarantined\", \"error\": ");
+	escape_json(&d, why);
+	appendStringInfo(&d, ", \"wal_lsn\": \"%X/%X\", \"action\": ", LSN_FORMAT_ARGS(lsn));
+	escape_json(&d, pg_verifymbstr(e->action, strlen(e->action), true) ? e->action : "?");
+	appendStringInfoString(&d, ", \"event\": ");
+	escape_json(&d, pg_verifymbstr(e->detail, strlen(e->detail), true) ? e->detail : "(not valid in the database encoding)");
+	appendStringInfoChar(&d, '}');
+	v[0] = CStringGetTextDatum(d.data);
+	if (SPI_execute_with_args("INSERT INTO crm.audit_log (action, detail, session_user_name, current_user_name)"
+							  " VALUES ('MAINTENANCE', $1::pg_catalog.jsonb, 'crm audit writer', 'crm audit writer')",
+							  1, t, v, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "crm audit writer: could not record a quarantined event");
+}
+
+static void
+record_progress(XLogRecPtr upto)
+{
+	Oid			t[2] = {INT8OID, INT8OID};
+	Datum		v[2] = {Int64GetDatum((int64) GetSystemIdentifier()), Int64GetDatum((int64) upto)};
+
+	if (SPI_execute_with_args("INSERT INTO crm._audit_intake AS i (sysid, lsn) VALUES ($1, $2)"
+							  " ON CONFLICT (sysid) DO UPDATE SET lsn = excluded.lsn", 2, t, v, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "crm audit writer: could not record its position");
+}
+
+/* Insert one event in a subtransaction; if it fails, quarantine it instead. */
+static void
+insert_or_quarantine(int k)
+{
+	MemoryContext inner = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		insert_event(&batch[k]);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(inner);
+		ed = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(inner);
+		CurrentResourceOwner = owner;
+		SPI_restore_connection();
+		quarantine(&batch[k], batch_lsn[k], ed->message ? ed->message : "unknown error");
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(inner);
+	CurrentResourceOwner = owner;
+}
+
+/* the events of the batch not yet written, in WAL order; returns the position written up to */
+static XLogRecPtr
+insert_all(int n, bool one_by_one)
+{
+	XLogRecPtr	upto = written_upto;
+
+	prepare_insert();
+	for (int k = 0; k < n; k++)
+	{
+		if (batch_lsn[k] <= upto)
+			continue;			/* written already: WAL read again after a crash or a restart */
+		if (one_by_one)
+			insert_or_quarantine(k);
+		else
+			insert_event(&batch[k]);
+		upto = batch_lsn[k];
+	}
+	record_progress(upto);
+	return upto;
+}
+
+/*
+ * Write the batch in one transaction; one_by_one: each event in a subtransaction, quarantining
+ * those that fail. Returns false (and logs why) when the transaction failed.
+ */
+static bool
+write_batch(int n, bool one_by_one)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		XLogRecPtr	upto;
+
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "crm audit writer: writing events");
+		upto = insert_all(n, one_by_one);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		written_upto = upto;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("crm audit writer for \"%s\": could not write %d audit events%s: %s", my_name, n,
+						one_by_one ? " one by one" : "", ed->message ? ed->message : "unknown error"),
+				 errdetail("They stay queued and are written once it can.")));
+		FreeErrorData(ed);
+		ok = false;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/* Keep partitions made ahead and seal the chain (a failure is retried on the next round). */
+static void
+seal(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "crm audit writer: sealing");
+		SPI_execute("SELECT crm._audit_partitions()", false, 0);
+		(void) crm_audit_seal_internal();
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG, (errmsg("crm audit writer for \"%s\": could not seal the audit chain: %s", my_name,
+							 ed->message ? ed->message : "unknown error")));
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Whether this database has a complete crm audit log (during a restore the tables exist before
+ * their rows and triggers, which come last: writing then would interleave with restored entries),
+ * and where its writer got to.
+ */
+static bool
+probe(void)
+{
+	bool		ok;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ok = OidIsValid(get_namespace_oid("crm", true)) &&
+		OidIsValid(get_relname_relid("audit_log", get_namespace_oid("crm", true))) &&
+		OidIsValid(get_relname_relid("_audit_intake", get_namespace_oid("crm", true))) &&
+		SPI_execute("SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass"
+					" AND t.tgname OPERATOR(pg_catalog.=) 'crm_append_only'", true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+	if (ok)
+	{
+		Oid			t[1] = {INT8OID};
+		Datum		v[1] = {Int64GetDatum((int64) GetSystemIdentifier())};
+		bool		isnull;
+
+		if (SPI_execute_with_args("SELECT i.lsn FROM crm._audit_intake i WHERE i.sysid OPERATOR(pg_catalog.=) $1",
+								  1, t, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				written_upto = (XLogRecPtr) DatumGetInt64(d);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return ok;
+}
+
+/* Tell the audit worker what this database is; false when the entry is no longer ours. */
+static bool
+announce(bool has_crm)
+{
+	bool		mine;
+
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	mine = strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state != AQ_DB_UNUSED;
+	if (mine)
+	{
+		crm_aq->dbs[my_db].state = has_crm ? AQ_DB_CRM : AQ_DB_NOCRM;
+		crm_aq->dbs[my_db].recheck_at = GetCurrentTimestamp() + 30 * USECS_PER_SEC;
+		crm_aq->dbs[my_db].writer_latch = has_crm ? MyLatch : NULL;
+	}
+	LWLockRelease(crm_aq->lock);
+	if (crm_aq->worker_latch)
+		SetLatch(crm_aq->worker_latch);
+	return mine;
+}
+
+static void
+writer_exit(int code, Datum arg)
+{
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0)
+		crm_aq->dbs[my_db].writer_latch = NULL;
+	/* events taken and not written go back to the queue */
+	for (int i = 0; i < AQ_SLOTS; i++)
+		if (crm_aq->slots[i].state == AQ_TAKEN && crm_aq->slots[i].db == my_db)
+			crm_aq->slots[i].state = AQ_QUEUED;
+	LWLockRelease(crm_aq->lock);
+}
+
+/* one round: write what is queued, seal when due; returns whether there was anything to do */
+static bool
+writer_round(TimestampTz *last_seal)
+{
+	int			n = take_events();
+	bool		dirty;
+
+	if (n > 0)
+	{
+		bool		ok = write_batch(n, false) || write_batch(n, true);
+
+		give_back(n, ok);
+		if (!ok)
+			proc_exit(1);		/* the audit worker starts a new writer in a second */
+	}
+	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	dirty = crm_aq->dbs[my_db].dirty;
+	LWLockRelease(crm_aq->lock);
+	if ((dirty || n > 0) && TimestampDifferenceExceeds(*last_seal, GetCurrentTimestamp(), crm_audit_interval_ms))
+	{
+		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+		crm_aq->dbs[my_db].dirty = false;
+		LWLockRelease(crm_aq->lock);
+		seal();
+		*last_seal = GetCurrentTimestamp();
+		return true;
+	}
+	return n > 0;
+}
+
+void
+crm_audit_writer_main(Datum arg)
+{
+	TimestampTz last_seal = 0;
+	TimestampTz last_work = GetCurrentTimestamp();
+
+	my_db = DatumGetInt32(arg);
+	strlcpy(my_name, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	if (my_db < 0 || my_db >= AQ_MAXDB)
+		proc_exit(1);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(my_name, NULL, BGWORKER_BYPASS_ALLOWCONN);
+	pgstat_report_appname("crm audit writer");
+	/* its own fixed environment: no database or role setting delays or redirects it */
+	SetConfigOption("search_path", CRM_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	before_shmem_exit(writer_exit, 0);
+	if (!announce(probe()))
+		proc_exit(0);
+	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	if (crm_aq->dbs[my_db].state != AQ_DB_CRM)
+	{
+		LWLockRelease(crm_aq->lock);
+		proc_exit(0);
+	}
+	LWLockRelease(crm_aq->lock);
+	while (!ShutdownRequestPending)
+	{
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (writer_round(&last_seal))
+		{
+			last_work = GetCurrentTimestamp();
+			continue;
+		}
+		if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), IDLE_EXIT_MS))
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, crm_audit_interval_ms,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	proc_exit(0);
+}
