@@ -10,7 +10,7 @@ crm_ensure_packages
 crm_build_install
 
 dir=$(mktemp -d /tmp/crm_test.XXXXXX)
-trap 'crm_stop_cluster "$dir"; rm -rf "$dir"' EXIT
+trap 'crm_stop_cluster "$dir"; [ -n "${CRM_TEST_KEEP:-}" ] || rm -rf "$dir"' EXIT
 crm_start_cluster "$dir"
 log "cluster on port $PGPORT, sockets in $dir"
 export CRM_TEST_DIR=$dir

@@ -441,6 +441,75 @@ crm_auditq_init(void)
 	RegisterBackgroundWorker(&w);
 }
 
+/*
+ * A statement needs a database without other sessions (DROP DATABASE, ALTER DATABASE, CREATE
+ * DATABASE ... TEMPLATE): its audit writer leaves for a few seconds. Its events wait (and are
+ * dropped only if the database is gone).
+ */
+void
+crm_auditq_release_db(const char *name)
+{
+	int			i;
+	Latch	   *l = NULL;
+
+	if (crm_aq == NULL || name == NULL)
+		return;
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	i = crm_aq_db_index(name, false);
+	if (i >= 0)
+	{
+		crm_aq->dbs[i].paused_until = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
+		l = crm_aq->dbs[i].writer_latch;
+	}
+	LWLockRelease(crm_aq->lock);
+	if (l)
+		SetLatch(l);
+}
+
+/*
+ * SQL function crm._audit_attach(): crm has been installed in this database (the install script
+ * calls it). Once the transaction commits, the audit worker forgets that it found no crm here, so
+ * that no event of this database is passed over for that.
+ */
+static char attach_db[NAMEDATALEN] = "";
+
+static void
+attach_xact_callback(XactEvent event, void *arg)
+{
+	int			i;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	if (event == XACT_EVENT_COMMIT && attach_db[0] != '\0' && crm_aq != NULL)
+	{
+		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+		i = crm_aq_db_index(attach_db, true);
+		if (i >= 0 && crm_aq->dbs[i].state != AQ_DB_CRM)
+			crm_aq->dbs[i].state = AQ_DB_UNKNOWN;
+		LWLockRelease(crm_aq->lock);
+		if (crm_aq->worker_latch)
+			SetLatch(crm_aq->worker_latch);
+	}
+	attach_db[0] = '\0';
+}
+
+PG_FUNCTION_INFO_V1(crm_audit_attach);
+Datum
+crm_audit_attach(PG_FUNCTION_ARGS)
+{
+	static bool registered = false;
+	char	   *n = get_database_name(MyDatabaseId);
+
+	if (n != NULL)
+		strlcpy(attach_db, n, NAMEDATALEN);
+	if (!registered)
+	{
+		RegisterXactCallback(attach_xact_callback, NULL);
+		registered = true;
+	}
+	PG_RETURN_VOID();
+}
+
 /* SQL function: crm._audit_export(object text, record_id bigint, detail jsonb) returns void — an EXPORT event that outlives its transaction */
 PG_FUNCTION_INFO_V1(crm_audit_export_sql);
 Datum

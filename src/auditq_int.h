@@ -75,6 +75,7 @@ typedef struct AqDb
 	bool		failing;		/* its writer's last run failed (it retries) */
 	int			queued;			/* slots QUEUED or TAKEN for it */
 	TimestampTz recheck_at;
+	TimestampTz paused_until;	/* its writer leaves and stays away (DROP DATABASE and the like) */
 	Latch	   *writer_latch;
 } AqDb;
 

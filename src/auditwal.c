@@ -413,7 +413,7 @@ run_writers(void)
 	LWLockRelease(crm_aq->lock);
 	for (int i = 0; i < AQ_MAXDB; i++)
 	{
-		if (!want[i] || writer_alive(i))
+		if (!want[i] || writer_alive(i) || crm_aq->dbs[i].paused_until > now)
 			continue;
 		/* a writer that just failed is given a second before the next try */
 		if (writer_started[i] != 0 && !TimestampDifferenceExceeds(writer_started[i], now, 1000))

@@ -367,30 +367,40 @@ seal(void)
 }
 
 /*
- * Whether this database has a complete crm audit log (during a restore the tables exist before
- * their rows and triggers, which come last: writing then would interleave with restored entries),
- * and where its writer got to.
+ * Whether this database has crm's audit log (PROBE_ABSENT: its events are not crm's), whether the
+ * log is complete (PROBE_NOT_READY during a restore: the tables exist before their rows and
+ * triggers, which come last, and writing then would interleave with the restored entries; the
+ * events wait), and where its writer got to.
  */
-static bool
+typedef enum
+{
+	PROBE_ABSENT,
+	PROBE_NOT_READY,
+	PROBE_READY
+} ProbeResult;
+
+static ProbeResult
 probe(void)
 {
-	bool		ok;
+	ProbeResult r = PROBE_ABSENT;
+	Oid			nsp;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	ok = OidIsValid(get_namespace_oid("crm", true)) &&
-		OidIsValid(get_relname_relid("audit_log", get_namespace_oid("crm", true))) &&
-		OidIsValid(get_relname_relid("_audit_intake", get_namespace_oid("crm", true))) &&
+	nsp = get_namespace_oid("crm", true);
+	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp)))
+		r = PROBE_NOT_READY;
+	if (r == PROBE_NOT_READY && OidIsValid(get_relname_relid("_audit_intake", nsp)) &&
 		SPI_execute("SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass"
-					" AND t.tgname OPERATOR(pg_catalog.=) 'crm_append_only'", true, 1) == SPI_OK_SELECT && SPI_processed == 1;
-	if (ok)
+					" AND t.tgname OPERATOR(pg_catalog.=) 'crm_append_only'", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		Oid			t[1] = {INT8OID};
 		Datum		v[1] = {Int64GetDatum((int64) GetSystemIdentifier())};
 		bool		isnull;
 
+		r = PROBE_READY;
 		if (SPI_execute_with_args("SELECT i.lsn FROM crm._audit_intake i WHERE i.sysid OPERATOR(pg_catalog.=) $1",
 								  1, t, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
@@ -403,7 +413,7 @@ probe(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return ok;
+	return r;
 }
 
 /* Tell the audit worker what this database is; false when the entry is no longer ours. */
@@ -445,6 +455,7 @@ writer_round(TimestampTz *last_seal)
 {
 	int			n = take_events();
 	bool		dirty;
+	TimestampTz t0;
 
 	if (n > 0)
 	{
@@ -462,8 +473,12 @@ writer_round(TimestampTz *last_seal)
 		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 		crm_aq->dbs[my_db].dirty = false;
 		LWLockRelease(crm_aq->lock);
+		t0 = GetCurrentTimestamp();
 		seal();
 		*last_seal = GetCurrentTimestamp();
+		if (TimestampDifferenceExceeds(t0, *last_seal, 500))
+			ereport(DEBUG1, (errmsg("crm audit writer for \"%s\": sealing took %ld ms", my_name,
+								 (long) ((*last_seal - t0) / 1000))));
 		return true;
 	}
 	return n > 0;
@@ -490,8 +505,20 @@ crm_audit_writer_main(Datum arg)
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	before_shmem_exit(writer_exit, 0);
-	if (!announce(probe()))
-		proc_exit(0);
+	switch (probe())
+	{
+		case PROBE_ABSENT:
+			(void) announce(false);
+			proc_exit(0);
+			break;
+		case PROBE_NOT_READY:
+			proc_exit(1);		/* its events wait; the audit worker tries again in a second */
+			break;
+		case PROBE_READY:
+			if (!announce(true))
+				proc_exit(0);
+			break;
+	}
 	LWLockAcquire(crm_aq->lock, LW_SHARED);
 	if (crm_aq->dbs[my_db].state != AQ_DB_CRM)
 	{
@@ -499,7 +526,7 @@ crm_audit_writer_main(Datum arg)
 		proc_exit(0);
 	}
 	LWLockRelease(crm_aq->lock);
-	while (!ShutdownRequestPending)
+	while (!ShutdownRequestPending && crm_aq->dbs[my_db].paused_until <= GetCurrentTimestamp())
 	{
 		if (ConfigReloadPending)
 		{

@@ -185,6 +185,8 @@ extern void crm_auditq_session_event(const char *action, const char *object, int
 /* an event's detail (JSON text) is at most this long; longer ones are replaced by their length */
 #define CRM_AUDIT_DETAIL_LEN 2048
 
+extern void crm_auditq_release_db(const char *name);
+
 /* auditlogin.c: LOGIN, LOGIN_FAILED and DENIED */
 extern void crm_auditlogin_init(void);
 

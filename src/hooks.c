@@ -42,6 +42,28 @@ is_explain_analyze(Node *stmt)
 	return false;
 }
 
+/* statements that need a database without other sessions: crm's audit writer there leaves */
+static void
+release_audit_writer(Node *stmt)
+{
+	ListCell   *lc;
+
+	if (IsA(stmt, DropdbStmt))
+		crm_auditq_release_db(((DropdbStmt *) stmt)->dbname);
+	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		crm_auditq_release_db(((RenameStmt *) stmt)->subname);
+	else if (IsA(stmt, AlterDatabaseStmt))
+		crm_auditq_release_db(((AlterDatabaseStmt *) stmt)->dbname);
+	else if (IsA(stmt, CreatedbStmt))
+		foreach(lc, ((CreatedbStmt *) stmt)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL && IsA(opt->arg, String))
+				crm_auditq_release_db(strVal(opt->arg));
+		}
+}
+
 static void
 crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
@@ -52,6 +74,7 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 
 	crm_masking_check_utility(pstmt->utilityStmt);
 	crm_audit_check_utility(pstmt->utilityStmt);
+	release_audit_writer(pstmt->utilityStmt);
 	crm_copies_check_utility(pstmt->utilityStmt);
 	copy = crm_copies_push(pstmt->utilityStmt, guard);
 

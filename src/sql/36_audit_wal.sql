@@ -8,3 +8,9 @@ CREATE TABLE crm._audit_intake (
 );
 REVOKE ALL ON crm._audit_intake FROM PUBLIC;
 COMMENT ON TABLE crm._audit_intake IS 'how far this database''s audit writer has written events from WAL';
+
+-- crm is now (once this transaction commits) in this database: its audit writer looks again
+CREATE FUNCTION crm._audit_attach() RETURNS void
+  LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crm_audit_attach';
+REVOKE ALL ON FUNCTION crm._audit_attach() FROM PUBLIC;
+SELECT crm._audit_attach();
