@@ -64,6 +64,13 @@ bench() {  # RM CLIENTS TRANSACTIONS OUT [pgbench options]
   pgbench -n -M prepared -U "$rm" -c "$c" -j 2 -t "$t" -f "$script" "$@" $db >"$out" 2>&1
 }
 
+# MAINTENANCE entries saying events were dropped ("audit queue overflow" today), for the diagnostics
+losses() {
+  q $db -c "SELECT count(*) || ' entries, ' || coalesce(sum((detail ->> 'lost_events')::bigint), 0) || ' events'
+              FROM crm.audit_log WHERE action = 'MAINTENANCE'
+               AND (detail ? 'lost_events' OR detail ->> 'operation' ~* 'overflow|lost|dropped')"
+}
+
 # 1. overflow: a burst from 8 clients
 per=$((N / 8))
 bench demo_rm_00001 8 "$per" "$tmp/burst.out"
@@ -71,6 +78,7 @@ stmts=$(processed "$tmp/burst.out")
 ok "$stmts" "$((per * 8))" "burst: 8 clients ran $((per * 8)) sensitive reads (pgbench processed ${stmts:-none})"
 got=$(drain demo_rm_00001 "$stmts")
 ok "$got" "$stmts" "burst of 8 clients: events $got == statements $stmts"
+echo "# loss entries after the burst: $(losses)"
 
 # 2a. writer failure: the database is read-only for a few seconds while the RM reads
 q postgres -c "ALTER SYSTEM SET default_transaction_read_only = on" -c "SELECT pg_reload_conf()" >/dev/null
@@ -105,10 +113,12 @@ wait_ready() { local i; for i in $(seq 1 120); do $PGBIN/pg_isready -q -h "$PGHO
 wait_events() {  # RM MIN: poll (at most 30 s) until the RM has MIN events: the reads are under way
   local i; for i in $(seq 1 60); do [ "$(events "$1")" -ge "$2" ] 2>/dev/null && return 0; sleep 0.5; done; return 1
 }
+# 4 clients at 200 statements/s in all: a steady load that today's queue holds (512 slots drained each
+# second), so that what is missing afterwards was lost by the crash, not by an overflow
 crash_run() {  # RM NAME HOW: 4 clients read; HOW crashes the server; then count
   local rm=$1 name=$2 how=$3 d=$tmp/$2 ret got
   mkdir -p "$d"; chmod 777 "$d"
-  pgbench -n -M prepared -U "$rm" -c 4 -j 2 -T 60 -l --log-prefix="$d/log" -f "$script" $db >"$d/out" 2>&1 &
+  pgbench -n -M prepared -U "$rm" -c 4 -j 2 -R 200 -T 60 -l --log-prefix="$d/log" -f "$script" $db >"$d/out" 2>&1 &
   local pgb=$!
   wait_events "$rm" 300
   ok "$?" "0" "$name: the reads are under way ($(events "$rm") events so far)"
@@ -117,10 +127,11 @@ crash_run() {  # RM NAME HOW: 4 clients read; HOW crashes the server; then count
   wait_ready
   ok "$?" "0" "$name: the server is back"
   ret=$(completed "$d")
-  ok "$([ "$ret" -gt 300 ] && echo yes)" "yes" "$name: $ret statements returned to their clients before the crash"
+  ok "$([ "$ret" -ge 200 ] && echo yes)" "yes" "$name: $ret statements returned to their clients before the crash"
   got=$(drain "$rm" "$ret" min)
   ok "$([ "$got" -ge "$ret" ] && echo yes)" "yes" "$name: events $got >= statements returned $ret"
   ok "$([ "$got" -le $((ret + 4)) ] && echo yes)" "yes" "$name: events $got <= statements returned $ret + 4 in flight (none twice)"
+  echo "# loss entries after $name: $(losses)"
 }
 kill_backend() {
   # an idle session of its own, outside the reads: its backend is killed with SIGKILL
@@ -142,9 +153,7 @@ crash_run demo_rm_00004 kill9 kill_backend
 crash_run demo_rm_00005 immediate immediate
 
 # 4. no silent loss: no entry saying events were dropped
-lost=$(q $db -c "SELECT count(*) || ' entries, ' || coalesce(sum((detail ->> 'lost_events')::bigint), 0) || ' events'
-                   FROM crm.audit_log WHERE action = 'MAINTENANCE'
-                    AND (detail ? 'lost_events' OR detail ->> 'operation' ~* 'overflow|lost|dropped')")
+lost=$(losses)
 ok "$lost" "0 entries, 0 events" "no audit loss recorded (\"audit queue overflow\" entries: $lost)"
 q $db -c "SELECT crm.audit_seal()" >/dev/null
 ok "$(q $db -c "SELECT ok || '|' || coalesce(problem, '') FROM crm.audit_verify()")" "true|" "the chain verifies"
