@@ -43,7 +43,7 @@ PGB
 chmod 644 "$script"
 ok "$(psql -X -qAt -U demo_rm_00001 -d $db -c "SELECT count(*) FILTER (WHERE id_number NOT LIKE '%*%') FROM crm_data.customer" 2>&1)" "100" \
   "the RM reads its 100 customers' ID numbers unmasked"
-events() { q $db -c "SELECT count(*) FROM crm.audit_log WHERE action = 'READ_SENSITIVE' AND session_user_name = '$1'"; }
+events() { q $db -c "SELECT count(*) FROM crm.audit_log WHERE action = 'READ_SENSITIVE' AND session_user_name = '$1' AND application_name = 'pgbench'"; }
 # drain RM WANT [MODE]: poll until the RM's event count reaches WANT (MODE "min": at least WANT, then
 # 3 s without change so that late duplicates show) or stops growing for 15 s; at most 60 s
 drain() {
