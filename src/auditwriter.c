@@ -48,6 +48,7 @@ static XLogRecPtr batch_lsn[BATCH];
 static int	batch_slot[BATCH];
 static XLogRecPtr written_upto = InvalidXLogRecPtr;
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr batch_plan = NULL;
 
 /*
  * An event's detail as the writer stores it: the JSON text if it is valid, else (a producer's bug)
@@ -265,11 +266,76 @@ insert_or_quarantine(int k)
 	CurrentResourceOwner = owner;
 }
 
+/* one statement for many events: each column an array */
+static void
+insert_many(int *idx, int n)
+{
+	static const Oid elem[10] = {TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
+	Oid			types[10] = {TIMESTAMPTZARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
+	Datum	   *v[10];
+	bool	   *isnull[10];
+	Datum		args[10];
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	if (batch_plan == NULL)
+	{
+		batch_plan = SPI_prepare("INSERT INTO crm.audit_log (logged_at, principal_id, session_user_name, current_user_name,"
+								 " client_addr, application_name, action, object, record_id, detail)"
+								 " SELECT u.a, u.b, u.c, u.d, u.e::pg_catalog.inet, u.f, u.g, u.h, u.i, u.j::pg_catalog.jsonb"
+								 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+								 " pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),"
+								 " pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10)) AS u(a, b, c, d, e, f, g, h, i, j)",
+								 10, types);
+		if (batch_plan == NULL || SPI_keepplan(batch_plan) != 0)
+			elog(ERROR, "crm audit writer: could not prepare the insert");
+	}
+	for (int c = 0; c < 10; c++)
+	{
+		v[c] = palloc(sizeof(Datum) * n);
+		isnull[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int r = 0; r < n; r++)
+	{
+		QEvent	   *e = &batch[idx[r]];
+
+		v[0][r] = TimestampTzGetDatum(e->at);
+		v[1][r] = Int64GetDatum(e->principal);
+		isnull[1][r] = e->principal == 0;
+		v[2][r] = safe_text(e->session_user);
+		v[3][r] = safe_text(e->current_user[0] ? e->current_user : e->session_user);
+		v[4][r] = safe_text(e->client_addr);
+		isnull[4][r] = e->client_addr[0] == '\0';
+		v[5][r] = safe_text(e->app);
+		v[6][r] = safe_text(e->action);
+		v[7][r] = safe_text(e->object);
+		isnull[7][r] = e->object[0] == '\0';
+		v[8][r] = Int64GetDatum(e->record_id);
+		isnull[8][r] = e->record_id == 0;
+		v[9][r] = CStringGetTextDatum(json_or_wrapped(e->detail));
+		isnull[9][r] = e->detail[0] == '\0';
+	}
+	for (int c = 0; c < 10; c++)
+	{
+		int16		len;
+		bool		byval;
+		char		align;
+
+		get_typlenbyvalalign(elem[c], &len, &byval, &align);
+		args[c] = PointerGetDatum(construct_md_array(v[c], isnull[c], 1, dims, lbs, elem[c], len, byval, align));
+	}
+	if (SPI_execute_plan(batch_plan, args, NULL, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) n)
+		elog(ERROR, "crm audit writer: insert failed");
+}
+
 /* the events of the batch not yet written, in WAL order; returns the position written up to */
 static XLogRecPtr
 insert_all(int n, bool one_by_one)
 {
 	XLogRecPtr	upto = written_upto;
+	int			idx[BATCH];
+	int			m = 0;
 
 	prepare_insert();
 	for (int k = 0; k < n; k++)
@@ -279,9 +345,11 @@ insert_all(int n, bool one_by_one)
 		if (one_by_one)
 			insert_or_quarantine(k);
 		else
-			insert_event(&batch[k]);
+			idx[m++] = k;
 		upto = batch_lsn[k];
 	}
+	if (m > 0)
+		insert_many(idx, m);
 	record_progress(upto);
 	return upto;
 }
