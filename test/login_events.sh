@@ -22,7 +22,7 @@ cat >>"$PGDATA/postgresql.conf" <<'CONF'
 max_connections = 6
 superuser_reserved_connections = 1
 CONF
-# first matching line wins: lt_rej is rejected everywhere; over TCP only members of lt_tcp (and
+# first matching line wins: lt_rej is rejected everywhere; lt_ghost_pw (no such role) has a password line; over TCP only members of lt_tcp (and
 # postgres) have a line at all, so lt_nohba has none
 cat >"$PGDATA/pg_hba.conf" <<'HBA'
 local all lt_rej             reject
@@ -30,6 +30,7 @@ host  all lt_rej 127.0.0.1/32 reject
 local all all                trust
 host  all postgres 127.0.0.1/32 trust
 host  all +lt_tcp 127.0.0.1/32 scram-sha-256
+host  all lt_ghost_pw 127.0.0.1/32 scram-sha-256
 HBA
 as_pg $PGBIN/pg_ctl -D "$PGDATA" -m fast -w restart -l "$dir/server.log" >/dev/null
 db=lt
@@ -57,6 +58,7 @@ CREATE ROLE lt_reserved LOGIN IN ROLE lt_users;
 CREATE ROLE lt_many LOGIN IN ROLE lt_users;
 CREATE ROLE lt_term LOGIN IN ROLE lt_users;
 CREATE ROLE lt_sentinel LOGIN IN ROLE lt_users;
+CREATE ROLE lt_closed LOGIN IN ROLE lt_users;
 CREATE ROLE lt_quiet LOGIN PASSWORD 'right-password' IN ROLE lt_tcp, lt_users;
 SQL
 su() { psql -X -qAt -d $db "$@" 2>&1; }
@@ -90,6 +92,7 @@ PGPASSWORD=right-password try -h 127.0.0.1 -U lt_good -d $db
 PGPASSWORD=wrong-password try -h 127.0.0.1 -U lt_badpw -d $db
 try -h 127.0.0.1 -U lt_probe -d $db                       # no password: the client hangs up
 try -U lt_ghost -d $db                                     # trust, but no such role
+PGPASSWORD=any-password try -h 127.0.0.1 -U lt_ghost_pw -d $db   # password, no such role
 try -U lt_nologin -d $db
 try -U lt_rej -d $db
 PGPASSWORD=right-password try -h 127.0.0.1 -U lt_nohba -d $db
@@ -99,6 +102,9 @@ hold lt_one $db 1; try -U lt_one -d $db; release
 psql -X -q -d postgres -c "ALTER DATABASE $db CONNECTION LIMIT 2" >/dev/null
 hold lt_hold $db 2; try -U lt_dbfull -d $db; release
 psql -X -q -d postgres -c "ALTER DATABASE $db CONNECTION LIMIT -1" >/dev/null
+psql -X -q -d postgres -c "ALTER DATABASE $db ALLOW_CONNECTIONS false" >/dev/null
+try -U lt_closed -d $db
+psql -X -q -d postgres -c "ALTER DATABASE $db ALLOW_CONNECTIONS true" >/dev/null
 # 6 slots, 1 reserved: with 5 taken (the controlling session and 4) a non-superuser is refused;
 # with all 6 taken everyone is
 hold postgres postgres 4; try -U lt_reserved -d $db; hold postgres postgres 1; try -U lt_many -d $db; release
@@ -139,6 +145,8 @@ ok "$(ev lt_badpw)" '1|0|28P01|scram-sha-256|false|password authentication faile
 ok "$(ev lt_probe)" "0|0|" "a client that hangs up when asked for a password (psql's probe): no event"
 ok "$(ev lt_ghost)" '1|0|28000|trust|true|role "lt_ghost" does not exist' \
    "no such role (trust succeeded first): LOGIN_FAILED, no LOGIN"
+ok "$(ev lt_ghost_pw)" '1|0|28P01|scram-sha-256|false|password authentication failed for user "lt_ghost_pw"' \
+   "no such role, password method: the same message as a bad password"
 ok "$(ev lt_nologin)" '1|0|28000|trust|true|role "lt_nologin" is not permitted to log in' "a NOLOGIN role: LOGIN_FAILED"
 ok "$(ev lt_rej)" '1|0|28000|reject|true|pg_hba.conf rejects connection for host "[local]", user "lt_rej", database "lt", no encryption' \
    "pg_hba.conf reject: LOGIN_FAILED"
@@ -148,6 +156,8 @@ ok "$(ev lt_noconn)" '1|0|42501|trust|true|permission denied for database "lt"' 
 ok "$(ev lt_one)" '1|1|53300|trust|true|too many connections for role "lt_one"' \
    "too many connections for the role: LOGIN_FAILED (the session holding the slot: its LOGIN)"
 ok "$(ev lt_dbfull)" '1|0|53300|trust|true|too many connections for database "lt"' "too many connections for the database: LOGIN_FAILED"
+ok "$(ev lt_closed)" '1|0|55000|trust|true|database "lt" is not currently accepting connections' \
+   "a database not accepting connections: LOGIN_FAILED (recorded in it all the same)"
 ok "$(ev lt_reserved)" '1|0|53300|trust|true|remaining connection slots are reserved for non-replication superuser connections' \
    "reserved superuser slots: LOGIN_FAILED"
 ok "$(ev lt_many)" '1|0|53300|-|true|sorry, too many clients already' \
