@@ -161,7 +161,7 @@ login_xact_callback(XactEvent event, void *arg)
 	char		d[128];
 	size_t		n = 0;
 
-	if (event != XACT_EVENT_COMMIT || !login_pending)
+	if (event != XACT_EVENT_COMMIT || !login_pending || MyProcPort == NULL)
 		return;
 	login_pending = false;
 	session_started = true;
