@@ -252,7 +252,13 @@ crm_auditq_push(const char *db, const char *action, const char *object, int64 re
 		snprintf(e.detail, AQ_DETAIL_LEN, "{\"truncated\": true, \"bytes\": %zu}", strlen(detail));
 	else
 		copy_str(e.detail, detail, AQ_DETAIL_LEN);
-	ok = crm_aq_wal_event(&e) || ring_push(&e);
+	/*
+	 * The audit worker finds WAL events on its own (it looks every 200 ms; an event is not readable
+	 * before its WAL is flushed anyway): waking it for each would cost every statement a signal.
+	 */
+	if (crm_aq_wal_event(&e))
+		return true;
+	ok = ring_push(&e);
 	if (crm_aq->worker_latch)
 		SetLatch(crm_aq->worker_latch);
 	return ok;
