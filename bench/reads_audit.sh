@@ -149,7 +149,7 @@ pass() {
       done
     done
     python3 - "$c" "${tot[rm.st]}" "${tot[rm.ev]}" "${tot[rm.lost]}" "${tot[tl.st]}" "${tot[tl.ev]}" "${tot[tl.lost]}" \
-      "${ratios[rm]}" "${ratios[tl]}" "${tps[rm.sens]}" "${tps[rm.aum]}" "${tps[tl.sens]}" "${tps[tl.aum]}" "${slow[rm]} ${slow[tl]}" <<'PY'
+      "${ratios[rm]}" "${ratios[tl]}" "${tps[rm.sens]}" "${tps[rm.aum]}" "${tps[tl.sens]}" "${tps[tl.aum]}" "${slow[rm]} ${slow[tl]}" "$tmp/rounds.$1" <<'PY'
 import statistics as s, sys
 c, rst, rev, rlost, tst, tev, tlost = sys.argv[1:8]
 f = lambda x: [float(v) for v in x.split()]
@@ -160,6 +160,8 @@ late = max(drains, key=lambda d: float(d.rstrip('+')))
 print(f"| {c} | {int(rst):,} | {int(rev):,} (**{pct(rev, rst)}**) | **{s.median(rr):.2f}** ({s.median(rs):,.0f} / {s.median(ra):,.0f} tps) "
       f"| {int(tev):,} of {int(tst):,} ({pct(tev, tst)}) | **{s.median(tr):.2f}** ({s.median(ts):,.0f} / {s.median(ta):,.0f} tps) "
       f"| {int(rlost):,} / {int(tlost):,} | {late} s |")
+r = lambda x: ", ".join(f"{v:.2f}" for v in x)
+print(f"{c} client{'s' if c != '1' else ''}: RM [{r(rr)}], team lead [{r(tr)}]", file=open(sys.argv[15], "a"))
 PY
     unset tot ratios tps slow rt
   done
@@ -192,6 +194,7 @@ medians of per-round ratios (sensitive tps ÷ aum tps, in brackets the median tp
 MD
 for setting in off $( [ "$SYNC" = on ] && echo on ); do
   printf '\n`synchronous_commit = %s` (fsync = %s):\n\n%s\n%s\n%s\n' "$setting" "$fsync" "$head_row" "$sep" "${table[$setting]}"
+  printf '\nRatios of each round (the noise): %s.\n' "$(sed ':a;N;$!ba;s/\n/; /g' "$tmp/rounds.$setting")"
 done
 cat <<MD
 
