@@ -91,16 +91,16 @@ counts() {
 # drained: wait until the counts stop growing; prints "rm tl lost seconds-until-the-last-change" (the
 # seconds end in + when they were still growing after DRAIN_MAX)
 drain() {
-  local last cur same=0 t0 tl
-  t0=$(date +%s.%N); tl=$t0; last=$(counts)
+  local last cur same=0 start changed
+  start=$(date +%s.%N); changed=$start; last=$(counts)
   while [ $same -lt "$STABLE" ]; do
-    if python3 -c "import sys; sys.exit(0 if $(date +%s.%N) - $t0 > $DRAIN_MAX else 1)"; then
-      echo "$last $(python3 -c "print(f'{$tl - $t0:.0f}+')")"; return
+    if python3 -c "import sys; sys.exit(0 if $(date +%s.%N) - $start > $DRAIN_MAX else 1)"; then
+      echo "$last $(python3 -c "print(f'{$changed - $start:.0f}+')")"; return
     fi
     sleep 1; cur=$(counts)
-    if [ "$cur" = "$last" ]; then same=$((same + 1)); else same=0; last=$cur; tl=$(date +%s.%N); fi
+    if [ "$cur" = "$last" ]; then same=$((same + 1)); else same=0; last=$cur; changed=$(date +%s.%N); fi
   done
-  echo "$last $(python3 -c "print(f'{$tl - $t0:.0f}')")"
+  echo "$last $(python3 -c "print(f'{$changed - $start:.0f}')")"
 }
 # the aum statements are not sensitive reads: as the RM, none is recorded
 read r0 t0 l0 s0 < <(drain)
