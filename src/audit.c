@@ -637,10 +637,15 @@ direct_insert(List *todo)
 		namestrcpy(&session_name, GetUserNameFromId(GetSessionUserId(), false));
 		session_oid = GetSessionUserId();
 	}
-	if (MyProcPort && MyProcPort->remote_host && MyProcPort->raddr.addr.ss_family != AF_UNIX)
 	{
-		addr = DirectFunctionCall1(inet_in, CStringGetDatum(MyProcPort->remote_host));
-		addr_null = false;
+		char		host[64];
+
+		crm_client_addr(MyProcPort, host, sizeof(host));
+		if (host[0] != '\0')
+		{
+			addr = DirectFunctionCall1(inet_in, CStringGetDatum(host));
+			addr_null = false;
+		}
 	}
 	session_d = CStringGetTextDatum(NameStr(session_name));
 	app_d = CStringGetTextDatum(application_name ? application_name : "");

@@ -58,9 +58,7 @@ is_local(Port *port)
 static void
 client_addr(Port *port, char *addr, size_t size)
 {
-	addr[0] = '\0';
-	if (port->remote_host && !is_local(port))
-		strlcpy(addr, port->remote_host, size);
+	crm_client_addr(port, addr, size);
 }
 
 /*

@@ -20,6 +20,7 @@
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
 #include "commands/dbcommands.h"
+#include "common/ip.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -203,6 +204,20 @@ ring_push(const QEvent *e)
 	return ok;
 }
 
+/*
+ * The client's address as crm records it: numeric (remote_host is a host name when log_hostname is
+ * on, which no inet column takes); "" for a Unix socket or no client.
+ */
+void
+crm_client_addr(Port *port, char *addr, size_t size)
+{
+	addr[0] = '\0';
+	if (port == NULL || port->raddr.addr.ss_family == AF_UNIX || port->raddr.salen == 0)
+		return;
+	if (pg_getnameinfo_all(&port->raddr.addr, port->raddr.salen, addr, size, NULL, 0, NI_NUMERICHOST) != 0)
+		addr[0] = '\0';
+}
+
 /* this database's name, once known (no catalog access outside a transaction) */
 static const char *
 my_db_name(void)
@@ -344,8 +359,7 @@ crm_auditq_session_event(const char *action, const char *object, int64 record_id
 	 * Also called while a transaction aborts or after it committed (reads that happened stay
 	 * read): no catalog lookup then — names come from the connection and from the last lookup.
 	 */
-	if (MyProcPort && MyProcPort->remote_host && MyProcPort->raddr.addr.ss_family != AF_UNIX)
-		strlcpy(addr, MyProcPort->remote_host, sizeof(addr));
+	crm_client_addr(MyProcPort, addr, sizeof(addr));
 	if (IsTransactionState() && OidIsValid(GetUserId()) && user != GetUserId())
 	{
 		char	   *n = GetUserNameFromId(GetUserId(), true);

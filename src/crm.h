@@ -186,6 +186,8 @@ extern void crm_auditq_session_event(const char *action, const char *object, int
 #define CRM_AUDIT_DETAIL_LEN 2048
 
 extern void crm_auditq_release_db(const char *name);
+struct Port;
+extern void crm_client_addr(struct Port *port, char *addr, size_t size);
 
 /* auditlogin.c: LOGIN, LOGIN_FAILED and DENIED */
 extern void crm_auditlogin_init(void);
