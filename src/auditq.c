@@ -435,6 +435,8 @@ crm_auditq_init(void)
 
 	DefineCustomIntVariable("crm.audit_interval", "How often the audit writers seal the chain (ms).",
 							NULL, &crm_audit_interval_ms, 1000, 100, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("crm.audit_writer_fault", "Testing only: audit events of this action fail to insert (and are quarantined).",
+							   NULL, &crm_audit_writer_fault, "", PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 	DefineCustomIntVariable("crm.audit_max_ids", "READ_SENSITIVE/EXPORT events list at most this many record ids; beyond it, a digest.",
 							NULL, &crm_audit_max_ids, 100, 0, 1000, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("crm.audit_max_value_bytes", "A value longer than this is audited as its SHA-256 hash and length, not the value.",

@@ -101,5 +101,6 @@ extern bool crm_aq_decode(const char *data, uint32 len, QEvent *e);
 
 /* auditwriter.c */
 extern int	crm_audit_interval_ms;
+extern char *crm_audit_writer_fault;
 
 #endif

@@ -40,6 +40,7 @@ PGDLLEXPORT void crm_audit_writer_main(Datum arg);
 #define IDLE_EXIT_MS 60000
 
 int			crm_audit_interval_ms = 1000;
+char	   *crm_audit_writer_fault = NULL;	/* testing: events of this action cannot be inserted */
 
 static int	my_db;
 static char my_name[NAMEDATALEN];
@@ -165,6 +166,17 @@ give_back(int n, bool written)
 
 /* --- writing ------------------------------------------------------------------------------------- */
 
+/* crm.audit_writer_fault (superuser, for tests of the quarantine): this action fails to insert */
+static void
+check_fault(const QEvent *e)
+{
+	if (crm_audit_writer_fault != NULL && crm_audit_writer_fault[0] != '\0' &&
+		strcmp(e->action, crm_audit_writer_fault) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("audit event %s refused by crm.audit_writer_fault", e->action)));
+}
+
 static void
 prepare_insert(void)
 {
@@ -187,6 +199,7 @@ insert_event(QEvent *e)
 	char		nulls[10] = {' ', e->principal ? ' ' : 'n', ' ', ' ', e->client_addr[0] ? ' ' : 'n', ' ', ' ',
 	e->object[0] ? ' ' : 'n', e->record_id ? ' ' : 'n', e->detail[0] ? ' ' : 'n'};
 
+	check_fault(e);
 	v[0] = TimestampTzGetDatum(e->at);
 	v[1] = Int64GetDatum(e->principal);
 	v[2] = safe_text(e->session_user);
@@ -300,6 +313,7 @@ insert_many(int *idx, int n)
 	{
 		QEvent	   *e = &batch[idx[r]];
 
+		check_fault(e);
 		v[0][r] = TimestampTzGetDatum(e->at);
 		v[1][r] = Int64GetDatum(e->principal);
 		isnull[1][r] = e->principal == 0;
