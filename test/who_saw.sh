@@ -149,10 +149,14 @@ SELECT '2020-01-01 00:00+00'::timestamptz + g * interval '40 seconds', 1, g,
   FROM generate_series(1, 200000) g;
 ANALYZE crm.audit_log;
 SQL
-plan() {  # plan FUNCTION(TYPES) ARGS: the plan of a crm SQL function's body, planned as the function is (generic)
+plan() {  # plan FUNCTION(TYPES) ARGS: the plan of a crm SQL function's body, planned as the function is (generic, its settings)
   local body
-  body=$(su -c "SELECT prosrc FROM pg_proc WHERE oid = 'crm.$1'::regprocedure")
-  su -c "SET plan_cache_mode = force_generic_plan" -c "PREPARE b(${1#*(} AS $body" -c "EXPLAIN (COSTS OFF) EXECUTE b($2)"
+  # (a SQL function's body, or the query of a PL/pgSQL one's RETURN QUERY)
+  body=$(su -c "SELECT CASE WHEN prosrc ~ 'RETURN QUERY' THEN substring(prosrc from 'RETURN QUERY(.*);') ELSE prosrc END
+                  FROM pg_proc WHERE oid = 'crm.$1'::regprocedure")
+  su -c "SELECT count(set_config(split_part(c, '=', 1), substr(c, strpos(c, '=') + 1), false)) FROM pg_proc, unnest(proconfig) c
+          WHERE oid = 'crm.$1'::regprocedure" \
+     -c "SET plan_cache_mode = force_generic_plan" -c "PREPARE b(${1#*(} AS $body" -c "EXPLAIN (COSTS OFF) EXECUTE b($2)"
 }
 # (the small partitions of this month and the next, nearly empty, may be read whole)
 p=$(plan "who_saw(bigint)" "12345")
