@@ -11,9 +11,9 @@
  * READ_SENSITIVE means unmasked values were returned. A table reference whose sensitive fields
  * appear only as crm._saw()'s value (crm_auditread_mark, at planning) is accounted for by those
  * calls alone: every value used anywhere passed through one, so a statement that read only masked
- * values records nothing. A sensitive field used anywhere else (a condition, a join, a sort key, an
- * aggregate's filter, an outer reference) can reveal values of records it did not return: the event
- * then says "used_in_condition", and who_saw lists it as possible for every customer.
+ * values records nothing. A sensitive field used anywhere else (a condition, a join, a sort key not
+ * in the select list, HAVING, an outer reference) can reveal values of records it did not return:
+ * the event then says "used_in_condition", and who_saw lists it as possible for every customer.
  */
 #include "crm.h"
 
