@@ -2,10 +2,18 @@
  * auditread.c: auditing reads. The masking hook wraps each reference to a `sensitive` field that
  * the acting principal may read unmasked, in the select lists and RETURNING lists of its queries,
  * in crm._saw(value, object, field, record id, owner, own_only): it passes the value through and
- * notes the record. When the outermost statement over managed tables ends (or its transaction
- * aborts: a read that happened stays a read), one READ_SENSITIVE event per object goes to the audit
- * queue with the field names, the row count and the record ids (or, beyond crm.audit_max_ids, their
- * count and a digest). COPY ... TO and result sets over crm.export_threshold rows are EXPORT events.
+ * notes the record where the value is unmasked. When the outermost statement over managed tables
+ * ends (or its transaction aborts: a read that happened stays a read), one READ_SENSITIVE event per
+ * object goes to the audit queue with the field names, the row count and the record ids (or,
+ * beyond crm.audit_max_ids, their count, range and a digest). COPY ... TO and result sets over
+ * crm.export_threshold rows are EXPORT events.
+ *
+ * READ_SENSITIVE means unmasked values were returned. A table reference whose sensitive fields
+ * appear only as crm._saw()'s value (crm_auditread_mark, at planning) is accounted for by those
+ * calls alone: every value used anywhere passed through one, so a statement that read only masked
+ * values records nothing. A sensitive field used anywhere else (a condition, a join, a sort key not
+ * in the select list, HAVING, an outer reference) can reveal values of records it did not return:
+ * the event then says "used_in_condition", and who_saw lists it as possible for every customer.
  */
 #include "crm.h"
 
@@ -16,7 +24,9 @@
 #include "common/sha2.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/primnodes.h"
+#include "parser/parsetree.h"
 #include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -32,6 +42,7 @@ typedef struct SeenObject
 	int64	   *ids;
 	int			nids;
 	int			cap;
+	bool		condition;		/* a sensitive field was used outside crm._saw(): ids are partial */
 } SeenObject;
 
 static List *seen = NIL;		/* of SeenObject *, in TopMemoryContext */
@@ -151,6 +162,8 @@ emit(void)
 			escape_json(&d, (char *) lfirst(f));
 		}
 		appendStringInfo(&d, "], \"rows\": %llu, \"records\": %d, ", (unsigned long long) rows_out, n);
+		if (s->condition)
+			appendStringInfoString(&d, "\"used_in_condition\": true, ");
 		if (n == 0)
 			appendStringInfoString(&d, "\"ids\": \"not recorded: the fields were used in a condition or an inner expression\"");
 		else if (n <= crm_audit_max_ids && n * 21 < 1500)
@@ -168,6 +181,9 @@ emit(void)
 			static const char hx[] = "0123456789abcdef";
 
 			crm_sha256(s->ids, sizeof(int64) * n, h);
+			/* the range narrows whom the event may concern (who_saw: possible only inside it) */
+			appendStringInfo(&d, "\"%s\": [%lld, %lld], ", strcmp(s->object, "customer") == 0 ? "customers_range" : "ids_range",
+							 (long long) s->ids[0], (long long) s->ids[n - 1]);
 			appendStringInfo(&d, "\"%s\": \"", strcmp(s->object, "customer") == 0 ? "customers_digest" : "ids_digest");
 			for (int i = 0; i < 32; i++)
 			{
@@ -192,9 +208,124 @@ emit(void)
 }
 
 /*
- * Sensitive fields a statement referenced anywhere (select list, WHERE, join, sub-query, outer
- * reference) that the actor may read unmasked on some records: noted by object, without ids when
- * crm._saw() saw none (a predicate can reveal a value as surely as a select list).
+ * The planner's mark of a managed table reference (in the plan's range table) whose sensitive
+ * fields appear only as crm._saw()'s value. It is kept in a flag that PostgreSQL reads only for
+ * CTE references (a WITH RECURSIVE self-reference) and copies with the entry into the plan, as
+ * masking.c keeps its own mark in security_barrier. Unmarked (any plan crm did not rewrite): the
+ * fields are treated as used in a condition.
+ */
+#define SAW_COVERED(rte) ((rte)->self_reference)
+
+typedef struct CoverCtx
+{
+	int			rti;			/* the reference, at the query level marked */
+	Bitmapset  *attnos;			/* its sensitive fields the actor may read unmasked somewhere */
+	Oid			saw_fn;
+	List	   *rtables;		/* range table of each level, the marked one first */
+	int			depth;			/* levels below it */
+} CoverCtx;
+
+/* Does a sensitive field of the reference appear other than as crm._saw()'s value? */
+static bool
+uncovered_walker(Node *node, CoverCtx *c)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid == c->saw_fn &&
+		((FuncExpr *) node)->funcformat == COERCE_IMPLICIT_CAST && list_length(((FuncExpr *) node)->args) == 6)
+	{
+		FuncExpr   *f = (FuncExpr *) node;
+		ListCell   *lc;
+
+		/* the value noted is its first argument (the masking hook's: a Var); the rest are not fields */
+		if (!IsA(linitial(f->args), Var) && uncovered_walker(linitial(f->args), c))
+			return true;
+		for_each_from(lc, f->args, 1)
+			if (uncovered_walker(lfirst(lc), c))
+				return true;
+		return false;
+	}
+	if (IsA(node, Var))
+	{
+		Var		   *v = (Var *) node;
+		int			level = c->depth - (int) v->varlevelsup;
+		List	   *rtable;
+		RangeTblEntry *rte;
+
+		if (level < 0)
+			return false;		/* a level above the marked one */
+		rtable = (List *) list_nth(c->rtables, level);
+		if (v->varno < 1 || v->varno > list_length(rtable))
+			return true;		/* not a query tree's Var: assume the worst */
+		rte = rt_fetch(v->varno, rtable);
+		if (rte->rtekind == RTE_JOIN)
+		{
+			/* a merged column of JOIN ... USING: what it stands for */
+			int			saved = c->depth;
+			bool		r;
+
+			c->depth = level;
+			if (v->varattno <= 0 || v->varattno > list_length(rte->joinaliasvars))
+				r = uncovered_walker((Node *) rte->joinaliasvars, c);
+			else
+				r = uncovered_walker(list_nth(rte->joinaliasvars, v->varattno - 1), c);
+			c->depth = saved;
+			return r;
+		}
+		if (level != 0 || v->varno != c->rti)
+			return false;
+		return v->varattno == 0 || bms_is_member(v->varattno, c->attnos);
+	}
+	if (IsA(node, Query))
+	{
+		bool		r;
+
+		c->rtables = lappend(c->rtables, ((Query *) node)->rtable);
+		c->depth++;
+		r = query_tree_walker((Query *) node, uncovered_walker, (void *) c, QTW_IGNORE_JOINALIASES);
+		c->depth--;
+		c->rtables = list_delete_last(c->rtables);
+		return r;
+	}
+	return expression_tree_walker(node, uncovered_walker, (void *) c);
+}
+
+/*
+ * The masking hook rewrote query level q for managed table reference rti (its sub-queries first,
+ * then crm._saw() around the sensitive fields of its select list and RETURNING): mark the
+ * reference when every use of those fields anywhere in q is such a call.
+ */
+void
+crm_auditread_mark(Query *q, int rti, Relation rel, CrmFieldLevels *levels, Oid saw_fn)
+{
+	CoverCtx	c;
+	bool		uncovered;
+
+	memset(&c, 0, sizeof(c));
+	c.rti = rti;
+	c.saw_fn = saw_fn;
+	for (int i = 0; i < levels->nfields; i++)
+	{
+		CrmFieldLevel *f = &levels->fields[i];
+
+		if (f->sensitive && f->kind != CRM_FIELD_BLIND_INDEX && (f->rank >= 2 || f->own_rank >= 2) &&
+			crm_attnum_valid(RelationGetDescr(rel), f->attnum, f->name, f->atttypid))
+			c.attnos = bms_add_member(c.attnos, f->attnum);
+	}
+	c.rtables = list_make1(q->rtable);
+	uncovered = OidIsValid(saw_fn) &&
+		query_tree_walker(q, uncovered_walker, (void *) &c, QTW_IGNORE_JOINALIASES);
+	SAW_COVERED(rt_fetch(rti, q->rtable)) = OidIsValid(saw_fn) && !uncovered;
+	list_free(c.rtables);
+	bms_free(c.attnos);
+}
+
+/*
+ * Sensitive fields a statement used outside crm._saw() (WHERE, join, sort key, sub-query, outer
+ * reference) that the actor may read unmasked on some records: noted by object, marked as used in
+ * a condition (a predicate can reveal a value as surely as a select list), without ids when
+ * crm._saw() saw none. Table references whose sensitive fields were all wrapped in crm._saw()
+ * (marked at planning) are left to those calls.
  */
 static void
 note_referenced(QueryDesc *qd)
@@ -228,7 +359,8 @@ note_referenced(QueryDesc *qd)
 		CrmFieldLevels *lv;
 		bool		whole;
 
-		if (rte->rtekind != RTE_RELATION || get_rel_namespace(rte->relid) != nsp || rte->selectedCols == NULL)
+		if (rte->rtekind != RTE_RELATION || get_rel_namespace(rte->relid) != nsp || rte->selectedCols == NULL ||
+			SAW_COVERED(rte))
 			continue;
 		whole = bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, rte->selectedCols);
 		rel = table_open(rte->relid, NoLock);
@@ -245,6 +377,8 @@ note_referenced(QueryDesc *qd)
 				SeenObject *so = seen_object(RelationGetRelationName(rel));
 				ListCell   *fc;
 				bool		have = false;
+
+				so->condition = true;
 
 				foreach(fc, so->fields)
 					if (strcmp((char *) lfirst(fc), f->name) == 0)

@@ -167,6 +167,7 @@ struct Query;
 extern void crm_auditread_start(void);
 extern void crm_auditread_end(struct QueryDesc *qd);
 extern void crm_auditread_abort(void);
+extern void crm_auditread_mark(struct Query *q, int rti, Relation rel, CrmFieldLevels *levels, Oid saw_fn);
 
 /* auditq.c: events that outlive their transaction; the audit worker */
 extern int	crm_audit_max_ids;

@@ -548,6 +548,8 @@ mask_query(Query *q, MaskState *st)
 		if (rti == q->resultRelation && q->onConflict && q->onConflict->action == ONCONFLICT_UPDATE)
 			guard_assignments(&rm, q->onConflict->onConflictSet, rti, RelationGetRelationName(rm.rel));
 		wrap_reads(&rm, q, rti);
+		/* are those calls all that reads its sensitive fields? (what READ_SENSITIVE records) */
+		crm_auditread_mark(q, rti, rm.rel, rm.levels, st->principal != 0 ? st->saw_fn : InvalidOid);
 		table_close(rm.rel, NoLock);
 	}
 	return q;

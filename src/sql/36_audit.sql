@@ -71,6 +71,20 @@ BEGIN
       ALTER EXTENSION crm DROP TABLE crm.audit_block;
     END IF;
   END IF;
+  -- who saw a record (crm.who_saw, crm.audit_trail): the ids that READ_SENSITIVE and EXPORT events
+  -- list, and the events that list none (a digest, or a field used in a condition). Both partial, so
+  -- that the row entries, most of the log, pay only for checking the predicate; IF NOT EXISTS: a log
+  -- kept from before (a restore, an older install) gets them too.
+  IF to_regclass('crm.audit_log_seen') IS NULL THEN
+    CREATE INDEX audit_log_seen ON crm.audit_log
+      USING gin ((COALESCE(detail -> 'customers', detail -> 'ids')) jsonb_path_ops)
+      WHERE action IN ('READ_SENSITIVE', 'EXPORT');
+  END IF;
+  IF to_regclass('crm.audit_log_possible') IS NULL THEN
+    CREATE INDEX audit_log_possible ON crm.audit_log (id)
+      WHERE action IN ('READ_SENSITIVE', 'EXPORT') AND object = 'customer'
+        AND (detail ? 'customers_digest' OR detail ? 'used_in_condition' OR jsonb_typeof(detail -> 'ids') = 'string');
+  END IF;
   -- (re)applied on every install: DROP EXTENSION CASCADE takes what depends on crm's functions
   IF NOT EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
                   WHERE d.adrelid = 'crm.audit_log'::regclass AND a.attname = 'era') THEN
@@ -186,7 +200,10 @@ END $$;
 CREATE FUNCTION crm.audit_trail(object text, record_id bigint)
 RETURNS TABLE (id bigint, logged_at timestamptz, action text, principal_id bigint, session_user_name text,
                field text, old_value text, new_value text, detail jsonb)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET max_parallel_workers_per_gather = 0 SET jit = off AS $$
+  -- (the read events' arm is the expression of the index audit_log_seen, so that it is used;
+  -- a few index probes per partition: parallel workers and JIT compilation, which its rough
+  -- estimates can trigger, would only add their start-up: seconds, measured on a 10M-entry log)
   SELECT l.id, l.logged_at, l.action, l.principal_id, l.session_user_name, f.key,
          COALESCE(f.value ->> 'old', f.value ->> 'old_hash'), COALESCE(f.value ->> 'new', f.value ->> 'new_hash'),
          CASE WHEN f.key IS NULL THEN l.detail END
@@ -194,25 +211,49 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     LEFT JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(l.detail -> 'fields') = 'object' THEN l.detail -> 'fields' END) f ON true
    WHERE l.object = $1 AND l.record_id = $2
       OR (l.action IN ('READ_SENSITIVE', 'EXPORT') AND l.object = $1
-          AND (l.detail -> 'ids' @> to_jsonb($2) OR l.detail -> 'customers' @> to_jsonb($2)))
+          AND COALESCE(l.detail -> 'customers', l.detail -> 'ids') @> jsonb_build_array($2))
    ORDER BY l.id, f.key
 $$;
 COMMENT ON FUNCTION crm.audit_trail(text, bigint) IS 'the history of one record, field by field (protected values as keyed hashes)';
 
+-- Exact: the event lists the customer (or names it as its record: one customer read, a subject
+-- export). Possible: the event lists no ids that could rule it out, with the reason: 'digest' (more
+-- customers than crm.audit_max_ids: only their count, range and a digest; events whose range
+-- excludes the customer are left out) or 'condition' (a sensitive field was used in a condition,
+-- which can reveal something of records the statement did not return). The predicates are those of
+-- the partial indexes audit_log_seen and audit_log_possible (crm._audit_tables).
 CREATE FUNCTION crm.who_saw(customer_id bigint)
 RETURNS TABLE (id bigint, logged_at timestamptz, action text, principal_id bigint, session_user_name text,
-               object text, fields jsonb, row_count bigint)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+               object text, fields jsonb, row_count bigint, match text, reason text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET max_parallel_workers_per_gather = 0
+  SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+  -- PL/pgSQL, not SQL, and a generic plan: planned once a session (planning it over every partition
+  -- of the log costs more than running it: measured 5-14 ms a call on a 10M-entry log). No parallel
+  -- workers or JIT: the estimates of a few index probes per partition can call for them, and their
+  -- start-up alone took seconds there.
+  RETURN QUERY
   SELECT l.id, l.logged_at, l.action, l.principal_id, l.session_user_name, l.object, l.detail -> 'fields',
-         (l.detail ->> 'rows')::bigint
+         (l.detail ->> 'rows')::bigint, 'exact', NULL::text
     FROM crm.audit_log l
-   WHERE l.action IN ('READ_SENSITIVE', 'EXPORT')
-     AND (l.detail -> 'customers' @> to_jsonb($1)
-          OR l.detail -> 'customers_digest' IS NOT NULL
-          OR (l.object = 'customer' AND jsonb_typeof(l.detail -> 'ids') = 'string'))
-   ORDER BY l.id
-$$;
-COMMENT ON FUNCTION crm.who_saw(bigint) IS 'every READ_SENSITIVE or EXPORT event that included a customer (events that list only a digest of many ids, or no ids, are included as possible)';
+   WHERE l.action IN ('READ_SENSITIVE', 'EXPORT') AND l.object = 'customer'
+     AND (COALESCE(l.detail -> 'customers', l.detail -> 'ids') @> jsonb_build_array($1) OR l.record_id = $1)
+  UNION ALL
+  SELECT l.id, l.logged_at, l.action, l.principal_id, l.session_user_name, l.object, l.detail -> 'fields',
+         (l.detail ->> 'rows')::bigint, 'possible',
+         concat_ws(', ', CASE WHEN l.detail ? 'customers_digest' THEN 'digest' END,
+                   CASE WHEN l.detail ? 'used_in_condition' OR jsonb_typeof(l.detail -> 'ids') = 'string' THEN 'condition' END)
+    FROM crm.audit_log l
+   WHERE l.action IN ('READ_SENSITIVE', 'EXPORT') AND l.object = 'customer'
+     AND (l.detail ? 'customers_digest' OR l.detail ? 'used_in_condition' OR jsonb_typeof(l.detail -> 'ids') = 'string')
+     AND NOT COALESCE(COALESCE(l.detail -> 'customers', l.detail -> 'ids') @> jsonb_build_array($1), false)
+     AND l.record_id IS DISTINCT FROM $1
+     AND NOT COALESCE($1 NOT BETWEEN (l.detail #>> '{customers_range,0}')::bigint
+                                 AND (l.detail #>> '{customers_range,1}')::bigint, false)
+   ORDER BY 1;
+END $$;
+COMMENT ON FUNCTION crm.who_saw(bigint) IS 'every READ_SENSITIVE or EXPORT event that may have shown a customer''s sensitive data: match ''exact'' (its id is recorded) or ''possible'' (no ids that rule it out; reason ''digest'' or ''condition'')';
 
 SELECT crm._audit_tables() WHERE pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.<>) 'off';
 
