@@ -447,6 +447,23 @@ typedef enum
 	PROBE_READY
 } ProbeResult;
 
+/*
+ * Whether schema nsp is the crm extension's. The writer runs as the bootstrap superuser: a "crm"
+ * schema of anyone's making (a login with CREATEDB can make one in its own database, with an
+ * audit_log, a trigger crm_append_only and a crm._audit_partitions() of its choosing) must never
+ * have its functions and triggers run by it. Only a superuser can create the extension.
+ */
+static bool
+crm_installed_here(Oid nsp)
+{
+	Oid			t[1] = {OIDOID};
+	Datum		v[1] = {ObjectIdGetDatum(nsp)};
+
+	return SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'crm'"
+								 " AND e.extnamespace OPERATOR(pg_catalog.=) $1", 1, t, v, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1;
+}
+
 static ProbeResult
 probe(void)
 {
@@ -458,7 +475,7 @@ probe(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	nsp = get_namespace_oid("crm", true);
-	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp)))
+	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp)) && crm_installed_here(nsp))
 		r = PROBE_NOT_READY;
 	if (r == PROBE_NOT_READY && OidIsValid(get_relname_relid("_audit_intake", nsp)) &&
 		SPI_execute("SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass"
@@ -572,6 +589,9 @@ crm_audit_writer_main(Datum arg)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a database owner's ALTER DATABASE ... SET default_transaction_read_only must not stop it */
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	before_shmem_exit(writer_exit, 0);
 	switch (probe())
 	{
