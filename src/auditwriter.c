@@ -24,6 +24,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -231,7 +232,7 @@ record_progress(XLogRecPtr upto)
 	Datum		v[2] = {Int64GetDatum((int64) GetSystemIdentifier()), Int64GetDatum((int64) upto)};
 
 	if (SPI_execute_with_args("INSERT INTO crm._audit_intake AS i (sysid, lsn) VALUES ($1, $2)"
-							  " ON CONFLICT (sysid) DO UPDATE SET lsn = excluded.lsn", 2, t, v, NULL, false, 0) != SPI_OK_INSERT)
+							  " ON CONFLICT (sysid) DO UPDATE SET lsn = GREATEST(i.lsn, excluded.lsn)", 2, t, v, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "crm audit writer: could not record its position");
 }
 
@@ -509,11 +510,20 @@ announce(bool has_crm)
 
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 	mine = strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state != AQ_DB_UNUSED;
+	/*
+	 * One writer per database: a restarted audit worker does not know the writers of the one before
+	 * it, and a second writer, with the position it read before the first one's last commit, would
+	 * write that batch's events again.
+	 */
+	if (mine && crm_aq->dbs[my_db].writer_pid != 0 && crm_aq->dbs[my_db].writer_pid != MyProcPid &&
+		BackendPidGetProc(crm_aq->dbs[my_db].writer_pid) != NULL)
+		mine = false;
 	if (mine)
 	{
 		crm_aq->dbs[my_db].state = has_crm ? AQ_DB_CRM : AQ_DB_NOCRM;
 		crm_aq->dbs[my_db].recheck_at = GetCurrentTimestamp() + 30 * USECS_PER_SEC;
 		crm_aq->dbs[my_db].writer_latch = has_crm ? MyLatch : NULL;
+		crm_aq->dbs[my_db].writer_pid = has_crm ? MyProcPid : 0;
 	}
 	LWLockRelease(crm_aq->lock);
 	if (crm_aq->worker_latch)
@@ -525,12 +535,16 @@ static void
 writer_exit(int code, Datum arg)
 {
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0)
+	/* only the database's writer took events (a second one that found it alive took none) */
+	if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].writer_pid == MyProcPid)
+	{
 		crm_aq->dbs[my_db].writer_latch = NULL;
-	/* events taken and not written go back to the queue */
-	for (int i = 0; i < AQ_SLOTS; i++)
-		if (crm_aq->slots[i].state == AQ_TAKEN && crm_aq->slots[i].db == my_db)
-			crm_aq->slots[i].state = AQ_QUEUED;
+		crm_aq->dbs[my_db].writer_pid = 0;
+		/* events taken and not written go back to the queue */
+		for (int i = 0; i < AQ_SLOTS; i++)
+			if (crm_aq->slots[i].state == AQ_TAKEN && crm_aq->slots[i].db == my_db)
+				crm_aq->slots[i].state = AQ_QUEUED;
+	}
 	LWLockRelease(crm_aq->lock);
 }
 
@@ -600,7 +614,16 @@ crm_audit_writer_main(Datum arg)
 			proc_exit(0);
 			break;
 		case PROBE_NOT_READY:
-			proc_exit(1);		/* its events wait; the audit worker tries again in a second */
+			/*
+			 * Its events wait; the audit worker tries again in a second. It has crm: events for
+			 * every database are queued for it too (left "unknown", it held back all of those, and
+			 * so every event after the first of them, until the restore was over).
+			 */
+			LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+			if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state == AQ_DB_UNKNOWN)
+				crm_aq->dbs[my_db].state = AQ_DB_CRM;
+			LWLockRelease(crm_aq->lock);
+			proc_exit(1);
 			break;
 		case PROBE_READY:
 			if (!announce(true))

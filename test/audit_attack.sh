@@ -7,13 +7,17 @@
 #  3. DROP EXTENSION crm in one database, then more events for it than the hand-over slots hold
 #     (2,048): the events of the other databases are still written (nothing waits for the dropped
 #     one), and CREATE EXTENSION again records its logins again.
+#  4. A failed password on a physical replication connection (no database named) is recorded.
+#  5. A failed password naming a dropped database is recorded (in every database with crm).
+#  6. pg_terminate_backend() of the audit worker: it starts again (it used to exit for good).
+#  7. A database being restored when the audit worker starts holds back no other database's events.
 set -u
 source "$(dirname "$0")/lib/tap.bash"
 source "$(dirname "$0")/../scripts/cluster.sh"
 : "${CRM_TEST_DIR:?run through make test}"
-real=crm_atk_real; evil=crm_atk_evil; gone=crm_atk_gone
+real=crm_atk_real; evil=crm_atk_evil; gone=crm_atk_gone; restoring=crm_atk_restoring
 q() { local d=$1; shift; psql -X -qAt -d "$d" "$@" 2>&1; }
-for d in $real $evil $gone; do q postgres -c "DROP DATABASE IF EXISTS $d" >/dev/null; done
+for d in $real $evil $gone $restoring; do q postgres -c "DROP DATABASE IF EXISTS $d" >/dev/null; done
 q postgres -c "DROP ROLE IF EXISTS atk_mallory" >/dev/null
 q postgres -c "CREATE ROLE atk_mallory LOGIN CREATEDB" >/dev/null
 for d in $real $gone; do
@@ -81,6 +85,50 @@ for i in $(seq 1 80); do
 done
 ok "$seen" 1 "after CREATE EXTENSION crm again, its logins are recorded again"
 
-for d in $real $evil $gone; do q postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null; done
+# 4. a physical replication connection (replication=true) names no database: a failed password
+#    there is still a LOGIN_FAILED (recorded in every database with crm)
+psql -X -qAt "host=127.0.0.1 port=$PGPORT user=atk_guess password=wrong replication=true" -c "IDENTIFY_SYSTEM" >/dev/null 2>&1
+got=0
+for i in $(seq 1 60); do
+  got=$(q $real -c "SELECT count(*) FROM crm.audit_log WHERE action = 'LOGIN_FAILED' AND session_user_name = 'atk_guess'
+                        AND detail ->> 'sqlstate' = '28P01'")
+  [ "$got" = 1 ] && break; sleep 0.25
+done
+ok "$got" 1 "a failed password on a physical replication connection is a LOGIN_FAILED"
+
+# 6. pg_terminate_backend() of the audit worker (a DBA ending "all other sessions"): it comes back,
+#    and the LOGINs written before it went are not written again by a second writer
+for i in 1 2 3; do PGAPPNAME=atk_before_kill psql -X -qAt -d $real -c "SELECT 1" >/dev/null; done
+q postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'crm audit worker'" >/dev/null
+sleep 1
+ok "$(login_seen atk_after_kill 30)" seen "after pg_terminate_backend() of the audit worker, events are written again"
+sleep 2
+ok "$(logins atk_before_kill)" 3 "the LOGINs from just before it was ended are written once each"
+
+# 5. a failed password naming a database that was just dropped: it does not exist, so it is
+#    recorded in every database with crm (before, the dropped database's entry swallowed it)
+q postgres -c "DROP DATABASE $gone WITH (FORCE)" >/dev/null
+psql -X -qAt "host=127.0.0.1 port=$PGPORT dbname=$gone user=atk_guess2 password=wrong" -c "SELECT 1" >/dev/null 2>&1
+got=0
+for i in $(seq 1 80); do
+  got=$(q $real -c "SELECT count(*) FROM crm.audit_log WHERE action = 'LOGIN_FAILED' AND session_user_name = 'atk_guess2'
+                        AND detail ->> 'sqlstate' = '28P01'")
+  [ "$got" = 1 ] && break; sleep 0.25
+done
+ok "$got" 1 "a failed password naming a dropped database is a LOGIN_FAILED (in every database with crm)"
+
+# 7. a database whose restore is under way (its log has no crm_append_only trigger yet) when the
+#    audit worker starts: events for every database must not wait for the restore to end
+q postgres -c "CREATE DATABASE $restoring" >/dev/null
+q $restoring -c "SET client_min_messages = warning" -c "CREATE EXTENSION crm CASCADE" >/dev/null
+q $restoring -c "DELETE FROM pg_trigger WHERE tgrelid = 'crm.audit_log'::regclass AND tgname = 'crm_append_only'" >/dev/null
+q postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'crm audit worker'" >/dev/null
+sleep 2
+psql -X -qAt "host=127.0.0.1 port=$PGPORT dbname=atk_no_such_db user=atk_guess3 password=wrong" -c "SELECT 1" >/dev/null 2>&1
+ok "$(login_seen atk_during_restore 30)" seen "a database being restored does not hold back the events of the others"
+ok "$(q $real -c "SELECT count(*) FROM crm.audit_log WHERE action = 'LOGIN_FAILED' AND session_user_name = 'atk_guess3'")" 1 \
+  "nor those for every database (a failed login naming no database that exists)"
+
+for d in $real $evil $gone $restoring; do q postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null; done
 q postgres -c "DROP ROLE IF EXISTS atk_mallory" >/dev/null
 finish
