@@ -24,7 +24,7 @@ all:
 endif
 
 # every source includes src/crm.h: a change there (e.g. a struct's layout) rebuilds them all
-$(OBJS): src/crm.h src/copies_int.h
+$(OBJS): src/crm.h src/copies_int.h src/auditq_int.h
 
 crm--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@

@@ -22,6 +22,7 @@
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
 #include "mb/pg_wchar.h"
+#include "replication/walsender.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
@@ -123,7 +124,7 @@ push_login_event(Port *port, const char *action, const char *detail)
 	char		addr[64];
 
 	client_addr(port, addr, sizeof(addr));
-	(void) crm_auditq_push(port->database_name, action, NULL, 0, 0, port->user_name, port->user_name, addr,
+	(void) crm_auditq_push(port->database_name ? port->database_name : "", action, NULL, 0, 0, port->user_name, port->user_name, addr,
 						   port->application_name, detail);
 }
 
@@ -136,8 +137,13 @@ push_login_failed(const char *reason, const char *sqlstate)
 	Port	   *port = MyProcPort;
 
 	failure_recorded = true;
-	/* before the startup packet named a database there is nothing to record it in */
-	if (port->database_name == NULL || port->database_name[0] == '\0')
+	/*
+	 * Before the startup packet named a database there is nothing to record it in. A physical
+	 * replication connection names none, but does name its role: recorded in every database with
+	 * crm (password guessing through replication=true must leave a trace too).
+	 */
+	if ((port->database_name == NULL || port->database_name[0] == '\0') &&
+		!(am_walsender && port->user_name != NULL && port->user_name[0] != '\0'))
 		return;
 	/* pg_hba.conf "reject" and "no entry" never reach the authentication hook */
 	if (auth_method == NULL && port->hba != NULL)

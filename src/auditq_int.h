@@ -77,6 +77,7 @@ typedef struct AqDb
 	TimestampTz recheck_at;
 	TimestampTz paused_until;	/* its writer leaves and stays away (DROP DATABASE and the like) */
 	Latch	   *writer_latch;
+	int			writer_pid;		/* its writer (0: none): never two at once */
 } AqDb;
 
 typedef struct AuditQ

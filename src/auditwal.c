@@ -196,7 +196,12 @@ dispatch(const QEvent *e, XLogRecPtr lsn)
 		LWLockAcquire(crm_aq->lock, LW_SHARED);
 		idx = crm_aq_db_index(e->db, false);
 		LWLockRelease(crm_aq->lock);
-		if (idx < 0 && !db_exists(e->db))
+		/*
+		 * A failed login may name a database that was dropped or renamed while its entry is still
+		 * here: it does not exist, so the attempt goes to every database with crm (else password
+		 * guessing with such a name would leave no trace).
+		 */
+		if ((idx < 0 || strcmp(e->action, "LOGIN_FAILED") == 0) && !db_exists(e->db))
 			broadcast = true;
 	}
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
@@ -420,11 +425,14 @@ run_writers(void)
 			continue;
 		if (!db_exists(names[i]))
 		{
+			/* gone (dropped, renamed): forget it, so that events naming it count as no database */
 			LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 			if (strcmp(crm_aq->dbs[i].name, names[i]) == 0)
 			{
-				crm_aq->dbs[i].state = AQ_DB_NOCRM;
-				crm_aq->dbs[i].recheck_at = now;
+				for (int k = 0; k < AQ_SLOTS; k++)
+					if (crm_aq->slots[k].state != AQ_FREE && crm_aq->slots[k].db == i)
+						crm_aq->slots[k].state = AQ_FREE;
+				memset(&crm_aq->dbs[i], 0, sizeof(AqDb));
 			}
 			LWLockRelease(crm_aq->lock);
 			continue;
@@ -485,5 +493,10 @@ crm_audit_launcher_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 	}
 	crm_aq->worker_latch = NULL;
-	proc_exit(0);
+	/*
+	 * Exit status 1: the postmaster starts it again a second later. With 0 it never would, and a
+	 * pg_terminate_backend() of it (a DBA ending "all other sessions") would stop every database's
+	 * events being written until the server restarts. At shutdown the postmaster restarts nothing.
+	 */
+	proc_exit(1);
 }

@@ -24,6 +24,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -244,7 +245,7 @@ record_progress(XLogRecPtr upto)
 	Datum		v[2] = {Int64GetDatum((int64) GetSystemIdentifier()), Int64GetDatum((int64) upto)};
 
 	if (SPI_execute_with_args("INSERT INTO crm._audit_intake AS i (sysid, lsn) VALUES ($1, $2)"
-							  " ON CONFLICT (sysid) DO UPDATE SET lsn = excluded.lsn", 2, t, v, NULL, false, 0) != SPI_OK_INSERT)
+							  " ON CONFLICT (sysid) DO UPDATE SET lsn = GREATEST(i.lsn, excluded.lsn)", 2, t, v, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "crm audit writer: could not record its position");
 }
 
@@ -461,6 +462,23 @@ typedef enum
 	PROBE_READY
 } ProbeResult;
 
+/*
+ * Whether schema nsp is the crm extension's. The writer runs as the bootstrap superuser: a "crm"
+ * schema of anyone's making (a login with CREATEDB can make one in its own database, with an
+ * audit_log, a trigger crm_append_only and a crm._audit_partitions() of its choosing) must never
+ * have its functions and triggers run by it. Only a superuser can create the extension.
+ */
+static bool
+crm_installed_here(Oid nsp)
+{
+	Oid			t[1] = {OIDOID};
+	Datum		v[1] = {ObjectIdGetDatum(nsp)};
+
+	return SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'crm'"
+								 " AND e.extnamespace OPERATOR(pg_catalog.=) $1", 1, t, v, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1;
+}
+
 static ProbeResult
 probe(void)
 {
@@ -472,7 +490,7 @@ probe(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	nsp = get_namespace_oid("crm", true);
-	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp)))
+	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp)) && crm_installed_here(nsp))
 		r = PROBE_NOT_READY;
 	if (r == PROBE_NOT_READY && OidIsValid(get_relname_relid("_audit_intake", nsp)) &&
 		SPI_execute("SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass"
@@ -506,11 +524,20 @@ announce(bool has_crm)
 
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 	mine = strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state != AQ_DB_UNUSED;
+	/*
+	 * One writer per database: a restarted audit worker does not know the writers of the one before
+	 * it, and a second writer, with the position it read before the first one's last commit, would
+	 * write that batch's events again.
+	 */
+	if (mine && crm_aq->dbs[my_db].writer_pid != 0 && crm_aq->dbs[my_db].writer_pid != MyProcPid &&
+		BackendPidGetProc(crm_aq->dbs[my_db].writer_pid) != NULL)
+		mine = false;
 	if (mine)
 	{
 		crm_aq->dbs[my_db].state = has_crm ? AQ_DB_CRM : AQ_DB_NOCRM;
 		crm_aq->dbs[my_db].recheck_at = GetCurrentTimestamp() + 30 * USECS_PER_SEC;
 		crm_aq->dbs[my_db].writer_latch = has_crm ? MyLatch : NULL;
+		crm_aq->dbs[my_db].writer_pid = has_crm ? MyProcPid : 0;
 	}
 	LWLockRelease(crm_aq->lock);
 	if (crm_aq->worker_latch)
@@ -522,12 +549,16 @@ static void
 writer_exit(int code, Datum arg)
 {
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0)
+	/* only the database's writer took events (a second one that found it alive took none) */
+	if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].writer_pid == MyProcPid)
+	{
 		crm_aq->dbs[my_db].writer_latch = NULL;
-	/* events taken and not written go back to the queue */
-	for (int i = 0; i < AQ_SLOTS; i++)
-		if (crm_aq->slots[i].state == AQ_TAKEN && crm_aq->slots[i].db == my_db)
-			crm_aq->slots[i].state = AQ_QUEUED;
+		crm_aq->dbs[my_db].writer_pid = 0;
+		/* events taken and not written go back to the queue */
+		for (int i = 0; i < AQ_SLOTS; i++)
+			if (crm_aq->slots[i].state == AQ_TAKEN && crm_aq->slots[i].db == my_db)
+				crm_aq->slots[i].state = AQ_QUEUED;
+	}
 	LWLockRelease(crm_aq->lock);
 }
 
@@ -586,6 +617,9 @@ crm_audit_writer_main(Datum arg)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a database owner's ALTER DATABASE ... SET default_transaction_read_only must not stop it */
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	before_shmem_exit(writer_exit, 0);
 	switch (probe())
 	{
@@ -594,7 +628,16 @@ crm_audit_writer_main(Datum arg)
 			proc_exit(0);
 			break;
 		case PROBE_NOT_READY:
-			proc_exit(1);		/* its events wait; the audit worker tries again in a second */
+			/*
+			 * Its events wait; the audit worker tries again in a second. It has crm: events for
+			 * every database are queued for it too (left "unknown", it held back all of those, and
+			 * so every event after the first of them, until the restore was over).
+			 */
+			LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+			if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state == AQ_DB_UNKNOWN)
+				crm_aq->dbs[my_db].state = AQ_DB_CRM;
+			LWLockRelease(crm_aq->lock);
+			proc_exit(1);
 			break;
 		case PROBE_READY:
 			if (!announce(true))
