@@ -328,7 +328,8 @@ insert_many(int *idx, int n)
 		isnull[7][r] = e->object[0] == '\0';
 		v[8][r] = Int64GetDatum(e->record_id);
 		isnull[8][r] = e->record_id == 0;
-		v[9][r] = CStringGetTextDatum(json_or_wrapped(e->detail));
+		/* (jsonb's input checks it: a bad one fails the batch, written again one by one, wrapped) */
+		v[9][r] = CStringGetTextDatum(pg_verifymbstr(e->detail, strlen(e->detail), true) ? e->detail : json_or_wrapped(e->detail));
 		isnull[9][r] = e->detail[0] == '\0';
 	}
 	for (int c = 0; c < 10; c++)
