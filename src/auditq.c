@@ -36,6 +36,8 @@
 #include "utils/timestamp.h"
 
 AuditQ	   *crm_aq = NULL;
+/* synchronous_commit as the server's configuration set it at start: a session cannot lower it */
+static int	server_synchronous_commit = SYNCHRONOUS_COMMIT_ON;
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
 int			crm_audit_max_value_bytes = 8192;
@@ -111,11 +113,15 @@ crm_aq_wal_event(const QEvent *e)
 	XLogBeginInsert();
 	XLogRegisterData(buf, off);
 	lsn = XLogInsert(CRM_RMGR_ID, CRM_XLOG_EVENT);
-	/* as durable as a commit would be */
-	if (synchronous_commit > SYNCHRONOUS_COMMIT_OFF)
+	/*
+	 * As durable as a commit would be, under the session's synchronous_commit or the server's,
+	 * whichever asks more (SET synchronous_commit = off must not make one's own reads forgettable).
+	 */
+	if (Max(synchronous_commit, server_synchronous_commit) > SYNCHRONOUS_COMMIT_OFF)
 	{
 		XLogFlush(lsn);
-		if (synchronous_commit > SYNCHRONOUS_COMMIT_LOCAL_FLUSH && MyBackendType == B_BACKEND)
+		if (Max(synchronous_commit, server_synchronous_commit) > SYNCHRONOUS_COMMIT_LOCAL_FLUSH &&
+			MyBackendType == B_BACKEND)
 			SyncRepWaitForLSN(lsn, false);
 	}
 	else
@@ -445,6 +451,7 @@ crm_auditq_init(void)
 							NULL, &crm_export_threshold, 10000, 1, INT_MAX, PGC_SUSET, 0, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	server_synchronous_commit = synchronous_commit;
 	RegisterCustomRmgr(CRM_RMGR_ID, &crm_rmgr);
 	prev_shmem_request = shmem_request_hook;
 	shmem_request_hook = auditq_shmem_request;

@@ -180,9 +180,86 @@ queue_for(int db, const QEvent *e, XLogRecPtr lsn, int at)
 }
 
 /*
+ * This worker's own bookkeeping per database: events up to handed_upto were queued for it (so
+ * WAL read again hands over nothing twice); held_from: its events from there on are left in WAL
+ * for now (it has its share of slots queued, or it may have crm and has not been probed yet) and
+ * are read again once it has room. One database that cannot write holds back no other's events.
+ */
+#define AQ_DB_CAP (AQ_SLOTS / 4)
+static char known_name[AQ_MAXDB][NAMEDATALEN];
+static XLogRecPtr handed_upto[AQ_MAXDB];
+static XLogRecPtr held_from[AQ_MAXDB];
+
+static void
+track(int i)
+{
+	if (strcmp(known_name[i], crm_aq->dbs[i].name) != 0)
+	{
+		strlcpy(known_name[i], crm_aq->dbs[i].name, NAMEDATALEN);
+		handed_upto[i] = InvalidXLogRecPtr;
+		held_from[i] = InvalidXLogRecPtr;
+	}
+}
+
+/* Queue an event for database i, or leave it in WAL; false: no free slot at all (read it again). */
+static bool
+hand_to(int i, const QEvent *e, XLogRecPtr lsn, bool broadcast)
+{
+	AqDb	   *d = &crm_aq->dbs[i];
+	int			at;
+
+	track(i);
+	if (d->state == AQ_DB_NOCRM || d->state == AQ_DB_UNUSED || lsn <= handed_upto[i])
+		return true;
+	if (!XLogRecPtrIsInvalid(held_from[i]) || d->queued >= AQ_DB_CAP || (broadcast && d->state == AQ_DB_UNKNOWN))
+	{
+		if (XLogRecPtrIsInvalid(held_from[i]))
+			held_from[i] = lsn;
+		return true;
+	}
+	at = free_slot();
+	if (at < 0)
+		return false;
+	queue_for(i, e, lsn, at);
+	handed_upto[i] = lsn;
+	return true;
+}
+
+/* Databases that have room again: read WAL again from their first event left there. */
+static void
+rewind_held(void)
+{
+	XLogRecPtr	to = InvalidXLogRecPtr;
+
+	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	for (int i = 0; i < AQ_MAXDB; i++)
+	{
+		AqDb	   *d = &crm_aq->dbs[i];
+
+		track(i);
+		if (XLogRecPtrIsInvalid(held_from[i]))
+			continue;
+		if (d->state == AQ_DB_NOCRM || d->state == AQ_DB_UNUSED)
+			held_from[i] = InvalidXLogRecPtr;	/* nothing owed: not crm's */
+		else if (d->state == AQ_DB_CRM && d->queued < AQ_DB_CAP / 2)
+		{
+			if (XLogRecPtrIsInvalid(to) || held_from[i] < to)
+				to = held_from[i];
+			held_from[i] = InvalidXLogRecPtr;
+		}
+	}
+	LWLockRelease(crm_aq->lock);
+	if (!XLogRecPtrIsInvalid(to) && to < next_lsn)
+	{
+		next_lsn = to;			/* a record's start */
+		positioned = true;
+	}
+}
+
+/*
  * Hand one event to its database's writer (or, for no database or one that does not exist, to
- * every database with crm). Returns false when it cannot be handed over yet (no free slot, or
- * databases not yet probed): the caller reads it again later.
+ * every database with crm). Returns false when it cannot be handed over yet (no free slot): the
+ * caller reads it again later.
  */
 static bool
 dispatch(const QEvent *e, XLogRecPtr lsn)
@@ -208,38 +285,12 @@ dispatch(const QEvent *e, XLogRecPtr lsn)
 	if (!broadcast)
 	{
 		idx = crm_aq_db_index(e->db, true);
-		if (idx < 0)
-			ok = false;			/* no room for another database yet */
-		else if (crm_aq->dbs[idx].state != AQ_DB_NOCRM)
-		{
-			int			at = free_slot();
-
-			if (at < 0)
-				ok = false;
-			else
-				queue_for(idx, e, lsn, at);
-		}
+		ok = idx >= 0 && hand_to(idx, e, lsn, false);	/* (no room for another database yet) */
 	}
 	else
-	{
-		int			need = 0;
-
 		for (int i = 0; i < AQ_MAXDB; i++)
-		{
-			if (crm_aq->dbs[i].state == AQ_DB_UNKNOWN)
-				ok = false;		/* it may have crm: wait until its writer has looked */
-			if (crm_aq->dbs[i].state == AQ_DB_CRM)
-				need++;
-		}
-		for (int i = 0; ok && i < AQ_SLOTS; i++)
-			if (crm_aq->slots[i].state == AQ_FREE)
-				need--;
-		if (ok && need <= 0)
-			for (int i = 0; i < AQ_MAXDB; i++)
-				if (crm_aq->dbs[i].state == AQ_DB_CRM)
-					queue_for(i, e, lsn, free_slot());
-		ok = ok && need <= 0;
-	}
+			if (crm_aq->dbs[i].state == AQ_DB_CRM || crm_aq->dbs[i].state == AQ_DB_UNKNOWN)
+				ok = hand_to(i, e, lsn, true) && ok;
 	LWLockRelease(crm_aq->lock);
 	return ok;
 }
@@ -447,6 +498,9 @@ oldest_needed(void)
 {
 	XLogRecPtr	min = next_lsn;
 
+	for (int i = 0; i < AQ_MAXDB; i++)
+		if (!XLogRecPtrIsInvalid(held_from[i]) && held_from[i] < min)
+			min = held_from[i];
 	LWLockAcquire(crm_aq->lock, LW_SHARED);
 	for (int i = 0; i < AQ_SLOTS; i++)
 		if (crm_aq->slots[i].state != AQ_FREE && crm_aq->slots[i].lsn < min)
@@ -486,6 +540,7 @@ crm_audit_launcher_main(Datum arg)
 		drain_ring();
 		caught_up = read_events();
 		run_writers();
+		rewind_held();
 		slot_advance(oldest_needed());
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, caught_up ? 200L : 20L,
 						 PG_WAIT_EXTENSION);
