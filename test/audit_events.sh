@@ -87,5 +87,26 @@ lsn=$(q "SELECT pg_current_wal_lsn()" postgres)
 wait_for "SELECT restart_lsn >= '$lsn'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'crm_audit'" postgres
 ok "$?" "0" "the slot moves on once the events are written"
 
+# 6. a database whose writer is stuck (its log locked) fills its share of the hand-over slots;
+#    another database's events still arrive, and the stuck one's arrive in full once it is free
+script=$(mktemp); chmod 644 "$script"
+echo "SELECT id_number FROM crm_data.customer LIMIT 1;" >"$script"
+psql -X -q -d $db -c "BEGIN" -c "LOCK TABLE crm.audit_log IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(60)" >/dev/null 2>&1 &
+locker=$!
+wait_for "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'audit_log' AND l.mode = 'AccessExclusiveLock' AND l.granted)"
+pgbench -n -M prepared -U aev_rm -c 2 -j 2 -t 1500 -f "$script" $db >"$script.out" 2>&1
+stmts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$script.out")
+ok "$stmts" "3000" "(3000 sensitive reads while the log is locked)"
+mark=$(q "SELECT coalesce(max(id), 0) FROM crm.audit_log" $db2)
+psql -X -qAt -d $db2 -c "SELECT 1" >/dev/null
+wait_for "SELECT EXISTS (SELECT 1 FROM crm.audit_log WHERE id > $mark AND action = 'LOGIN')" $db2
+ok "$?" "0" "another database's events arrive while one database's writer is stuck"
+kill $locker 2>/dev/null; wait $locker 2>/dev/null
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$db' AND query LIKE '%pg_sleep(60)%'" postgres >/dev/null
+wait_for "SELECT count(*) = 3000 FROM crm.audit_log WHERE action = 'READ_SENSITIVE' AND application_name = 'pgbench' AND session_user_name = 'aev_rm'"
+ok "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'READ_SENSITIVE' AND application_name = 'pgbench' AND session_user_name = 'aev_rm'")" "3000" \
+   "once the log is free, the stuck database's events all arrive (exactly once)"
+rm -f "$script" "$script.out"
+
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db2" >/dev/null 2>&1
 finish
