@@ -513,8 +513,12 @@ attach_xact_callback(XactEvent event, void *arg)
 	{
 		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 		i = crm_aq_db_index(attach_db, true);
-		if (i >= 0 && crm_aq->dbs[i].state != AQ_DB_CRM)
-			crm_aq->dbs[i].state = AQ_DB_UNKNOWN;
+		if (i >= 0)
+		{
+			crm_aq->dbs[i].attach_gen++;	/* a writer probing before this commit must not say "no crm" */
+			if (crm_aq->dbs[i].state != AQ_DB_CRM)
+				crm_aq->dbs[i].state = AQ_DB_UNKNOWN;
+		}
 		LWLockRelease(crm_aq->lock);
 		if (crm_aq->worker_latch)
 			SetLatch(crm_aq->worker_latch);

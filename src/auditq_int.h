@@ -75,7 +75,8 @@ typedef struct AqDb
 	bool		failing;		/* its writer's last run failed (it retries) */
 	int			queued;			/* slots QUEUED or TAKEN for it */
 	TimestampTz recheck_at;
-	TimestampTz paused_until;	/* its writer leaves and stays away (DROP DATABASE and the like) */
+	TimestampTz paused_until;
+	uint32		attach_gen;		/* crm installed here (crm._audit_attach() committed) this often */	/* its writer leaves and stays away (DROP DATABASE and the like) */
 	Latch	   *writer_latch;
 	int			writer_pid;		/* its writer (0: none): never two at once */
 } AqDb;

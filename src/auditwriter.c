@@ -50,6 +50,7 @@ static XLogRecPtr batch_lsn[BATCH];
 static int	batch_slot[BATCH];
 static XLogRecPtr written_upto = InvalidXLogRecPtr;
 static SPIPlanPtr insert_plan = NULL;
+static uint32 attach_gen_seen;	/* crm_aq->dbs[my_db].attach_gen before probing */
 static SPIPlanPtr batch_plan = NULL;
 
 /*
@@ -533,6 +534,9 @@ announce(bool has_crm)
 	if (mine && crm_aq->dbs[my_db].writer_pid != 0 && crm_aq->dbs[my_db].writer_pid != MyProcPid &&
 		BackendPidGetProc(crm_aq->dbs[my_db].writer_pid) != NULL)
 		mine = false;
+	/* crm was installed here since this writer looked: it looks again (the audit worker starts it) */
+	if (mine && !has_crm && crm_aq->dbs[my_db].attach_gen != attach_gen_seen)
+		mine = false;
 	if (mine)
 	{
 		crm_aq->dbs[my_db].state = has_crm ? AQ_DB_CRM : AQ_DB_NOCRM;
@@ -622,6 +626,9 @@ crm_audit_writer_main(Datum arg)
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	before_shmem_exit(writer_exit, 0);
+	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	attach_gen_seen = crm_aq->dbs[my_db].attach_gen;
+	LWLockRelease(crm_aq->lock);
 	switch (probe())
 	{
 		case PROBE_ABSENT:
