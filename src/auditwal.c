@@ -435,6 +435,30 @@ start_writer(int i, const char *name)
 }
 
 /*
+ * No background worker slot was free for database i's writer: ask an idle writer (nothing queued,
+ * nothing to seal) to leave, so that a burst of databases with events is not held up by writers
+ * waiting out their idle time.
+ */
+static void
+make_room(int i, TimestampTz now)
+{
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	for (int j = 0; j < AQ_MAXDB; j++)
+	{
+		AqDb	   *d = &crm_aq->dbs[j];
+
+		if (j != i && writers[j] != NULL && d->writer_latch != NULL && d->queued == 0 && !d->dirty &&
+			d->paused_until <= now)
+		{
+			d->paused_until = now + USECS_PER_SEC;
+			SetLatch(d->writer_latch);
+			break;
+		}
+	}
+	LWLockRelease(crm_aq->lock);
+}
+
+/*
  * Start the writers that have work: queued events, entries to seal, or a database to probe. A
  * database without crm gives up its events; one found gone is forgotten.
  */
@@ -489,6 +513,8 @@ run_writers(void)
 			continue;
 		}
 		start_writer(i, names[i]);
+		if (writers[i] == NULL)
+			make_room(i, now);
 	}
 }
 

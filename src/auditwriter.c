@@ -6,7 +6,8 @@
  * retried one event at a time: an event that cannot be inserted is quarantined (a MAINTENANCE entry
  * says what it was and why), and a failure of everything (the database read-only, the disk full)
  * gives the events back to be retried a moment later. It also keeps monthly partitions made ahead
- * and seals the chain. It stops after a minute with nothing to do.
+ * and seals the chain. It stops after 20 s with nothing to do, or when the audit worker needs its
+ * background worker slot for another database.
  */
 #include "crm.h"
 #include "auditq_int.h"
@@ -38,7 +39,7 @@
 PGDLLEXPORT void crm_audit_writer_main(Datum arg);
 
 #define BATCH 256
-#define IDLE_EXIT_MS 60000
+#define IDLE_EXIT_MS 20000
 
 int			crm_audit_interval_ms = 1000;
 char	   *crm_audit_writer_fault = NULL;	/* testing: events of this action cannot be inserted */
