@@ -1860,7 +1860,8 @@ crm_shred_subject(PG_FUNCTION_ARGS)
 		/* a customer with no key yet gets a tombstone: no encrypted value can be stored for it later */
 		if (SPI_execute_with_args("INSERT INTO crm.data_key AS d (subject, customer_id, master_key_id, wrapped, shredded_at, shred_reason, shredded_by)"
 								  " VALUES ($1, $2, '', NULL, pg_catalog.now(), $3, $4)"
-								  " ON CONFLICT (subject) DO UPDATE SET (wrapped, shredded_at, shred_reason, shredded_by) = ROW(NULL, pg_catalog.now(), $3, $4)"
+								  " ON CONFLICT (subject) DO UPDATE SET wrapped = NULL, shredded_at = pg_catalog.now(), shred_reason = excluded.shred_reason,"
+								  " shredded_by = excluded.shredded_by"
 								  " WHERE d.wrapped IS NOT NULL",
 								  4, t4, v4, n4, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "crm data key shred failed");
