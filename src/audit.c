@@ -319,6 +319,10 @@ typedef struct PendingEntry
 	char	   *detail;			/* JSON text, or */
 	Jsonb	   *jdetail;		/* the same already built (row entries) */
 	int			nest_level;
+	/* the audit writer's events: whose session they were (NULL: this session's) */
+	const char *session_user_name;
+	const char *client_addr;
+	const char *app;
 } PendingEntry;
 
 static List *pending = NIL;		/* of PendingEntry *, in TopTransactionContext */
@@ -390,6 +394,7 @@ add_pending_jsonb(const char *action, const char *object, int64 record_id, const
 		}
 		p->current_user_name = pstrdup(NameStr(last_name));
 	}
+	p->session_user_name = p->client_addr = p->app = NULL;
 	p->action = pstrdup(action);
 	p->object = object ? pstrdup(object) : NULL;
 	p->record_id = record_id;
@@ -551,7 +556,7 @@ pending_cmp(const void *a, const void *b)
  * caller uses SQL.
  */
 static bool
-direct_insert(List *todo)
+direct_insert(List *todo, bool sort)
 {
 	Oid			seq;
 	TimestampTz *ts;
@@ -625,7 +630,7 @@ direct_insert(List *todo)
 			flush_cache.valid = true;
 		}
 	}
-	if (n > 1)
+	if (n > 1 && sort)
 		qsort(order, n, sizeof(PendingEntry *), pending_cmp);
 	{
 		uint64		kk[2] = {GetSystemIdentifier(), (uint64) MyDatabaseId};
@@ -676,11 +681,11 @@ direct_insert(List *todo)
 		SETV(3, Int64GetDatum(era));
 		if (p->principal != 0)
 			SETV(4, Int64GetDatum(p->principal));
-		SETV(5, session_d);
+		SETV(5, p->session_user_name ? CStringGetTextDatum(p->session_user_name) : session_d);
 		SETV(6, CStringGetTextDatum(p->current_user_name));
-		if (!addr_null)
-			SETV(7, addr);
-		SETV(8, app_d);
+		if (p->session_user_name ? p->client_addr != NULL : !addr_null)
+			SETV(7, p->session_user_name ? DirectFunctionCall1(inet_in, CStringGetDatum(p->client_addr)) : addr);
+		SETV(8, p->session_user_name ? CStringGetTextDatum(p->app ? p->app : "") : app_d);
 		SETV(9, CStringGetTextDatum(p->action));
 		if (p->object)
 			SETV(10, CStringGetTextDatum(p->object));
@@ -727,6 +732,8 @@ direct_insert(List *todo)
 	/* written: their memory is not needed until the transaction ends */
 	for (i = 0; i < n; i++)
 	{
+		if (order[i]->session_user_name)
+			continue;			/* the caller's (crm_audit_insert_rows) */
 		if (order[i]->detail)
 			pfree(order[i]->detail);
 		if (order[i]->jdetail)
@@ -736,6 +743,39 @@ direct_insert(List *todo)
 	pfree(order);
 	pfree(ts);
 	return true;
+}
+
+/*
+ * The audit writer's batch: events of other sessions, inserted in the order given (WAL order)
+ * the way this session's own entries are. Every string must be valid in the database encoding;
+ * detail is JSON text (an invalid one raises the error jsonb's input does). Returns false, having
+ * written nothing, when there is no partition for them yet (the caller then uses SQL).
+ */
+bool
+crm_audit_insert_rows(const CrmAuditRow *rows, int n)
+{
+	PendingEntry *e = palloc0(sizeof(PendingEntry) * n);
+	List	   *todo = NIL;
+	bool		ok;
+
+	for (int i = 0; i < n; i++)
+	{
+		e[i].at = rows[i].at;
+		e[i].principal = rows[i].principal;
+		e[i].session_user_name = rows[i].session_user;
+		e[i].current_user_name = (char *) rows[i].current_user;
+		e[i].client_addr = rows[i].client_addr;
+		e[i].app = rows[i].app;
+		e[i].action = (char *) rows[i].action;
+		e[i].object = (char *) rows[i].object;
+		e[i].record_id = rows[i].record_id;
+		e[i].detail = (char *) rows[i].detail;
+		todo = lappend(todo, &e[i]);
+	}
+	ok = n > 0 && audit_log_ready() && direct_insert(todo, false);
+	list_free(todo);
+	pfree(e);
+	return ok;
 }
 
 void
@@ -757,7 +797,7 @@ crm_audit_flush_pending(void)
 		return;
 	}
 	/* straight into the partition (any number of entries); SQL only when there is no such partition */
-	if (direct_insert(todo))
+	if (direct_insert(todo, true))
 	{
 		list_free(todo);
 		pending = NIL;

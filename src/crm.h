@@ -8,6 +8,7 @@
 #include "fmgr.h"
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "datatype/timestamp.h"
 #include "utils/relcache.h"
 
 /* crm.c: module state */
@@ -155,6 +156,22 @@ extern bool crm_audit_internal_ddl;
 extern void crm_audit_reset(void);
 extern void crm_audit_rel_reset(void);
 extern void crm_audit_flush_pending(void);
+
+/* an event of another session, as the audit writer inserts it (NULL: none, for the optional) */
+typedef struct CrmAuditRow
+{
+	TimestampTz at;
+	int64		principal;		/* 0: none */
+	const char *session_user;
+	const char *current_user;
+	const char *client_addr;	/* optional */
+	const char *app;
+	const char *action;
+	const char *object;			/* optional */
+	int64		record_id;		/* 0: none */
+	const char *detail;			/* optional, JSON text */
+} CrmAuditRow;
+extern bool crm_audit_insert_rows(const CrmAuditRow *rows, int n);
 extern void crm_audit_event(const char *action, const char *object, int64 record_id, const char *detail);
 extern int64 crm_audit_seal_internal(void);
 extern void crm_audit_check_utility(Node *stmt);
