@@ -174,7 +174,26 @@ run_as_owner(const char *sql, int32 version, int expected, const char *what)
 	PG_END_TRY();
 }
 
-/* crm._bidx_rotation_begin() returns integer: the version being rotated to (new, or the one under way) */
+static void
+check_batch(FunctionCallInfo fcinfo, int argno)
+{
+	int32		batch;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("blind-index rebuild batch size must not be NULL")));
+	batch = PG_GETARG_INT32(argno);
+	if (batch < 1 || batch > 1000000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("blind-index rebuild batch size must be between 1 and 1000000, not %d", batch)));
+}
+
+/*
+ * crm._bidx_rotation_begin(batch integer) returns integer: the version being rotated to (new, or the
+ * one under way). The batch size is checked here, before anything is made.
+ */
 PG_FUNCTION_INFO_V1(crm_bidx_rotation_begin);
 Datum
 crm_bidx_rotation_begin(PG_FUNCTION_ARGS)
@@ -183,6 +202,7 @@ crm_bidx_rotation_begin(PG_FUNCTION_ARGS)
 	int			n;
 	int			version;
 
+	check_batch(fcinfo, 0);
 	crm_watch_catalogs();
 	/* one rotation at a time */
 	run_as_owner("LOCK TABLE crm.bidx_rebuild IN EXCLUSIVE MODE", 0, SPI_OK_UTILITY, "lock");
@@ -333,16 +353,13 @@ crm_bidx_rebuild_step(PG_FUNCTION_ARGS)
 	CrmUserSwitch sw;
 	char	   *volatile object = NULL;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("version and batch size must not be NULL")));
+				 errmsg("blind-index key version must not be NULL")));
+	check_batch(fcinfo, 1);
 	version = PG_GETARG_INT32(0);
 	batch = PG_GETARG_INT32(1);
-	if (batch < 1 || batch > 1000000)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("blind-index rebuild batch size must be between 1 and 1000000, not %d", batch)));
 	crm_watch_catalogs();
 	crm_switch_to_owner(&sw);
 	PG_TRY();

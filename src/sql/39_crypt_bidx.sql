@@ -15,7 +15,7 @@ CREATE TABLE crm.bidx_rebuild (
 COMMENT ON TABLE crm.bidx_rebuild IS 'progress of blind-index key rotations (crm.rotate_blind_index_key), per object';
 SELECT pg_catalog.pg_extension_config_dump('crm.bidx_rebuild', '');
 
-CREATE FUNCTION crm._bidx_rotation_begin() RETURNS integer
+CREATE FUNCTION crm._bidx_rotation_begin(batch integer) RETURNS integer
   LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crm_bidx_rotation_begin';
 CREATE FUNCTION crm._bidx_rotation_wait(version integer) RETURNS void
   LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'crm_bidx_rotation_wait';
@@ -31,7 +31,7 @@ CREATE PROCEDURE crm.rotate_blind_index_key(batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql AS $$
 DECLARE v integer; o text; n bigint;
 BEGIN
-  v := crm._bidx_rotation_begin();
+  v := crm._bidx_rotation_begin(batch_size);
   COMMIT;
   PERFORM crm._bidx_rotation_wait(v);
   COMMIT;
