@@ -34,6 +34,12 @@ SELECT crm.add_principal('br_rm', 'RM', (SELECT id FROM crm.org_unit WHERE paren
 SELECT crm.add_field('customer', 'passport', 'text', '{"encrypted": true, "searchable": true, "unique": true, "sensitivity": "sensitive"}');
 SELECT crm.set_field_access('customer', 'passport', 'br_officer', 'write');
 UPDATE crm_data.customer SET passport = 'E' || lpad(id::text, 8, '0');
+-- a rule that fires on every update of a customer (the rebuild must not set it off)
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'br_ruler') THEN CREATE ROLE br_ruler LOGIN; END IF;
+END \$\$;
+SELECT crm.add_principal('br_ruler', 'Ruler', (SELECT id FROM crm.org_unit WHERE parent_id IS NULL LIMIT 1), ARRAY['admin']);
+SELECT crm.create_rule('br_rule', 'customer', 'update', 'true', '[{"type": "create_task", "assignee": "owner", "title": "touched {{name}}"}]', '{"run_as": "br_ruler"}');
 SQL
 su() { psql -X -qAt -v VERBOSITY=verbose -d $db "$@" 2>&1; }
 as() { local who=$1; shift; psql -X -qAt -v VERBOSITY=verbose -U "$who" -d $db "$@" 2>&1; }
@@ -47,10 +53,13 @@ unfound() {
 stale() { su -c "SELECT count(*) FROM crm_data.customer c WHERE c.crm_bidx_passport IS DISTINCT FROM crm._blind_index('customer', 'passport', 'E' || lpad(c.id::text, 8, '0'))"; }
 history() { su -c "SELECT md5(string_agg(id || passport || updated_at || coalesce(updated_by, 0), ',' ORDER BY id)) FROM crm_data.customer"; }
 events() { su -c "SELECT count(*) FROM crm.audit_log WHERE object = 'customer' AND action IN ('INSERT', 'UPDATE', 'DELETE')"; }
+tasks() { su -c "SELECT count(*) FROM crm_data.task WHERE title LIKE 'touched %'"; }
 bidx_keys() { su -c "SELECT string_agg(subject, ',' ORDER BY id) FROM crm.data_key WHERE subject LIKE 'blind\_index%'"; }
 
 ok "$(unfound)|$(stale)|$(bidx_keys)" "0|0|blind_index" "before: every record is found by its value, under the one blind-index key"
-hist0=$(history); ev0=$(events); old_bidx=$(su -c "SELECT md5(string_agg(encode(crm_bidx_passport, 'hex'), ',' ORDER BY id)) FROM crm_data.customer")
+su -c "UPDATE crm_data.customer SET aum = aum + 1 WHERE id = 1" >/dev/null
+ok "$(tasks)" "1" "(the rule fires on an update of a customer)"
+hist0=$(history); ev0=$(events); tasks0=$(tasks); old_bidx=$(su -c "SELECT md5(string_agg(encode(crm_bidx_passport, 'hex'), ',' ORDER BY id)) FROM crm_data.customer")
 
 # permissions
 ok "$(as br_rm -c "CALL crm.rotate_blind_index_key()" | grep -c 'permission denied for procedure rotate_blind_index_key')" "1" "an RM may not rotate the blind-index key"
@@ -108,7 +117,7 @@ ok "$(unfound)" "0" "every record is still found"
 ok "$(su -c "CALL crm.rotate_blind_index_key(100)" | grep -c 'blind-index key version 2 is now the only one (1 older')" "1" "a retry goes on from there and completes"
 ok "$(bidx_keys)|$(stale)|$(unfound)" "blind_index:2|0|0" "the old key is retired; every record is indexed under the new key and found"
 ok "$(su -c "SELECT md5(string_agg(encode(crm_bidx_passport, 'hex'), ',' ORDER BY id)) FROM crm_data.customer" | grep -c "$old_bidx")" "0" "(the blind indexes did change)"
-ok "$(history)|$(events)" "$hist0|$ev0" "no history rewritten: ciphertext, updated_at/by and the audit log of the records are as they were"
+ok "$(history)|$(events)|$(tasks)" "$hist0|$ev0|$tasks0" "no history rewritten: ciphertext, updated_at/by and the audit log of the records are as they were; the rule did not fire"
 ok "$(su -c "SELECT sum(rows_done) >= $N AND bool_and(finished_at IS NOT NULL) FROM crm.bidx_rebuild WHERE version = $v")" "t" "the progress table says done"
 
 # a second rotation in one call, by a crm_admin login (the example of docs/encryption.md)
