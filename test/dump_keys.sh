@@ -3,7 +3,8 @@
 # field) is dumped with pg_dump -Fc and plain; every byte string of 16, 24, 32, 48 and 64 bytes at
 # every offset of the dumps, and of every hex / base64 token in them decoded, is tried as an
 # HMAC-SHA256 key against (a) the blind index of a known value, (b) the audit log's keyed hashes of
-# known values, and as an AES key against (c) the ciphertext of a known value: no match. Then the
+# known values, as an AES key against (c) the ciphertext of a known value, and as a master key
+# against (d) a wrapped data key: no match. Then the
 # key file's keys, derived the way crm derives them, are added to the candidates: every target
 # matches (so the search would have found a key in the dump had there been one).
 set -u
@@ -52,8 +53,9 @@ blob = base64.b64decode(sys.argv[1].split("$", 2)[2])
 v = sys.argv[2].encode()
 pad = 16 - len(v) % 16
 print("aes_passport A", blob[:32].hex(), (v + bytes([pad]) * pad)[:16].hex())' "$ct" "$pp"
+  echo "wrapped_key W $(q -c "SELECT encode(wrapped, 'hex') FROM crm.data_key WHERE subject = 'blind_index'") 00"
 } >"$tmp/targets"
-ok "$(wc -l <"$tmp/targets")" "4" "four targets: a blind index, two audit hashes, a ciphertext"
+ok "$(wc -l <"$tmp/targets")" "5" "five targets: a blind index, two audit hashes, a ciphertext, a wrapped data key"
 
 pg_dump -Fc -d $db -f "$tmp/dump.custom" 2>"$tmp/dump.err"; rc1=$?
 pg_dump -d $db -f "$tmp/dump.sql" 2>>"$tmp/dump.err"; rc2=$?
@@ -73,10 +75,12 @@ either() { [ "$(res dump "$1")" = match ] || [ "$(res keyring "$1")" = match ] &
 # (a) and (c): the dump alone
 ok "$(res dump blind_index)" "none" "(a) no byte string of the dump is the blind-index key"
 ok "$(res dump aes_passport)" "none" "(c) none decrypts the encrypted field"
+ok "$(res dump wrapped_key)" "none" "(d) none unwraps a data key as a master key"
+
 # (b): the audit hashes. Fails while the audit key is a table of the dump (crm.audit_key).
 ok "$(res dump audit_id_number)|$(res dump audit_passport)" "none|none" "(b) none is the key of the audit log's hashes"
 # with the key file
-ok "$(either blind_index)|$(either aes_passport)" "match|match" "with the key file added, the blind-index key and the data key are found (the search can fail)"
+ok "$(either blind_index)|$(either aes_passport)|$(either wrapped_key)" "match|match|match" "with the key file added, the blind-index key, the data key and the master key are found (the search can fail)"
 ok "$(either audit_id_number)|$(either audit_passport)" "match|match" "and the audit hashes' key"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 finish

@@ -6,7 +6,9 @@
  *
  * TARGETS: one line per known protected value: "<label> H <hex message> <hex expected>" (HMAC-SHA256
  * of the message, truncated to the expected length: blind indexes, audit hashes) or "<label> A <hex
- * iv|first ciphertext block> <hex first plaintext block>" (AES-CBC: an encrypted field's value).
+ * iv|first ciphertext block> <hex first plaintext block>" (AES-CBC: an encrypted field's value), or
+ * "<label> W <hex wrapped data key> 00" (a 32-byte master key, or the wrapping key derived from it,
+ * that unwraps it).
  * Candidates from the dump: every window of lengths 16, 24, 32, 48 and 64 bytes at every offset
  * of each FILE (raw dumps, and the hex / base64 tokens decoded from them). Candidates from the key
  * file (--keyring): each master key, the keys crm derives from it, and every data key that unwraps
@@ -81,6 +83,23 @@ hmac(const unsigned char *key, size_t klen, const unsigned char *msg, size_t mle
 	SHA256_Final(out, &c);
 }
 
+/* Does enc unwrap this wrapped data key (iv | AES-256-CBC of 64 bytes + a block of padding | HMAC)? */
+static int
+unwraps(const unsigned char *enc, const unsigned char *w)
+{
+	AES_KEY		k;
+	unsigned char iv[16], last[16];
+
+	/* CBC: the last block's plaintext is D(c[last]) xor c[last - 1]; a right key gives 16 x 0x10 */
+	AES_set_decrypt_key(enc, 256, &k);
+	AES_decrypt(w + 16 + 64, last, &k);
+	memcpy(iv, w + 16 + 48, 16);
+	for (int i = 0; i < 16; i++)
+		if ((last[i] ^ iv[i]) != 16)
+			return 0;
+	return 1;
+}
+
 /* one candidate key against every target */
 static void
 try_key(int src, const unsigned char *key, size_t klen)
@@ -121,6 +140,15 @@ try_key(int src, const unsigned char *key, size_t klen)
 			SHA256_Update(&c, inner, 32);
 			SHA256_Final(out, &c);
 			if (memcmp(out, x->want, x->wantlen) == 0)
+				x->hit[src]++;
+		}
+		else if (x->kind == 'W' && klen == 32)
+		{
+			/* a master key (or the wrapping key crm derives from it) that unwraps a wrapped data key */
+			unsigned char enc[32];
+
+			hmac(key, 32, (const unsigned char *) "crm wrap enc", 12, enc);
+			if (unwraps(enc, x->msg) || unwraps(key, x->msg))
 				x->hit[src]++;
 		}
 		else if (x->kind == 'A' && (klen == 16 || klen == 24 || klen == 32))
@@ -252,7 +280,7 @@ main(int argc, char **argv)
 			continue;
 		m = unhex(hm, x->msg, sizeof(x->msg));
 		w = unhex(hw, x->want, sizeof(x->want));
-		if (m < 0 || w < 1 || (x->kind == 'A' && (m != 32 || w != 16)))
+		if (m < 0 || w < 1 || (x->kind == 'A' && (m != 32 || w != 16)) || (x->kind == 'W' && m != 128))
 		{
 			fprintf(stderr, "bad target line: %s", line);
 			return 2;
