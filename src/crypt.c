@@ -854,7 +854,8 @@ crypt_rel_by_oid(Oid relid)
 	crm_watch_catalogs();
 	generation = crm_cache_generation;
 	crm_cache_watch_rel(relid);
-	build_cxt = crypt_cxt;
+	/* (crm_watch_catalogs may have taken in a reset that retired crypt_cxt: never build in NULL) */
+	build_cxt = crm_cache_context(&crypt_cxt, "crm crypt metadata");
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.relid = relid;
 	rel = table_open(relid, AccessShareLock);
