@@ -106,6 +106,14 @@ extern void crm_crypt_rel_reset(void);
 extern char *crm_crypt_plaintext(Relation rel, const char *field, struct varlena *stored);
 extern HeapTuple crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principal,
 							   struct Bitmapset **changed);
+extern int64 crm_crypt_make_bidx_key(const char *subject);
+
+/* bidxkey.c: blind-index keys and their rotation */
+#define CRM_BIDX_MAX_KEYS 4
+extern bool crm_bidx_rebuilding;	/* a rotation's rebuild is writing: stamps and rules stay still */
+extern int	crm_bidx_subjects(const char *const **subjects);	/* [0]: the key writes use */
+extern void crm_bidx_reset(void);
+extern bool crm_bidx_taken(const char *object, const char *column, struct varlena *hash, int64 self);
 
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);

@@ -8,7 +8,9 @@
  * 512-bit data key: 256 bits for AES-256-CBC and 256 for HMAC-SHA256. Data keys are stored in
  * crm.data_key wrapped (AES-256-CBC + HMAC, encrypt-then-MAC) by a master key, so rotating the
  * master key re-wraps data keys and touches no row. Records with no customer above them use a
- * key per object; blind indexes use one key of their own.
+ * key per object; blind indexes use one key of their own (subject "blind_index", then
+ * "blind_index:<version>" after each crm.rotate_blind_index_key(): see bidxkey.c, which also says
+ * which blind-index keys are in use while a rotation rebuilds the indexes).
  *
  * Values. A stored value is "crm1$<data key id>$<base64(iv | ciphertext | mac)>": AES-256-CBC with
  * a random IV through pgcrypto, then a 128-bit HMAC over the key id, object, field, IV and
@@ -41,6 +43,7 @@
 #include "storage/fd.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -581,6 +584,7 @@ dk_cache_reset(void)
 	}
 	subject_cache = NULL;
 	crm_cache_retire(&dk_cxt);
+	crm_bidx_reset();
 }
 
 static void
@@ -686,11 +690,12 @@ data_key(int64 dkid)
 }
 
 /*
- * The data key of a subject ("customer:<id>", "object:<name>", "blind_index"), made on first use.
- * A shredded subject has no usable key: new values for it are refused.
+ * The data key of a subject ("customer:<id>", "object:<name>", "blind_index[:<version>]"), made on
+ * first use (unless !create: then NULL when it has none). A shredded subject has no usable key:
+ * new values for it are refused.
  */
 static SubjectEntry *
-subject_key(const char *subject, int64 customer_id)
+subject_key(const char *subject, int64 customer_id, bool create)
 {
 	SubjectEntry *e;
 	bool		found;
@@ -724,6 +729,8 @@ subject_key(const char *subject, int64 customer_id)
 				tmp.erased = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 				break;
 			}
+			else if (!create)
+				break;
 			else
 			{
 				uint8		dk[DK_LEN];
@@ -759,12 +766,21 @@ subject_key(const char *subject, int64 customer_id)
 		crm_restore_user(&sw);
 	}
 	PG_END_TRY();
+	if (tmp.dkid == 0 && !create)
+		return NULL;
 	if (tmp.dkid == 0)
 		elog(ERROR, "could not make a data key for %s", subject);
 	dk_cache_init();
 	e = hash_search(subject_cache, subject, HASH_ENTER, &found);
 	*e = tmp;
 	return e;
+}
+
+/* Make the data key of a blind-index subject now (a rotation's new key); returns its id. */
+int64
+crm_crypt_make_bidx_key(const char *subject)
+{
+	return subject_key(subject, 0, true)->dkid;
 }
 
 /* --- per-table metadata ------------------------------------------------------------------------------ */
@@ -778,6 +794,7 @@ typedef struct CryptField
 	char	   *doc_name;
 	int			bidx_attnum;	/* blind index column, or 0 */
 	char	   *bidx_name;
+	bool		bidx_unique;	/* the field is unique (checked under every blind-index key in use) */
 } CryptField;
 
 typedef struct CryptRel
@@ -837,7 +854,8 @@ crypt_rel_by_oid(Oid relid)
 	crm_watch_catalogs();
 	generation = crm_cache_generation;
 	crm_cache_watch_rel(relid);
-	build_cxt = crypt_cxt;
+	/* (crm_watch_catalogs may have taken in a reset that retired crypt_cxt: never build in NULL) */
+	build_cxt = crm_cache_context(&crypt_cxt, "crm crypt metadata");
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.relid = relid;
 	rel = table_open(relid, AccessShareLock);
@@ -852,7 +870,7 @@ crypt_rel_by_oid(Oid relid)
 		SPI_connect();
 		/* the latest snapshot: what the relation's descriptor says too (cache.c) */
 		if (crm_spi_latest(crm_kept_plan("SELECT f.name, f.type, f.options OPERATOR(pg_catalog.->>) 'document_type_field',"
-										 " COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false)"
+										 " COALESCE((f.options OPERATOR(pg_catalog.->>) 'searchable')::boolean, false), f.is_unique"
 										 " FROM crm.field f WHERE f.object OPERATOR(pg_catalog.=) $1 AND f.encrypted ORDER BY f.position",
 										 1, types), vals) != SPI_OK_SELECT)
 			elog(ERROR, "crm crypt metadata query failed");
@@ -891,6 +909,7 @@ crypt_rel_by_oid(Oid relid)
 				f->bidx_attnum = crm_attnum(desc, f->bidx_name);
 				if (!crm_attnum_valid(desc, f->bidx_attnum, f->bidx_name, BYTEAOID))
 					f->bidx_attnum = 0;
+				f->bidx_unique = DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
 			}
 			tmp.nfields++;
 		}
@@ -1100,20 +1119,30 @@ normalise(const char *type, const char *s, size_t len)
 	return b.data;
 }
 
+/*
+ * The blind index of a value under one blind-index key (a crm.data_key subject): HMAC-SHA256, keyed
+ * with the first 32 bytes of that data key, of "<object>\0<field>\0<normalised value>". The key
+ * is made on first use when create; otherwise a key that no longer exists gives NULL.
+ */
 static bytea *
-blind_index(const char *object, CryptField *f, const char *s, size_t len)
+blind_index_under(const char *subject, bool create, const char *object, CryptField *f, const char *s, size_t len)
 {
-	SubjectEntry *se = subject_key("blind_index", 0);
-	DkEntry    *dk = data_key(se->dkid);
-	char	   *norm = normalise(f->type, s, len);
+	SubjectEntry *se = subject_key(subject, 0, create);
+	DkEntry    *dk;
+	char	   *norm;
 	uint8		h[32];
 	const void *parts[3];
 	size_t		lens[3];
 
+	if (se == NULL)
+		return NULL;
+	dk = data_key(se->dkid);
 	if (dk->erased)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the blind-index key is gone")));
+				 errmsg("the blind-index key %s is gone", crm_short(subject)),
+				 errhint("Restore crm.data_key from the backup it was lost from, then run CALL crm.rotate_blind_index_key().")));
+	norm = normalise(f->type, s, len);
 	parts[0] = object;
 	lens[0] = strlen(object) + 1;
 	parts[1] = f->name;
@@ -1122,6 +1151,48 @@ blind_index(const char *object, CryptField *f, const char *s, size_t len)
 	lens[2] = strlen(norm);
 	hmac_parts(dk->key, 32, 3, parts, lens, h);
 	return make_bytea(h, 32);
+}
+
+/* The blind index a write stores: under the newest blind-index key. */
+static bytea *
+blind_index(const char *object, CryptField *f, const char *s, size_t len)
+{
+	const char *const *subjects;
+
+	(void) crm_bidx_subjects(&subjects);
+	return blind_index_under(subjects[0], true, object, f, s, len);
+}
+
+/*
+ * While a rotation rebuilds the blind indexes, a unique field's new value must not match a record
+ * still indexed under an older key (the unique index sees only the bytes).
+ */
+static void
+bidx_unique_check(Relation rel, CryptRel *cr, CryptField *f, HeapTuple tup, const char *s, size_t len)
+{
+	const char *const *subjects;
+	int			n = crm_bidx_subjects(&subjects);
+	int64		self = 0;
+
+	if (n < 2 || !f->bidx_unique)
+		return;
+	{
+		bool		isnull;
+		Datum		id = heap_getattr(tup, crm_std_attnum(rel, "id", INT8OID), RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			self = DatumGetInt64(id);
+	}
+	for (int i = 1; i < n; i++)
+	{
+		bytea	   *h = blind_index_under(subjects[i], false, cr->object, f, s, len);
+
+		if (h != NULL && crm_bidx_taken(cr->object, f->bidx_name, h, self))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("duplicate value in unique field %s.%s", crm_short(cr->object), crm_short(f->name)),
+					 errdetail("Another record has this value (found through its blind index under the previous key, during a blind-index key rotation).")));
+	}
 }
 
 /* --- the row pass, called by the write guard ----------------------------------------------------------- */
@@ -1316,7 +1387,7 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 			if (subject == NULL)
 			{
 				subject = row_subject(cr, rel, newtup, &customer_id);
-				se = subject_key(subject, customer_id);
+				se = subject_key(subject, customer_id, true);
 			}
 			if (se->erased)
 				ereport(ERROR,
@@ -1345,7 +1416,7 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 				if (n1 != n2 || (!n1 && DatumGetInt64(a) != DatumGetInt64(b)))
 				{
 					subject = row_subject(cr, rel, newtup, &customer_id);
-					se = subject_key(subject, customer_id);
+					se = subject_key(subject, customer_id, true);
 				}
 			}
 			if (se != NULL && cur != se->dkid && !se->erased)
@@ -1375,6 +1446,7 @@ crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup, bool is_principa
 
 			if (plain != NULL)
 			{
+				bidx_unique_check(rel, cr, f, newtup, VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
 				cols[ncols] = f->bidx_attnum;
 				vals[ncols] = PointerGetDatum(blind_index(cr->object, f, VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain)));
 				nulls[ncols] = false;
@@ -1598,8 +1670,12 @@ crm_bidx_lookup(PG_FUNCTION_ARGS)
 	char	   *object, *field;
 	CryptField *f;
 	text	   *v;
-	Oid			types[1] = {BYTEAOID};
+	Oid			types[1] = {BYTEAARRAYOID};
 	Datum		vals[1];
+	Datum		hashes[CRM_BIDX_MAX_KEYS];
+	int			nh = 0;
+	const char *const *subjects;
+	int			nsub;
 	char	   *sql;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -1611,8 +1687,17 @@ crm_bidx_lookup(PG_FUNCTION_ARGS)
 	field = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	f = searchable_field(object, field);
 	v = PG_GETARG_TEXT_PP(2);
-	vals[0] = PointerGetDatum(blind_index(object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)));
-	sql = psprintf("SELECT t.id FROM crm_data.%s t WHERE t.%s OPERATOR(pg_catalog.=) $1 ORDER BY t.id",
+	/* under every blind-index key in use: a rotation's rebuild may not have reached the record */
+	nsub = crm_bidx_subjects(&subjects);
+	for (int i = 0; i < nsub; i++)
+	{
+		bytea	   *h = blind_index_under(subjects[i], i == 0, object, f, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+
+		if (h != NULL)
+			hashes[nh++] = PointerGetDatum(h);
+	}
+	vals[0] = PointerGetDatum(construct_array(hashes, nh, BYTEAOID, -1, false, TYPALIGN_INT));
+	sql = psprintf("SELECT t.id FROM crm_data.%s t WHERE t.%s OPERATOR(pg_catalog.=) ANY ($1) ORDER BY t.id",
 				   quote_identifier(object), quote_identifier(psprintf("crm_bidx_%s", field)));
 	SPI_connect();
 	if (SPI_execute_with_args(sql, 1, types, vals, NULL, true, 0) != SPI_OK_SELECT)

@@ -803,6 +803,9 @@ crm_rule_fire(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("crm._rule_fire() must be called as a row trigger with the rule's name")));
+	/* a blind-index rebuild (bidxkey.c) changes no business value: nothing to react to */
+	if (crm_bidx_rebuilding)
+		return PointerGetDatum(NULL);
 	name = td->tg_trigger->tgargs[0];
 	rel = td->tg_relation;
 	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;

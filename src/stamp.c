@@ -273,7 +273,8 @@ crm_stamp(PG_FUNCTION_ARGS)
 		newv = GETCOL(newtup, COL_UPDATED_AT, &newnull);
 		explicit_update = trusted && !newnull &&
 			(oldnull || DatumGetTimestampTz(oldv) != DatumGetTimestampTz(newv));
-		if (!explicit_update)
+		/* a blind-index rebuild (bidxkey.c) changes no business value: the record keeps its stamp */
+		if (!explicit_update && !crm_bidx_rebuilding)
 		{
 			SETCOL(COL_UPDATED_AT, now, false);
 			SETCOL(COL_UPDATED_BY, Int64GetDatum(principal), !found);

@@ -64,6 +64,11 @@ GRANT EXECUTE ON FUNCTION crm.find(text, text, text), crm._bidx_lookup(text, tex
 GRANT SELECT ON crm.fields_searchable TO crm_user, crm_admin, crm_auditor;
 GRANT EXECUTE ON FUNCTION crm.forget_subject(bigint, text) TO crm_user, crm_admin;
 GRANT EXECUTE ON FUNCTION crm.rotate_master_key(), crm.keyring_status() TO crm_admin;
+-- blind-index key rotation: the procedure and the steps it calls (procedures are not in ALL FUNCTIONS)
+REVOKE ALL ON PROCEDURE crm.rotate_blind_index_key(integer) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE crm.rotate_blind_index_key(integer) TO crm_admin;
+GRANT EXECUTE ON FUNCTION crm._bidx_rotation_begin(integer), crm._bidx_rotation_wait(integer),
+  crm._bidx_rebuild_step(integer, integer), crm._bidx_rotation_finish(integer) TO crm_admin;
 
 -- audit: triggers and events for everyone (they write as crm's owner); the log for auditors
 GRANT EXECUTE ON FUNCTION crm._audit_row(), crm._audit_flush(), crm._audit_era(), crm._audit_append_only(),
