@@ -236,7 +236,8 @@ audit_rel(Relation rel)
 	generation = crm_cache_generation;
 	crm_cache_watch_rel(relid);
 	/* (if a reset retires build_cxt while we query, the entry is built again below) */
-	build_cxt = audit_cxt;
+	/* (crm_watch_catalogs may have taken in a reset that retired audit_cxt: never build in NULL) */
+	build_cxt = crm_cache_context(&audit_cxt, "crm audit metadata");
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.relid = relid;
 	tmp.natts = desc->natts;

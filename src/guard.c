@@ -103,7 +103,8 @@ guard_lookup(int64 principal, Relation rel)
 	crm_watch_catalogs();
 	generation = crm_cache_generation;
 	crm_cache_watch_rel(key.relid);
-	build_cxt = guard_cxt;
+	/* (crm_watch_catalogs may have taken in a reset that retired guard_cxt: never build in NULL) */
+	build_cxt = crm_cache_context(&guard_cxt, "crm field guard cache");
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.key = key;
 	crm_switch_to_owner(&sw);
