@@ -4,8 +4,8 @@
 #     keep that database's audit writer away; a permitted ALTER DATABASE that fails lets it back at once.
 #  2. Every batch the writer writes is sealed within crm.audit_interval (also when nothing else in
 #     the database marks it for sealing).
-#  3. ALTER DATABASE d SET role = x (or ALTER ROLE ... IN DATABASE d SET role): d's writer still
-#     runs as the bootstrap superuser and writes its events.
+#  3. ALTER DATABASE d SET role = x (or ALTER ROLE ... IN DATABASE d SET role / session_authorization):
+#     d's writer still runs as the bootstrap superuser and writes its events.
 #  4. Events are routed by database OID: after a rename, events of the database arrive under its new
 #     name and nowhere else; events of a dropped database appear in no other database.
 #  5. Four databases whose writers are stuck, each beyond its share of the hand-over slots: a healthy
@@ -98,7 +98,12 @@ read_as $db rev_role2
 ok "$(arrives $db rev_role2 10)" 1 "with ALTER ROLE (the bootstrap superuser) IN DATABASE SET role, the writer still writes"
 ok "$(q $db -c "SELECT count(*) FROM crm.audit_log WHERE action = 'MAINTENANCE' AND detail ->> 'operation' = 'audit event quarantined'")" 0 \
   "(nothing quarantined)"
-q postgres -c "ALTER ROLE postgres IN DATABASE $db RESET role" >/dev/null
+q postgres -c "ALTER ROLE postgres IN DATABASE $db RESET role" -c "ALTER ROLE postgres IN DATABASE $db SET session_authorization = rev_nobody" >/dev/null
+q postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'crm audit writer' AND datname = '$db'" >/dev/null
+sleep 1
+read_as $db rev_role3
+ok "$(arrives $db rev_role3 10)" 1 "with ALTER ROLE (the bootstrap superuser) IN DATABASE SET session_authorization, the writer still writes"
+q postgres -c "ALTER ROLE postgres IN DATABASE $db RESET session_authorization" >/dev/null
 
 # 4. routing by database OID. The audit worker is stopped (SIGSTOP) while the event is made and its
 #    database renamed, so that the event is still in WAL, naming the old name, when it is read.
