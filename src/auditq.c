@@ -74,7 +74,10 @@ auditq_shmem_startup(void)
 
 /* --- the WAL record ------------------------------------------------------------------------------ */
 
-/* a record: this header, then the eight strings (without their NULs) in this order */
+/*
+ * A record: this header, then the eight strings (without their NULs) in this order. The header of
+ * CRM_XLOG_EVENT (0.1) has no dbid; CRM_XLOG_EVENT_DB's has.
+ */
 typedef struct CrmWalEvent
 {
 	TimestampTz at;
@@ -82,6 +85,15 @@ typedef struct CrmWalEvent
 	int64		record_id;
 	uint16		len[8];
 } CrmWalEvent;
+
+typedef struct CrmWalEventDb
+{
+	TimestampTz at;
+	int64		principal;
+	int64		record_id;
+	uint16		len[8];
+	Oid			dbid;
+} CrmWalEventDb;
 
 #define EV_STRINGS(e) { (e)->db, (e)->session_user, (e)->current_user, (e)->client_addr, (e)->app, \
 						(e)->action, (e)->object, (e)->detail }
@@ -91,10 +103,10 @@ static const size_t ev_sizes[8] = {NAMEDATALEN, NAMEDATALEN, NAMEDATALEN, 64, 64
 bool
 crm_aq_wal_event(const QEvent *e)
 {
-	static char buf[sizeof(CrmWalEvent) + 3 * NAMEDATALEN + 64 + 64 + 24 + NAMEDATALEN + AQ_DETAIL_LEN];
-	CrmWalEvent *h = (CrmWalEvent *) buf;
+	static char buf[sizeof(CrmWalEventDb) + 3 * NAMEDATALEN + 64 + 64 + 24 + NAMEDATALEN + AQ_DETAIL_LEN];
+	CrmWalEventDb *h = (CrmWalEventDb *) buf;
 	const char *s[8] = EV_STRINGS(e);
-	uint32		off = sizeof(CrmWalEvent);
+	uint32		off = sizeof(CrmWalEventDb);
 	XLogRecPtr	lsn,
 				last_rec,
 				last_end;
@@ -104,6 +116,7 @@ crm_aq_wal_event(const QEvent *e)
 	h->at = e->at;
 	h->principal = e->principal;
 	h->record_id = e->record_id;
+	h->dbid = e->dbid;
 	for (int i = 0; i < 8; i++)
 	{
 		size_t		n = strnlen(s[i], ev_sizes[i] - 1);
@@ -121,7 +134,7 @@ crm_aq_wal_event(const QEvent *e)
 	last_end = XactLastRecEnd;
 	XLogBeginInsert();
 	XLogRegisterData(buf, off);
-	lsn = XLogInsert(CRM_RMGR_ID, CRM_XLOG_EVENT);
+	lsn = XLogInsert(CRM_RMGR_ID, CRM_XLOG_EVENT_DB);
 	ProcLastRecPtr = last_rec;
 	XactLastRecEnd = last_end;
 	/*
@@ -147,15 +160,19 @@ crm_aq_wal_event(const QEvent *e)
 
 /* Decode a record into an event (false: not one of ours, or malformed). */
 bool
-crm_aq_decode(const char *data, uint32 len, QEvent *e)
+crm_aq_decode(uint8 info, const char *data, uint32 len, QEvent *e)
 {
 	const CrmWalEvent *h = (const CrmWalEvent *) data;
 	char	   *s[8] = EV_STRINGS(e);
-	uint32		off = sizeof(CrmWalEvent);
+	bool		with_db = (info & ~XLR_INFO_MASK) == CRM_XLOG_EVENT_DB;
+	uint32		off = with_db ? sizeof(CrmWalEventDb) : sizeof(CrmWalEvent);
 
-	if (len < sizeof(CrmWalEvent))
+	if ((info & ~XLR_INFO_MASK) != CRM_XLOG_EVENT && !with_db)
+		return false;
+	if (len < off)
 		return false;
 	memset(e, 0, sizeof(QEvent));
+	e->dbid = with_db ? ((const CrmWalEventDb *) data)->dbid : InvalidOid;
 	e->at = h->at;
 	e->principal = h->principal;
 	e->record_id = h->record_id;
@@ -181,14 +198,16 @@ crm_rmgr_desc(StringInfo buf, XLogReaderState *record)
 {
 	QEvent		e;
 
-	if (crm_aq_decode(XLogRecGetData(record), XLogRecGetDataLen(record), &e))
-		appendStringInfo(buf, "%s db \"%s\" user \"%s\" object \"%s\" record %lld", e.action, e.db, e.session_user,
+	if (crm_aq_decode(XLogRecGetInfo(record), XLogRecGetData(record), XLogRecGetDataLen(record), &e))
+		appendStringInfo(buf, "%s db %u \"%s\" user \"%s\" object \"%s\" record %lld", e.action, e.dbid, e.db, e.session_user,
 						 e.object, (long long) e.record_id);
 }
 
 static const char *
 crm_rmgr_identify(uint8 info)
 {
+	if ((info & ~XLR_INFO_MASK) == CRM_XLOG_EVENT_DB)
+		return "AUDIT_EVENT_DB";
 	return (info & ~XLR_INFO_MASK) == CRM_XLOG_EVENT ? "AUDIT_EVENT" : NULL;
 }
 
@@ -278,6 +297,11 @@ crm_auditq_push(const char *db, const char *action, const char *object, int64 re
 	e.principal = principal;
 	e.record_id = record_id;
 	copy_str(e.db, db ? db : my_db_name(), NAMEDATALEN);
+	/*
+	 * The database it happened in, which a rename does not change: this process's, once it has one
+	 * (a login refused before that names one by name only). "": every database with crm.
+	 */
+	e.dbid = (db == NULL || db[0] != '\0') ? MyDatabaseId : InvalidOid;
 	copy_str(e.session_user, session_user, NAMEDATALEN);
 	copy_str(e.current_user, current_user, NAMEDATALEN);
 	copy_str(e.client_addr, client_addr, sizeof(e.client_addr));
@@ -302,14 +326,39 @@ crm_auditq_push(const char *db, const char *action, const char *object, int64 re
 }
 
 /*
- * The index of a database in the shared table (-1: not there, or no room). add: make room,
- * reusing the entry of a database without crm. Called with crm_aq->lock held exclusively when add.
+ * The index of a database in the shared table (-1: not there, or no room). add: make room, reusing
+ * the entry of a database without crm, or of one with nothing in flight (no events queued or left
+ * in WAL, no writer, nothing to seal): it comes back as not yet probed. Called with crm_aq->lock
+ * held, exclusively when add.
  */
+static bool
+db_entry_idle(const AqDb *d, TimestampTz now)
+{
+	return d->queued == 0 && d->writer_pid == 0 && !d->dirty && XLogRecPtrIsInvalid(d->held_from) &&
+		d->paused_until <= now && (d->state == AQ_DB_NOCRM || d->state == AQ_DB_CRM);
+}
+
+/* whether the table has room for another database (called with crm_aq->lock held) */
+bool
+crm_aq_db_room(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < AQ_MAXDB; i++)
+		if (crm_aq->dbs[i].state == AQ_DB_UNUSED || db_entry_idle(&crm_aq->dbs[i], now))
+			return true;
+	return false;
+}
+
 int
-crm_aq_db_index(const char *name, bool add)
+crm_aq_db_index(Oid dbid, bool add)
 {
 	int			free_at = -1;
+	int			idle_at = -1;
+	TimestampTz now = add ? GetCurrentTimestamp() : 0;
 
+	if (!OidIsValid(dbid))
+		return -1;
 	for (int i = 0; i < AQ_MAXDB; i++)
 	{
 		AqDb	   *d = &crm_aq->dbs[i];
@@ -320,15 +369,17 @@ crm_aq_db_index(const char *name, bool add)
 				free_at = i;
 			continue;
 		}
-		if (strcmp(d->name, name) == 0)
+		if (d->dbid == dbid)
 			return i;
-		if (free_at < 0 && d->state == AQ_DB_NOCRM && d->queued == 0)
-			free_at = i;
+		if (add && idle_at < 0 && db_entry_idle(d, now))
+			idle_at = i;
 	}
+	if (free_at < 0)
+		free_at = idle_at;
 	if (!add || free_at < 0)
 		return -1;
 	memset(&crm_aq->dbs[free_at], 0, sizeof(AqDb));
-	strlcpy(crm_aq->dbs[free_at].name, name, NAMEDATALEN);
+	crm_aq->dbs[free_at].dbid = dbid;
 	crm_aq->dbs[free_at].state = AQ_DB_UNKNOWN;
 	return free_at;
 }
@@ -338,22 +389,13 @@ void
 crm_auditq_mark_dirty(void)
 {
 	static LocalTransactionId marked = InvalidLocalTransactionId;
-	static char *db = NULL;
 	int			i;
 
 	if (crm_aq == NULL || !OidIsValid(MyDatabaseId) || marked == MyProc->lxid)
 		return;
 	marked = MyProc->lxid;
-	if (db == NULL)
-	{
-		char	   *n = get_database_name(MyDatabaseId);
-
-		if (n == NULL)
-			return;
-		db = MemoryContextStrdup(TopMemoryContext, n);
-	}
 	LWLockAcquire(crm_aq->lock, LW_SHARED);
-	i = crm_aq_db_index(db, false);
+	i = crm_aq_db_index(MyDatabaseId, false);
 	if (i >= 0 && crm_aq->dbs[i].dirty)
 	{
 		LWLockRelease(crm_aq->lock);
@@ -361,7 +403,7 @@ crm_auditq_mark_dirty(void)
 	}
 	LWLockRelease(crm_aq->lock);
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	i = crm_aq_db_index(db, true);
+	i = crm_aq_db_index(MyDatabaseId, true);
 	if (i >= 0)
 		crm_aq->dbs[i].dirty = true;
 	LWLockRelease(crm_aq->lock);
@@ -487,20 +529,21 @@ crm_auditq_init(void)
 }
 
 /*
- * A statement needs a database without other sessions (DROP DATABASE, ALTER DATABASE, CREATE
- * DATABASE ... TEMPLATE): its audit writer leaves for a few seconds. Its events wait (and are
- * dropped only if the database is gone).
+ * A statement that needs a database without other sessions (DROP DATABASE, ALTER DATABASE ... SET
+ * TABLESPACE, CREATE DATABASE ... TEMPLATE) will go ahead: its audit writer leaves for up to 10 s
+ * (crm_auditq_resume_db once the statement is over). Its events wait, and are dropped only if the
+ * database is gone.
  */
 void
-crm_auditq_release_db(const char *name)
+crm_auditq_release_db(Oid dbid)
 {
 	int			i;
 	Latch	   *l = NULL;
 
-	if (crm_aq == NULL || name == NULL)
+	if (crm_aq == NULL || !OidIsValid(dbid))
 		return;
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	i = crm_aq_db_index(name, false);
+	i = crm_aq_db_index(dbid, false);
 	if (i >= 0)
 	{
 		crm_aq->dbs[i].paused_until = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
@@ -511,12 +554,29 @@ crm_auditq_release_db(const char *name)
 		SetLatch(l);
 }
 
+/* The statement is over (done or failed): the database's writer may come back at once. */
+void
+crm_auditq_resume_db(Oid dbid)
+{
+	int			i;
+
+	if (crm_aq == NULL || !OidIsValid(dbid))
+		return;
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+	i = crm_aq_db_index(dbid, false);
+	if (i >= 0)
+		crm_aq->dbs[i].paused_until = 0;
+	LWLockRelease(crm_aq->lock);
+	if (crm_aq->worker_latch)
+		SetLatch(crm_aq->worker_latch);
+}
+
 /*
  * SQL function crm._audit_attach(): crm has been installed in this database (the install script
  * calls it). Once the transaction commits, the audit worker forgets that it found no crm here, so
  * that no event of this database is passed over for that.
  */
-static char attach_db[NAMEDATALEN] = "";
+static Oid	attach_db = InvalidOid;
 
 static void
 attach_xact_callback(XactEvent event, void *arg)
@@ -525,7 +585,7 @@ attach_xact_callback(XactEvent event, void *arg)
 
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
-	if (event == XACT_EVENT_COMMIT && attach_db[0] != '\0' && crm_aq != NULL)
+	if (event == XACT_EVENT_COMMIT && OidIsValid(attach_db) && crm_aq != NULL)
 	{
 		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 		i = crm_aq_db_index(attach_db, true);
@@ -539,7 +599,7 @@ attach_xact_callback(XactEvent event, void *arg)
 		if (crm_aq->worker_latch)
 			SetLatch(crm_aq->worker_latch);
 	}
-	attach_db[0] = '\0';
+	attach_db = InvalidOid;
 }
 
 PG_FUNCTION_INFO_V1(crm_audit_attach);
@@ -547,10 +607,8 @@ Datum
 crm_audit_attach(PG_FUNCTION_ARGS)
 {
 	static bool registered = false;
-	char	   *n = get_database_name(MyDatabaseId);
 
-	if (n != NULL)
-		strlcpy(attach_db, n, NAMEDATALEN);
+	attach_db = MyDatabaseId;
 	if (!registered)
 	{
 		RegisterXactCallback(attach_xact_callback, NULL);

@@ -21,12 +21,16 @@
 #include "storage/spin.h"
 
 #define CRM_RMGR_ID			171		/* crm's WAL resource manager (see docs/audit.md) */
-#define CRM_XLOG_EVENT		0x00
+#define CRM_XLOG_EVENT		0x00	/* 0.1: the database by name only */
+#define CRM_XLOG_EVENT_DB	0x10	/* the database's OID too (events are routed by it) */
 #define CRM_SLOT_NAME		"crm_audit"
 
 #define AQ_SLOTS			2048	/* events read from WAL, waiting for their database's writer */
 #define AQ_RING				64		/* events of processes that cannot write WAL (no PGPROC yet) */
-#define AQ_MAXDB			128
+#define AQ_MAXDB			128		/* databases with events in flight (idle entries are reused) */
+#define AQ_DB_CAP			(AQ_SLOTS / 4)	/* most slots one database may hold */
+#define AQ_DB_MIN			8		/* ... and what each may hold when slots run short */
+#define AQ_RESERVE			(AQ_SLOTS / 4)	/* slots run short: fewer than this free */
 #define AQ_DETAIL_LEN		CRM_AUDIT_DETAIL_LEN
 
 typedef struct QEvent
@@ -34,7 +38,8 @@ typedef struct QEvent
 	TimestampTz at;
 	int64		principal;
 	int64		record_id;
-	char		db[NAMEDATALEN];	/* "" in a WAL record: no database (recorded in every crm one) */
+	Oid			dbid;			/* the database it happened in (InvalidOid: not known, see db) */
+	char		db[NAMEDATALEN];	/* the name the client gave; "" and no dbid: every crm database */
 	char		session_user[NAMEDATALEN];
 	char		current_user[NAMEDATALEN];
 	char		client_addr[64];
@@ -69,14 +74,17 @@ typedef enum
 
 typedef struct AqDb
 {
-	char		name[NAMEDATALEN];
+	Oid			dbid;			/* the key: events are routed by database OID (a rename keeps it) */
+	char		name[NAMEDATALEN];	/* its name when last looked at (messages) */
 	int8		state;
 	bool		dirty;			/* has entries to seal */
 	bool		failing;		/* its writer's last run failed (it retries) */
 	int			queued;			/* slots QUEUED or TAKEN for it */
 	TimestampTz recheck_at;
-	TimestampTz paused_until;
-	uint32		attach_gen;		/* crm installed here (crm._audit_attach() committed) this often */	/* its writer leaves and stays away (DROP DATABASE and the like) */
+	TimestampTz paused_until;	/* its writer leaves and stays away (DROP DATABASE and the like) */
+	uint32		attach_gen;		/* crm installed here (crm._audit_attach() committed) this often */
+	XLogRecPtr	handed_upto;	/* (audit worker) its events up to here were queued */
+	XLogRecPtr	held_from;		/* (audit worker) its events from here on are left in WAL for now */
 	Latch	   *writer_latch;
 	int			writer_pid;		/* its writer (0: none): never two at once */
 } AqDb;
@@ -86,6 +94,7 @@ typedef struct AuditQ
 	LWLock	   *lock;			/* slots and dbs */
 	Latch	   *worker_latch;	/* the audit worker's */
 	pg_atomic_uint64 lost;		/* events that could not be written at all (counted, then recorded) */
+	int			used;			/* slots not free */
 	slock_t		ring_lock;		/* the ring: taken by processes without a PGPROC (no LWLock) */
 	int			ring_head;
 	int			ring_count;
@@ -97,9 +106,10 @@ typedef struct AuditQ
 extern AuditQ *crm_aq;
 
 /* auditq.c */
-extern int	crm_aq_db_index(const char *name, bool add);
+extern int	crm_aq_db_index(Oid dbid, bool add);
+extern bool crm_aq_db_room(void);
 extern bool crm_aq_wal_event(const QEvent *e);
-extern bool crm_aq_decode(const char *data, uint32 len, QEvent *e);
+extern bool crm_aq_decode(uint8 info, const char *data, uint32 len, QEvent *e);
 
 /* auditwriter.c */
 extern int	crm_audit_interval_ms;

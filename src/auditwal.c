@@ -34,7 +34,9 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -52,6 +54,30 @@ static int	free_hint = 0;
 /* --- the replication slot ------------------------------------------------------------------------ */
 
 static void
+slot_create(void)
+{
+	ReplicationSlotCreate(CRM_SLOT_NAME, false, RS_PERSISTENT, false);
+	ReplicationSlotReserveWal();
+	ReplicationSlotMarkDirty();
+	ReplicationSlotSave();
+}
+
+/* a MAINTENANCE entry in every database with crm: the events in this WAL range may be lost */
+static void
+record_lost_wal(XLogRecPtr from, XLogRecPtr to)
+{
+	char		d[300];
+
+	ereport(WARNING,
+			(errmsg("crm audit worker: replication slot \"%s\" was invalidated; audit events in WAL from %X/%X to %X/%X may be lost",
+					CRM_SLOT_NAME, LSN_FORMAT_ARGS(from), LSN_FORMAT_ARGS(to)),
+			 errhint("max_slot_wal_keep_size let a checkpoint remove WAL that held audit events not yet written.")));
+	snprintf(d, sizeof(d), "{\"operation\": \"audit events lost\", \"reason\": \"replication slot %s was invalidated\","
+			 " \"wal_from\": \"%X/%X\", \"wal_to\": \"%X/%X\"}", CRM_SLOT_NAME, LSN_FORMAT_ARGS(from), LSN_FORMAT_ARGS(to));
+	(void) crm_auditq_push("", "MAINTENANCE", NULL, 0, 0, "", "", "", "crm audit worker", d);
+}
+
+static void
 slot_setup(void)
 {
 	if (max_replication_slots < 1 || wal_level < WAL_LEVEL_REPLICA)
@@ -65,14 +91,24 @@ slot_setup(void)
 		return;
 	}
 	if (SearchNamedReplicationSlot(CRM_SLOT_NAME, true) != NULL)
-		ReplicationSlotAcquire(CRM_SLOT_NAME, true);
-	else
 	{
-		ReplicationSlotCreate(CRM_SLOT_NAME, false, RS_PERSISTENT, false);
-		ReplicationSlotReserveWal();
-		ReplicationSlotMarkDirty();
-		ReplicationSlotSave();
+		ReplicationSlotAcquire(CRM_SLOT_NAME, true);
+		if (XLogRecPtrIsInvalid(MyReplicationSlot->data.restart_lsn))
+		{
+			/*
+			 * Invalidated: max_slot_wal_keep_size let a checkpoint remove WAL it kept (a writer could
+			 * not write for that long). What was in it is lost: a new slot, and the loss recorded.
+			 */
+			XLogRecPtr	lost_from = MyReplicationSlot->data.invalidated_at;
+
+			ReplicationSlotRelease();
+			ReplicationSlotDrop(CRM_SLOT_NAME, true);
+			slot_create();
+			record_lost_wal(lost_from, MyReplicationSlot->data.restart_lsn);
+		}
 	}
+	else
+		slot_create();
 	have_slot = true;
 	next_lsn = MyReplicationSlot->data.restart_lsn;
 }
@@ -93,60 +129,137 @@ slot_advance(XLogRecPtr upto)
 /* --- databases ----------------------------------------------------------------------------------- */
 
 /*
- * Whether a database of this name exists. A heap scan of pg_database: without a database of its
- * own, this process has no index of the shared catalogs (like the autovacuum launcher).
+ * What pg_database holds (OID and name of each database), read again only once it has changed.
+ * Without a database of its own, this process has no index of the shared catalogs (like the
+ * autovacuum launcher): a lookup is a heap scan, so it is done once for many events (a flood of
+ * failed logins naming a database by name must not cost a scan each). The copy is marked stale by
+ * pg_database's invalidations, which every transaction start takes in: an event was written by a
+ * process connected to its database or naming it as it stood, so a change that came before it is
+ * seen before the event is looked up.
  */
-static bool
-db_exists(const char *name)
+typedef struct DbCacheEntry
+{
+	Oid			oid;
+	bool		is_template;
+	NameData	name;
+} DbCacheEntry;
+
+static DbCacheEntry *db_cache = NULL;
+static int	db_cache_n = 0;
+static int	db_cache_size = 0;
+static bool db_cache_valid = false;
+
+static void
+db_cache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	db_cache_valid = false;
+}
+
+static void
+db_cache_load(void)
 {
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
-	bool		exists = false;
 
+	db_cache_n = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	db_cache_valid = true;		/* (changes committed after the snapshot below mark it stale) */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
-	while (!exists && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-		exists = strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0;
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database d = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db_cache_n == db_cache_size)
+		{
+			db_cache_size = Max(64, db_cache_size * 2);
+			db_cache = db_cache == NULL ? MemoryContextAlloc(TopMemoryContext, db_cache_size * sizeof(DbCacheEntry))
+				: repalloc(db_cache, db_cache_size * sizeof(DbCacheEntry));
+		}
+		db_cache[db_cache_n].oid = d->oid;
+		db_cache[db_cache_n].is_template = d->datistemplate;
+		db_cache[db_cache_n].name = d->datname;
+		db_cache_n++;
+	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return exists;
+}
+
+/* the copy, up to date: pg_database's invalidations are taken in (a transaction start does it) */
+static void
+db_cache_refresh(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		CacheRegisterSyscacheCallback(DATABASEOID, db_cache_invalidate, (Datum) 0);
+		registered = true;
+	}
+	if (db_cache_valid)
+	{
+		StartTransactionCommand();
+		CommitTransactionCommand();
+	}
+	if (!db_cache_valid)
+		db_cache_load();
+}
+
+/* the copy's entry for OID dbid, or else for name (NULL: no such database, as of the copy) */
+static DbCacheEntry *
+db_cache_find(Oid dbid, const char *name)
+{
+	for (int i = 0; i < db_cache_n; i++)
+		if (OidIsValid(dbid) ? db_cache[i].oid == dbid : strcmp(NameStr(db_cache[i].name), name) == 0)
+			return &db_cache[i];
+	return NULL;
+}
+
+/*
+ * The database an event names (by OID, else by name), if it exists. By OID, a hit is enough (the
+ * OID is the database's for good; if it has been dropped since, its writer finds so); a name may
+ * have changed hands (dropped, renamed, made again), so it is looked up in an up-to-date copy.
+ */
+static DbCacheEntry *
+db_lookup(Oid dbid, const char *name)
+{
+	DbCacheEntry *c = db_cache_valid ? db_cache_find(dbid, name) : NULL;
+
+	if (c == NULL || !OidIsValid(dbid))
+	{
+		db_cache_refresh();
+		c = db_cache_find(dbid, name);
+	}
+	return c;
 }
 
 /* At start: every database that may have crm is probed by a writer. */
 static void
 note_all_databases(void)
 {
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
+	db_cache_refresh();
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	for (int k = 0; k < db_cache_n; k++)
 	{
-		Form_pg_database d = (Form_pg_database) GETSTRUCT(tup);
+		int			i;
 
-		if (!d->datistemplate)
-			(void) crm_aq_db_index(NameStr(d->datname), true);
+		if (db_cache[k].is_template)
+			continue;
+		i = crm_aq_db_index(db_cache[k].oid, true);
+		if (i >= 0)
+			strlcpy(crm_aq->dbs[i].name, NameStr(db_cache[k].name), NAMEDATALEN);
 	}
 	LWLockRelease(crm_aq->lock);
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 }
 
 /* --- dispatching --------------------------------------------------------------------------------- */
+
+static uint64 dropped_with_db = 0;	/* events of databases dropped before they were written */
 
 static int
 free_slot(void)
@@ -172,85 +285,71 @@ queue_for(int db, const QEvent *e, XLogRecPtr lsn, int at)
 	s->db = db;
 	s->lsn = lsn;
 	s->ev = *e;
-	strlcpy(s->ev.db, crm_aq->dbs[db].name, NAMEDATALEN);
 	s->state = AQ_QUEUED;
+	crm_aq->used++;
 	crm_aq->dbs[db].queued++;
 	if (crm_aq->dbs[db].writer_latch)
 		SetLatch(crm_aq->dbs[db].writer_latch);
 }
 
-/*
- * This worker's own bookkeeping per database: events up to handed_upto were queued for it (so
- * WAL read again hands over nothing twice); held_from: its events from there on are left in WAL
- * for now (it has its share of slots queued, or it may have crm and has not been probed yet) and
- * are read again once it has room. One database that cannot write holds back no other's events.
- */
-#define AQ_DB_CAP (AQ_SLOTS / 4)
-static char known_name[AQ_MAXDB][NAMEDATALEN];
-static XLogRecPtr handed_upto[AQ_MAXDB];
-static XLogRecPtr held_from[AQ_MAXDB];
-static int	seen_queued[AQ_MAXDB];	/* its queued count after this worker last handed it events */
-static TimestampTz drained_at[AQ_MAXDB];	/* when its writer was last seen taking events away */
-
-/*
- * A database at its share whose writer is keeping up (it took events away in the last two
- * seconds): reading waits for it at this record, rather than reading on and coming back here (a
- * single busy database made the worker read every page of WAL a dozen times: measured, a fifth of
- * a core at 13,000 events a second). A writer that stopped taking events is passed by.
- */
-#define AQ_DRAIN_WAIT_MS 2000
-
-static bool
-keeping_up(int i, const AqDb *d)
+/* Free every slot of database i (it is gone, or its events are not crm's); returns how many. */
+static int
+free_slots_of(int i)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	int			n = 0;
 
-	if (d->queued < seen_queued[i])
-		drained_at[i] = now;
-	seen_queued[i] = d->queued;
-	return d->state == AQ_DB_CRM && !TimestampDifferenceExceeds(drained_at[i], now, AQ_DRAIN_WAIT_MS);
+	for (int k = 0; k < AQ_SLOTS; k++)
+		if (crm_aq->slots[k].state != AQ_FREE && crm_aq->slots[k].db == i)
+		{
+			crm_aq->slots[k].state = AQ_FREE;
+			crm_aq->used--;
+			n++;
+		}
+	crm_aq->dbs[i].queued = 0;
+	return n;
 }
 
+/*
+ * Databases whose events are read again (rewound): while re-reading WAL that was read before, the
+ * reader jumps ahead as soon as each of them is held back again (a rewind costs the WAL of what it
+ * hands over, not all the WAL since the database was first held back).
+ */
+static bool catching_up[AQ_MAXDB];
+static int	n_catching_up = 0;
+static XLogRecPtr read_high = InvalidXLogRecPtr;	/* how far WAL was ever read */
+static XLogRecPtr nodb_held_from = InvalidXLogRecPtr;	/* events left in WAL: the table was full */
+static bool nodb_catching_up = false;
+
+/*
+ * Queue an event for database i, or leave it in WAL for now (held_from: read again once it has
+ * room) when it has its share of slots queued, slots run short, or it may have crm and has not been
+ * probed yet. events up to handed_upto were queued already (WAL read again hands over nothing
+ * twice). One database that cannot write holds back no other's events, and no event is dropped.
+ */
 static void
-track(int i)
-{
-	if (strcmp(known_name[i], crm_aq->dbs[i].name) != 0)
-	{
-		strlcpy(known_name[i], crm_aq->dbs[i].name, NAMEDATALEN);
-		handed_upto[i] = InvalidXLogRecPtr;
-		held_from[i] = InvalidXLogRecPtr;
-		seen_queued[i] = 0;
-		drained_at[i] = 0;
-	}
-}
-
-/* Queue an event for database i, or leave it in WAL; false: no free slot at all (read it again). */
-static bool
 hand_to(int i, const QEvent *e, XLogRecPtr lsn, bool broadcast)
 {
 	AqDb	   *d = &crm_aq->dbs[i];
-	int			at;
+	int			at = -1;
 
-	track(i);
-	if (d->state == AQ_DB_NOCRM || d->state == AQ_DB_UNUSED || lsn <= handed_upto[i])
-		return true;
-	if (XLogRecPtrIsInvalid(held_from[i]) && d->queued >= AQ_DB_CAP && keeping_up(i, d))
-		return false;			/* read it again once its writer has made room */
-	if (!XLogRecPtrIsInvalid(held_from[i]) || d->queued >= AQ_DB_CAP || (broadcast && d->state == AQ_DB_UNKNOWN))
-	{
-		if (XLogRecPtrIsInvalid(held_from[i]))
-			held_from[i] = lsn;
-		return true;
-	}
-	at = free_slot();
+	if (d->state == AQ_DB_NOCRM || d->state == AQ_DB_UNUSED || lsn <= d->handed_upto)
+		return;
+	if (XLogRecPtrIsInvalid(d->held_from) && d->queued < AQ_DB_CAP && !(broadcast && d->state == AQ_DB_UNKNOWN) &&
+		(AQ_SLOTS - crm_aq->used > AQ_RESERVE || d->queued < AQ_DB_MIN))
+		at = free_slot();
 	if (at < 0)
-		return false;
+	{
+		if (XLogRecPtrIsInvalid(d->held_from))
+			d->held_from = lsn;
+		if (catching_up[i])
+		{
+			catching_up[i] = false;
+			n_catching_up--;
+		}
+		return;
+	}
 	queue_for(i, e, lsn, at);
-	handed_upto[i] = lsn;
-	seen_queued[i] = d->queued;
-	if (drained_at[i] == 0)
-		drained_at[i] = GetCurrentTimestamp();	/* its writer gets two seconds to start */
-	return true;
+	d->handed_upto = lsn;
 }
 
 /* Databases that have room again: read WAL again from their first event left there. */
@@ -259,21 +358,37 @@ rewind_held(void)
 {
 	XLogRecPtr	to = InvalidXLogRecPtr;
 
-	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < AQ_MAXDB; i++)
 	{
 		AqDb	   *d = &crm_aq->dbs[i];
 
-		track(i);
-		if (XLogRecPtrIsInvalid(held_from[i]))
+		if (XLogRecPtrIsInvalid(d->held_from))
 			continue;
 		if (d->state == AQ_DB_NOCRM || d->state == AQ_DB_UNUSED)
-			held_from[i] = InvalidXLogRecPtr;	/* nothing owed: not crm's */
-		else if (d->state == AQ_DB_CRM && d->queued < AQ_DB_CAP / 2)
+			d->held_from = InvalidXLogRecPtr;	/* nothing owed: not crm's */
+		else if (d->state == AQ_DB_CRM && d->queued < AQ_DB_CAP / 2 &&
+				 AQ_SLOTS - crm_aq->used > (d->queued < AQ_DB_MIN ? 0 : AQ_RESERVE))
 		{
-			if (XLogRecPtrIsInvalid(to) || held_from[i] < to)
-				to = held_from[i];
-			held_from[i] = InvalidXLogRecPtr;
+			if (XLogRecPtrIsInvalid(to) || d->held_from < to)
+				to = d->held_from;
+			d->held_from = InvalidXLogRecPtr;
+			if (!catching_up[i])
+			{
+				catching_up[i] = true;
+				n_catching_up++;
+			}
+		}
+	}
+	if (!XLogRecPtrIsInvalid(nodb_held_from) && crm_aq_db_room())
+	{
+		if (XLogRecPtrIsInvalid(to) || nodb_held_from < to)
+			to = nodb_held_from;
+		nodb_held_from = InvalidXLogRecPtr;
+		if (!nodb_catching_up)
+		{
+			nodb_catching_up = true;
+			n_catching_up++;
 		}
 	}
 	LWLockRelease(crm_aq->lock);
@@ -285,42 +400,65 @@ rewind_held(void)
 }
 
 /*
- * Hand one event to its database's writer (or, for no database or one that does not exist, to
- * every database with crm). Returns false when it cannot be handed over yet (no free slot): the
- * caller reads it again later.
+ * Hand one event to its database's writer. Routed by the database's OID (a rename keeps it); an
+ * event of a database dropped before it was written goes with it (counted). Only a login attempt
+ * naming no database that exists (or none at all) goes to every database with crm — the name was
+ * all there was to record it under; any other event would tell one database's auditors what
+ * happened in another.
  */
-static bool
+static void
 dispatch(const QEvent *e, XLogRecPtr lsn)
 {
-	bool		broadcast = e->db[0] == '\0';
+	bool		login = strcmp(e->action, "LOGIN") == 0 || strcmp(e->action, "LOGIN_FAILED") == 0;
+	Oid			dbid = e->dbid;
+	const char *name = NULL;
 	int			idx = -1;
-	bool		ok = true;
 
-	if (!broadcast)
+	if (OidIsValid(dbid) || e->db[0] != '\0')
 	{
 		LWLockAcquire(crm_aq->lock, LW_SHARED);
-		idx = crm_aq_db_index(e->db, false);
+		idx = crm_aq_db_index(dbid, false);
 		LWLockRelease(crm_aq->lock);
-		/*
-		 * A failed login may name a database that was dropped or renamed while its entry is still
-		 * here: it does not exist, so the attempt goes to every database with crm (else password
-		 * guessing with such a name would leave no trace).
-		 */
-		if ((idx < 0 || strcmp(e->action, "LOGIN_FAILED") == 0) && !db_exists(e->db))
-			broadcast = true;
+		if (idx < 0)
+		{
+			DbCacheEntry *c = db_lookup(dbid, e->db);
+
+			if (c != NULL)
+			{
+				dbid = c->oid;
+				name = NameStr(c->name);
+			}
+			else if (OidIsValid(dbid) || !login)
+			{
+				dropped_with_db++;
+				return;
+			}
+		}
 	}
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	if (!broadcast)
+	if (OidIsValid(dbid))
 	{
-		idx = crm_aq_db_index(e->db, true);
-		ok = idx >= 0 && hand_to(idx, e, lsn, false);	/* (no room for another database yet) */
+		idx = crm_aq_db_index(dbid, true);
+		if (idx >= 0 && name != NULL)
+			strlcpy(crm_aq->dbs[idx].name, name, NAMEDATALEN);
+		if (idx >= 0)
+			hand_to(idx, e, lsn, false);
+		else
+		{
+			if (XLogRecPtrIsInvalid(nodb_held_from))
+				nodb_held_from = lsn;	/* no room in the table: read again once there is */
+			if (nodb_catching_up)
+			{
+				nodb_catching_up = false;
+				n_catching_up--;
+			}
+		}
 	}
 	else
 		for (int i = 0; i < AQ_MAXDB; i++)
 			if (crm_aq->dbs[i].state == AQ_DB_CRM || crm_aq->dbs[i].state == AQ_DB_UNKNOWN)
-				ok = hand_to(i, e, lsn, true) && ok;
+				hand_to(i, e, lsn, true);
 	LWLockRelease(crm_aq->lock);
-	return ok;
 }
 
 /* --- reading WAL --------------------------------------------------------------------------------- */
@@ -356,7 +494,11 @@ flush_inserted(void)
 		XLogFlush(inserted);
 }
 
-/* Read crm's records from next_lsn up to what is flushed; false when it stopped at a full queue. */
+/*
+ * Read crm's records from next_lsn up to what is flushed; false when it stopped before (shutdown).
+ * WAL read again for databases that were held back (rewound) is left as soon as each of them is
+ * held back again: the rest of it was handed over when first read.
+ */
 static bool
 read_events(void)
 {
@@ -393,15 +535,27 @@ read_events(void)
 		{
 			QEvent		e;
 
-			if (!crm_aq_decode(XLogRecGetData(reader), XLogRecGetDataLen(reader), &e))
+			if (!crm_aq_decode(XLogRecGetInfo(reader), XLogRecGetData(reader), XLogRecGetDataLen(reader), &e))
 				ereport(LOG, (errmsg("crm audit worker: malformed audit record at %X/%X",
 									 LSN_FORMAT_ARGS(reader->ReadRecPtr))));
-			else if (!dispatch(&e, reader->ReadRecPtr))
-				return false;	/* read it again once there is room */
+			else
+				dispatch(&e, reader->ReadRecPtr);
 		}
 		next_lsn = reader->EndRecPtr;
+		if (next_lsn >= read_high)
+		{
+			read_high = next_lsn;
+			memset(catching_up, 0, sizeof(catching_up));
+			nodb_catching_up = false;
+			n_catching_up = 0;
+		}
+		else if (n_catching_up == 0)
+		{
+			next_lsn = read_high;	/* nobody is owed anything before it */
+			XLogBeginRead(reader, next_lsn);
+		}
 	}
-	return true;
+	return !ShutdownRequestPending;
 }
 
 /* --- the ring, and what was lost ----------------------------------------------------------------- */
@@ -457,7 +611,7 @@ writer_alive(int i)
 }
 
 static void
-start_writer(int i, const char *name)
+start_writer(int i, Oid dbid, const char *name)
 {
 	BackgroundWorker w;
 
@@ -469,7 +623,7 @@ start_writer(int i, const char *name)
 	strlcpy(w.bgw_function_name, "crm_audit_writer_main", BGW_MAXLEN);
 	snprintf(w.bgw_name, BGW_MAXLEN, "crm audit writer for %s", name);
 	strlcpy(w.bgw_type, "crm audit writer", BGW_MAXLEN);
-	strlcpy(w.bgw_extra, name, BGW_EXTRALEN);
+	snprintf(w.bgw_extra, BGW_EXTRALEN, "%u", dbid);
 	w.bgw_main_arg = Int32GetDatum(i);
 	w.bgw_notify_pid = MyProcPid;
 	if (RegisterDynamicBackgroundWorker(&w, &writers[i]))
@@ -504,61 +658,62 @@ make_room(int i, TimestampTz now)
 
 /*
  * Start the writers that have work: queued events, entries to seal, or a database to probe. A
- * database without crm gives up its events; one found gone is forgotten.
+ * database without crm gives up its events; one found gone is forgotten, and its events with it.
  */
 static void
 run_writers(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	char		names[AQ_MAXDB][NAMEDATALEN];
-	bool		want[AQ_MAXDB];
+	Oid			ids[AQ_MAXDB];
 
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < AQ_MAXDB; i++)
 	{
 		AqDb	   *d = &crm_aq->dbs[i];
 
-		want[i] = false;
+		ids[i] = InvalidOid;
 		if (d->state == AQ_DB_NOCRM && d->queued > 0)
-		{
-			for (int k = 0; k < AQ_SLOTS; k++)
-				if (crm_aq->slots[k].state != AQ_FREE && crm_aq->slots[k].db == i)
-					crm_aq->slots[k].state = AQ_FREE;
-			d->queued = 0;
-		}
+			(void) free_slots_of(i);
 		if (d->state == AQ_DB_NOCRM && now >= d->recheck_at)
 			d->state = AQ_DB_UNKNOWN;
 		if (d->state == AQ_DB_UNKNOWN || (d->state == AQ_DB_CRM && (d->queued > 0 || d->dirty)))
-		{
-			want[i] = true;
-			strlcpy(names[i], d->name, NAMEDATALEN);
-		}
+			ids[i] = d->dbid;
 	}
 	LWLockRelease(crm_aq->lock);
 	for (int i = 0; i < AQ_MAXDB; i++)
 	{
-		if (!want[i] || writer_alive(i) || crm_aq->dbs[i].paused_until > now)
+		DbCacheEntry *c;
+
+		if (!OidIsValid(ids[i]) || writer_alive(i) || crm_aq->dbs[i].paused_until > now)
 			continue;
 		/* a writer that just failed is given a second before the next try */
 		if (writer_started[i] != 0 && !TimestampDifferenceExceeds(writer_started[i], now, 1000))
 			continue;
-		if (!db_exists(names[i]))
+		db_cache_refresh();
+		c = db_cache_find(ids[i], NULL);
+		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
+		if (crm_aq->dbs[i].dbid != ids[i])
+			c = NULL;			/* (the entry was taken for another database meanwhile) */
+		else if (c == NULL)
 		{
-			/* gone (dropped, renamed): forget it, so that events naming it count as no database */
-			LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-			if (strcmp(crm_aq->dbs[i].name, names[i]) == 0)
-			{
-				for (int k = 0; k < AQ_SLOTS; k++)
-					if (crm_aq->slots[k].state != AQ_FREE && crm_aq->slots[k].db == i)
-						crm_aq->slots[k].state = AQ_FREE;
-				memset(&crm_aq->dbs[i], 0, sizeof(AqDb));
-			}
-			LWLockRelease(crm_aq->lock);
-			continue;
+			/* dropped: its events go with it (no other database may see them) */
+			dropped_with_db += free_slots_of(i);
+			memset(&crm_aq->dbs[i], 0, sizeof(AqDb));
 		}
-		start_writer(i, names[i]);
+		else
+			strlcpy(crm_aq->dbs[i].name, NameStr(c->name), NAMEDATALEN);	/* (renamed?) */
+		LWLockRelease(crm_aq->lock);
+		if (c == NULL)
+			continue;
+		start_writer(i, ids[i], NameStr(c->name));
 		if (writers[i] == NULL)
 			make_room(i, now);
+	}
+	if (dropped_with_db > 0)
+	{
+		ereport(LOG, (errmsg("crm audit worker: %llu audit events of dropped databases were dropped with them",
+							 (unsigned long long) dropped_with_db)));
+		dropped_with_db = 0;
 	}
 }
 
@@ -568,10 +723,12 @@ oldest_needed(void)
 {
 	XLogRecPtr	min = next_lsn;
 
-	for (int i = 0; i < AQ_MAXDB; i++)
-		if (!XLogRecPtrIsInvalid(held_from[i]) && held_from[i] < min)
-			min = held_from[i];
+	if (!XLogRecPtrIsInvalid(nodb_held_from) && nodb_held_from < min)
+		min = nodb_held_from;
 	LWLockAcquire(crm_aq->lock, LW_SHARED);
+	for (int i = 0; i < AQ_MAXDB; i++)
+		if (!XLogRecPtrIsInvalid(crm_aq->dbs[i].held_from) && crm_aq->dbs[i].held_from < min)
+			min = crm_aq->dbs[i].held_from;
 	for (int i = 0; i < AQ_SLOTS; i++)
 		if (crm_aq->slots[i].state != AQ_FREE && crm_aq->slots[i].lsn < min)
 			min = crm_aq->slots[i].lsn;
@@ -591,8 +748,13 @@ crm_audit_launcher_main(Datum arg)
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < AQ_SLOTS; i++)
 		crm_aq->slots[i].state = AQ_FREE;
+	crm_aq->used = 0;
 	for (int i = 0; i < AQ_MAXDB; i++)
+	{
 		crm_aq->dbs[i].queued = 0;
+		crm_aq->dbs[i].handed_upto = InvalidXLogRecPtr;
+		crm_aq->dbs[i].held_from = InvalidXLogRecPtr;
+	}
 	LWLockRelease(crm_aq->lock);
 	crm_aq->worker_latch = MyLatch;
 	slot_setup();

@@ -14,7 +14,9 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -55,6 +57,8 @@ static uint32 attach_gen_seen;	/* crm_aq->dbs[my_db].attach_gen before probing *
 static SPIPlanPtr batch_plan = NULL;
 static int	last_taken;			/* events taken by the last round */
 #define GATHER_MS 10
+
+static void check_identity(void);
 
 /*
  * An event's detail as the writer stores it: the JSON text if it is valid, else (a producer's bug)
@@ -164,6 +168,7 @@ give_back(int n, bool written)
 		if (written)
 		{
 			s->state = AQ_FREE;
+			crm_aq->used--;
 			crm_aq->dbs[my_db].queued--;
 		}
 		else
@@ -430,6 +435,7 @@ write_batch(int n, bool one_by_one)
 	{
 		XLogRecPtr	upto;
 
+		check_identity();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "crm audit writer: writing events");
@@ -459,16 +465,18 @@ write_batch(int n, bool one_by_one)
 	return ok;
 }
 
-/* Keep partitions made ahead and seal the chain (a failure is retried on the next round). */
-static void
+/* Keep partitions made ahead and seal the chain (false: it failed; retried on the next round). */
+static bool
 seal(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PG_TRY();
 	{
+		check_identity();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "crm audit writer: sealing");
@@ -489,9 +497,11 @@ seal(void)
 		ereport(LOG, (errmsg("crm audit writer for \"%s\": could not seal the audit chain: %s", my_name,
 							 ed->message ? ed->message : "unknown error")));
 		FreeErrorData(ed);
+		ok = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
 }
 
 /*
@@ -524,6 +534,38 @@ crm_installed_here(Oid nsp)
 		SPI_processed == 1;
 }
 
+/*
+ * The writer runs as the bootstrap superuser, and as nobody else: settings of its database or of
+ * that role in it (ALTER DATABASE d SET role = x, ALTER ROLE ... IN DATABASE d SET
+ * session_authorization = x) were applied when it connected; they are undone here, and checked at
+ * every transaction.
+ */
+static void
+check_identity(void)
+{
+	if (GetSessionUserId() != BOOTSTRAP_SUPERUSERID || GetUserId() != BOOTSTRAP_SUPERUSERID ||
+		GetOuterUserId() != BOOTSTRAP_SUPERUSERID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("crm audit writer for \"%s\" is not running as the bootstrap superuser", my_name),
+				 errhint("Remove role or session_authorization settings of this database (ALTER DATABASE ... RESET, ALTER ROLE ... IN DATABASE ... RESET).")));
+}
+
+static void
+become_bootstrap_superuser(void)
+{
+	char	   *n;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	n = get_database_name(MyDatabaseId);
+	strlcpy(my_name, n ? n : "?", NAMEDATALEN);
+	SetConfigOption("session_authorization", GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false), PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	check_identity();
+	CommitTransactionCommand();
+}
+
 static ProbeResult
 probe(void)
 {
@@ -532,6 +574,7 @@ probe(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	check_identity();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	nsp = get_namespace_oid("crm", true);
@@ -568,7 +611,7 @@ announce(bool has_crm)
 	bool		mine;
 
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-	mine = strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state != AQ_DB_UNUSED;
+	mine = crm_aq->dbs[my_db].dbid == MyDatabaseId && crm_aq->dbs[my_db].state != AQ_DB_UNUSED;
 	/*
 	 * One writer per database: a restarted audit worker does not know the writers of the one before
 	 * it, and a second writer, with the position it read before the first one's last commit, would
@@ -598,7 +641,7 @@ writer_exit(int code, Datum arg)
 {
 	LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 	/* only the database's writer took events (a second one that found it alive took none) */
-	if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].writer_pid == MyProcPid)
+	if (crm_aq->dbs[my_db].dbid == MyDatabaseId && crm_aq->dbs[my_db].writer_pid == MyProcPid)
 	{
 		crm_aq->dbs[my_db].writer_latch = NULL;
 		crm_aq->dbs[my_db].writer_pid = 0;
@@ -610,10 +653,15 @@ writer_exit(int code, Datum arg)
 	LWLockRelease(crm_aq->lock);
 }
 
-/* one round: write what is queued, seal when due; returns whether there was anything to do */
+/*
+ * One round: write what is queued, seal when due; returns whether there was anything to do. What
+ * this writer wrote itself is sealed within crm.audit_interval (unsealed), whether or not anything
+ * else marked the database for sealing (dirty).
+ */
 static bool
 writer_round(TimestampTz *last_seal)
 {
+	static bool unsealed = false;
 	int			n = take_events();
 	bool		dirty;
 	TimestampTz t0;
@@ -627,17 +675,21 @@ writer_round(TimestampTz *last_seal)
 		give_back(n, ok);
 		if (!ok)
 			proc_exit(1);		/* the audit worker starts a new writer in a second */
+		unsealed = true;
 	}
 	LWLockAcquire(crm_aq->lock, LW_SHARED);
 	dirty = crm_aq->dbs[my_db].dirty;
 	LWLockRelease(crm_aq->lock);
-	if ((dirty || n > 0) && TimestampDifferenceExceeds(*last_seal, GetCurrentTimestamp(), crm_audit_interval_ms))
+	if ((dirty || unsealed) && TimestampDifferenceExceeds(*last_seal, GetCurrentTimestamp(), crm_audit_interval_ms))
 	{
 		LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
 		crm_aq->dbs[my_db].dirty = false;
 		LWLockRelease(crm_aq->lock);
 		t0 = GetCurrentTimestamp();
-		seal();
+		if (seal())
+			unsealed = false;
+		else
+			unsealed = true;	/* (and the database's own entries: tried again next round) */
 		*last_seal = GetCurrentTimestamp();
 		if (TimestampDifferenceExceeds(t0, *last_seal, 500))
 			ereport(DEBUG1, (errmsg("crm audit writer for \"%s\": sealing took %ld ms", my_name,
@@ -653,15 +705,19 @@ crm_audit_writer_main(Datum arg)
 	TimestampTz last_seal = 0;
 	TimestampTz last_work = GetCurrentTimestamp();
 
+	Oid			dbid;
+
 	my_db = DatumGetInt32(arg);
-	strlcpy(my_name, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
-	if (my_db < 0 || my_db >= AQ_MAXDB)
+	dbid = (Oid) strtoul(MyBgworkerEntry->bgw_extra, NULL, 10);
+	if (my_db < 0 || my_db >= AQ_MAXDB || !OidIsValid(dbid))
 		proc_exit(1);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(my_name, NULL, BGWORKER_BYPASS_ALLOWCONN);
+	/* by OID: a database renamed since its events were queued is still theirs */
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, BGWORKER_BYPASS_ALLOWCONN);
 	pgstat_report_appname("crm audit writer");
+	become_bootstrap_superuser();
 	/* its own fixed environment: no database or role setting delays or redirects it */
 	SetConfigOption("search_path", CRM_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
@@ -687,7 +743,7 @@ crm_audit_writer_main(Datum arg)
 			 * so every event after the first of them, until the restore was over).
 			 */
 			LWLockAcquire(crm_aq->lock, LW_EXCLUSIVE);
-			if (strcmp(crm_aq->dbs[my_db].name, my_name) == 0 && crm_aq->dbs[my_db].state == AQ_DB_UNKNOWN)
+			if (crm_aq->dbs[my_db].dbid == MyDatabaseId && crm_aq->dbs[my_db].state == AQ_DB_UNKNOWN)
 				crm_aq->dbs[my_db].state = AQ_DB_CRM;
 			LWLockRelease(crm_aq->lock);
 			proc_exit(1);

@@ -211,7 +211,8 @@ extern void crm_auditq_session_event(const char *action, const char *object, int
 /* an event's detail (JSON text) is at most this long; longer ones are replaced by their length */
 #define CRM_AUDIT_DETAIL_LEN 2048
 
-extern void crm_auditq_release_db(const char *name);
+extern void crm_auditq_release_db(Oid dbid);
+extern void crm_auditq_resume_db(Oid dbid);
 struct Port;
 extern void crm_client_addr(struct Port *port, char *addr, size_t size);
 

@@ -6,7 +6,10 @@
  */
 #include "crm.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
@@ -16,6 +19,7 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
@@ -42,26 +46,69 @@ is_explain_analyze(Node *stmt)
 	return false;
 }
 
-/* statements that need a database without other sessions: crm's audit writer there leaves */
-static void
+/* whether a database is marked as a template (anyone with CREATEDB may copy it) */
+static bool
+crm_database_is_template(Oid db)
+{
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(db));
+	bool		is_template = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		is_template = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+		ReleaseSysCache(tup);
+	}
+	return is_template;
+}
+
+/*
+ * Statements that need a database without other sessions: crm's audit writer there leaves for
+ * them. Only when the statement will really go ahead — the caller passes the checks PostgreSQL
+ * makes of it (owns the database or is superuser; CREATEDB to rename it or to copy it, and a
+ * template that is one or is the caller's): else any login could keep a database's writer away
+ * by repeating a refused DROP DATABASE. Returns the database left (InvalidOid: none).
+ */
+static Oid
 release_audit_writer(Node *stmt)
 {
 	ListCell   *lc;
+	Oid			db = InvalidOid;
 
 	if (IsA(stmt, DropdbStmt))
-		crm_auditq_release_db(((DropdbStmt *) stmt)->dbname);
+	{
+		db = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
+		if (OidIsValid(db) && !pg_database_ownercheck(db, GetUserId()))
+			db = InvalidOid;
+	}
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
-		crm_auditq_release_db(((RenameStmt *) stmt)->subname);
+	{
+		db = get_database_oid(((RenameStmt *) stmt)->subname, true);
+		if (OidIsValid(db) && (!pg_database_ownercheck(db, GetUserId()) || !have_createdb_privilege()))
+			db = InvalidOid;
+	}
 	else if (IsA(stmt, AlterDatabaseStmt))
-		crm_auditq_release_db(((AlterDatabaseStmt *) stmt)->dbname);
+	{
+		/* of its forms, only SET TABLESPACE needs the database to itself */
+		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+			if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				db = get_database_oid(((AlterDatabaseStmt *) stmt)->dbname, true);
+		if (OidIsValid(db) && !pg_database_ownercheck(db, GetUserId()))
+			db = InvalidOid;
+	}
 	else if (IsA(stmt, CreatedbStmt))
 		foreach(lc, ((CreatedbStmt *) stmt)->options)
 		{
 			DefElem    *opt = lfirst(lc);
 
 			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL && IsA(opt->arg, String))
-				crm_auditq_release_db(strVal(opt->arg));
+				db = get_database_oid(strVal(opt->arg), true);
 		}
+	if (OidIsValid(db) && IsA(stmt, CreatedbStmt) &&
+		(!have_createdb_privilege() || (!crm_database_is_template(db) && !pg_database_ownercheck(db, GetUserId()))))
+		db = InvalidOid;
+	if (OidIsValid(db))
+		crm_auditq_release_db(db);
+	return db;
 }
 
 static void
@@ -71,12 +118,13 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 {
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
 	CrmCopyFrame *volatile copy;
+	volatile Oid released;
 
 	crm_masking_check_utility(pstmt->utilityStmt);
 	crm_audit_check_utility(pstmt->utilityStmt);
-	release_audit_writer(pstmt->utilityStmt);
 	crm_copies_check_utility(pstmt->utilityStmt);
 	copy = crm_copies_push(pstmt->utilityStmt, guard);
+	released = release_audit_writer(pstmt->utilityStmt);	/* (resumed below, however it ends) */
 
 	if (guard)
 		explain_analyze_depth++;
@@ -92,6 +140,9 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		if (guard)
 			explain_analyze_depth--;
 		crm_copies_pop(copy);
+		/* done, or failed: the writer comes back (a dropped database's finds it gone) */
+		if (OidIsValid(released))
+			crm_auditq_resume_db(released);
 	}
 	PG_END_TRY();
 
