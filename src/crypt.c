@@ -161,6 +161,7 @@ typedef struct MasterKey
 	char		id[64];
 	uint8		enc[32];		/* derived: HMAC(key, "crm wrap enc") */
 	uint8		mac[32];		/* derived: HMAC(key, "crm wrap mac") */
+	uint8		prk[32];		/* HKDF-Extract(salt "crm keyring v1", key): see crm_keyring_derive */
 } MasterKey;
 
 static MasterKey *mkeys = NULL;		/* TopMemoryContext */
@@ -172,6 +173,9 @@ static struct stat loaded_st;
 static struct stat loaded_shred_st;
 static bool shred_file_exists = false;
 static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
+static uint8 legacy_audit[MK_LEN];	/* a 0.1 database's audit key ("legacy:audit <hex>"), matching only */
+static bool have_legacy_audit = false;
+uint64		crm_dk_generation = 0;	/* bumped whenever the data key caches are dropped */
 
 static void dk_cache_reset(void);
 
@@ -282,6 +286,13 @@ parse_keyring(const char *path, const struct stat *st)
 			while (*hex == ' ' || *hex == '\t')
 				hex++;
 			hexlen = strlen(hex);
+			if (idlen == 12 && strncmp(id, "legacy:audit", 12) == 0 && parse_hex(hex, hexlen, legacy_audit, MK_LEN))
+			{
+				/* not a master key: the audit key a 0.1 database kept in crm.audit_key (auditkeys.c) */
+				have_legacy_audit = true;
+				line = next;
+				continue;
+			}
 			for (size_t i = 0; i < idlen; i++)
 				if (!(isalnum((unsigned char) id[i]) || id[i] == '_' || id[i] == '-' || id[i] == '.'))
 					idlen = 0;
@@ -305,6 +316,7 @@ parse_keyring(const char *path, const struct stat *st)
 			strlcpy(keys[n].id, id, sizeof(keys[n].id));
 			hmac1(raw, MK_LEN, "crm wrap enc", 12, keys[n].enc);
 			hmac1(raw, MK_LEN, "crm wrap mac", 12, keys[n].mac);
+			hmac1((const uint8 *) "crm keyring v1", 14, raw, MK_LEN, keys[n].prk);
 			explicit_bzero(raw, sizeof(raw));
 			n++;
 			line = next;
@@ -403,6 +415,8 @@ keyring_require(void)
 			mkeys = NULL;
 			n_mkeys = 0;
 		}
+		explicit_bzero(legacy_audit, sizeof(legacy_audit));
+		have_legacy_audit = false;
 		dk_cache_reset();
 		parse_keyring(crm_keyring, &st);
 		loaded_st = st;
@@ -581,6 +595,7 @@ dk_cache_reset(void)
 	}
 	subject_cache = NULL;
 	crm_cache_retire(&dk_cxt);
+	crm_dk_generation++;
 }
 
 static void
@@ -1939,6 +1954,101 @@ crm_keyring_status(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, v, n)));
+}
+
+/* --- keys for other modules (auditkeys.c): derived here, so no raw key leaves this file --------------- */
+
+/* Load the keyring; returns how many master keys it holds (the last is current). */
+int
+crm_keyring_count(void)
+{
+	keyring_require();
+	return n_mkeys;
+}
+
+const char *
+crm_keyring_key_id(int i)
+{
+	Assert(i >= 0 && i < n_mkeys);
+	return mkeys[i].id;
+}
+
+/* the index of the master key with this id, or -1 */
+int
+crm_keyring_find(const char *id)
+{
+	keyring_require();
+	for (int i = 0; i < n_mkeys; i++)
+		if (strcmp(mkeys[i].id, id) == 0)
+			return i;
+	return -1;
+}
+
+/* HKDF-SHA256 (RFC 5869) of master key i, salt "crm keyring v1", info label: 32 bytes */
+void
+crm_keyring_derive(int i, const char *label, uint8 *out)
+{
+	const void *parts[2] = {label, "\x01"};
+	size_t		lens[2] = {strlen(label), 1};
+
+	Assert(i >= 0 && i < n_mkeys);
+	hmac_parts(mkeys[i].prk, 32, 2, parts, lens, out);
+}
+
+/* the legacy audit key of a migrated 0.1 database, when the keyring holds one */
+bool
+crm_keyring_legacy_audit(uint8 *out)
+{
+	keyring_require();
+	if (have_legacy_audit)
+		memcpy(out, legacy_audit, MK_LEN);
+	return have_legacy_audit;
+}
+
+/*
+ * A 32-byte secret of a subject ("customer:<id>", "object:<name>"): HMAC(its data key, label).
+ * create: make the data key if the subject has none (a write). Returns false when there is no
+ * usable key: shredded (the row is a tombstone or its fingerprint is listed as shredded), or none
+ * and !create.
+ */
+bool
+crm_subject_secret(const char *subject, int64 customer_id, bool create, const char *label, uint8 *out)
+{
+	SubjectEntry *se;
+	DkEntry    *dk;
+
+	keyring_require();
+	if (strlen(subject) >= SUBJECT_LEN)
+		elog(ERROR, "crm subject name too long");
+	dk_cache_init();
+	se = hash_search(subject_cache, subject, HASH_FIND, NULL);
+	if (se == NULL && !create)
+	{
+		Oid			t1[1] = {TEXTOID};
+		Datum		v1[1] = {CStringGetTextDatum(subject)};
+		Datum		o[2];
+		bool		on[2];
+
+		crm_watch_catalogs();
+		if (!crm_query_row_as_owner("SELECT d.id, d.wrapped IS NULL FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1",
+									1, t1, v1, o, on, 2))
+			return false;
+		if (DatumGetBool(o[1]))
+			return false;
+		dk = data_key(DatumGetInt64(o[0]));
+	}
+	else
+	{
+		if (se == NULL)
+			se = subject_key(subject, customer_id);
+		if (se->erased)
+			return false;
+		dk = data_key(se->dkid);
+	}
+	if (dk->erased)
+		return false;
+	hmac1(dk->key, DK_LEN, label, strlen(label), out);
+	return true;
 }
 
 void
