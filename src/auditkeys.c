@@ -501,13 +501,23 @@ crm_audit_legacy_key_drop(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the legacy audit key in the crm key file \"%s\" is not the key in crm.audit_key", crm_keyring),
 				 errhint("Copy the line that crm.audit_legacy_key() prints exactly.")));
-	SPI_connect();
-	if (getExtensionOfObject(RelationRelationId, relid) == get_extension_oid("crm", true) &&
-		SPI_execute("ALTER EXTENSION crm DROP TABLE crm.audit_key", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not release crm.audit_key from the extension");
-	if (SPI_execute("DROP TABLE crm.audit_key", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not drop crm.audit_key");
-	SPI_finish();
+	/* 0.1 made it a member of the extension: released first (crm's own DDL, past its guard) */
+	crm_audit_internal_ddl = true;
+	PG_TRY();
+	{
+		SPI_connect();
+		if (getExtensionOfObject(RelationRelationId, relid) == get_extension_oid("crm", true) &&
+			SPI_execute("ALTER EXTENSION crm DROP TABLE crm.audit_key", false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not release crm.audit_key from the extension");
+		if (SPI_execute("DROP TABLE crm.audit_key", false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop crm.audit_key");
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		crm_audit_internal_ddl = false;
+	}
+	PG_END_TRY();
 	crm_audit_event("MAINTENANCE", NULL, 0, "{\"operation\": \"audit key moved to the keyring\"}");
 	PG_RETURN_BOOL(true);
 }
