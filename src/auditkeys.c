@@ -63,11 +63,14 @@ typedef struct ParentInfo
 static HTAB *parents = NULL;
 static MemoryContext parents_cxt = NULL;
 
+static void secrets_reset(void);
+
 void
 crm_audit_keys_reset(void)
 {
 	parents = NULL;
 	crm_cache_retire(&parents_cxt);
+	secrets_reset();
 }
 
 static ParentInfo *
@@ -224,64 +227,195 @@ hash_with(const uint8 *key, const char *object, const char *field, const char *v
 }
 
 /*
- * K_i,s (see the header). A one-entry cache per backend: a statement's rows are mostly of one
- * subject, and a transaction's too; it is dropped with the data key caches (a shred) and at a new
- * transaction (the keyring is checked once per transaction).
+ * Subject secrets S_s, cached per backend: the first use of a subject costs a query and an unwrap,
+ * later ones a hash lookup. The cache is dropped whenever crypt.c drops its data keys (a key
+ * shredded or re-wrapped in any backend, the key file or the shredded-key list changed), so a
+ * shredded subject is never hashed from a stale secret.
  */
-static struct
+typedef struct SecretEntry
 {
-	bool		valid;
-	LocalTransactionId lxid;
-	uint64		dk_generation;
-	int			key;
-	char		key_id[64];
 	char		subject[NAMEDATALEN + 16];
-	bool		usable;
-	uint8		k[32];
-} last;
+	bool		usable;			/* false: shredded */
+	uint8		secret[32];
+	int			kindex;			/* master key of k, or -1 */
+	char		kid[64];
+	CrmHmacKey	k;				/* K_kindex,s prepared */
+} SecretEntry;
 
-static bool
-subject_hash_key(int i, const char *subject, int64 customer_id, bool create, uint8 *out)
+static HTAB *secrets = NULL;
+static MemoryContext secrets_cxt = NULL;
+static uint64 secrets_generation = 0;
+
+static void
+secrets_reset(void)
 {
-	uint8		a[32], sec[32];
-	bool		ok;
+	if (secrets != NULL)
+	{
+		HASH_SEQ_STATUS st;
+		SecretEntry *e;
 
-	if (last.valid && last.lxid == MyProc->lxid && last.dk_generation == crm_dk_generation && last.key == i &&
-		strcmp(last.key_id, crm_keyring_key_id(i)) == 0 && strcmp(last.subject, subject) == 0)
-	{
-		memcpy(out, last.k, 32);
-		return last.usable;
+		hash_seq_init(&st, secrets);
+		while ((e = hash_seq_search(&st)) != NULL)
+			explicit_bzero(e, sizeof(*e));
 	}
-	ok = crm_subject_secret(subject, customer_id, create, SUBJECT_LABEL, sec);
-	if (ok)
-	{
-		CrmHmacKey	hk;
-		CrmSha256	c;
+	secrets = NULL;
+	crm_cache_retire(&secrets_cxt);
+}
 
-		crm_keyring_derive(i, AUDIT_LABEL, a);
-		crm_hmac_key(&hk, a, 32);
-		crm_hmac_start(&hk, &c);
-		crm_sha256_update(&c, sec, 32);
-		crm_hmac_finish(&hk, &c, out);
-		explicit_bzero(&hk, sizeof(hk));
-		explicit_bzero(a, sizeof(a));
-		explicit_bzero(sec, sizeof(sec));
-	}
-	else
-		memset(out, 0, 32);
-	/* only what a write found (create): a lookup's "no key yet" must not stand for a later write */
-	if (create && strlen(subject) < sizeof(last.subject))
+/* The stored row of a subject's data key, read with a fresh snapshot (it may have been made just now). */
+static bool
+subject_row(const char *subject, int64 *dkid, char **mkid, bytea **wrapped)
+{
+	CrmUserSwitch sw;
+	volatile bool found = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	crm_switch_to_owner(&sw);
+	PG_TRY();
 	{
-		last.valid = true;
-		last.lxid = MyProc->lxid;
-		last.dk_generation = crm_dk_generation;
-		last.key = i;
-		strlcpy(last.key_id, crm_keyring_key_id(i), sizeof(last.key_id));
-		strlcpy(last.subject, subject, sizeof(last.subject));
-		last.usable = ok;
-		memcpy(last.k, out, 32);
+		static const char *sql = "SELECT d.id, d.master_key_id, d.wrapped FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1";
+		Oid			t[1] = {TEXTOID};
+		Datum		v[1] = {CStringGetTextDatum(subject)};
+		SPIPlanPtr	plan;
+		int			rc;
+
+		SPI_connect();
+		plan = crm_kept_plan(sql, 1, t);
+		rc = plan ? SPI_execute_plan(plan, v, NULL, false, 1) : SPI_execute_with_args(sql, 1, t, v, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "crm data key lookup failed");
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			Datum		w;
+			MemoryContext old;
+
+			*dkid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			w = SPI_getbinval(tup, desc, 3, &isnull);
+			old = MemoryContextSwitchTo(cxt);
+			*mkid = SPI_getvalue(tup, desc, 2);
+			*wrapped = isnull ? NULL : DatumGetByteaPCopy(w);
+			MemoryContextSwitchTo(old);
+			found = true;
+		}
+		SPI_finish();
 	}
-	return ok;
+	PG_FINALLY();
+	{
+		crm_restore_user(&sw);
+	}
+	PG_END_TRY();
+	return found;
+}
+
+/*
+ * The cached secret of a subject. create: make its data key if it has none (a write). NULL when
+ * it has none and !create (nothing is cached then: a later write makes one).
+ */
+static SecretEntry *
+subject_secret(const char *subject, int64 customer_id, bool create)
+{
+	SecretEntry *e;
+	SecretEntry tmp;
+	bool		found;
+	int64		dkid;
+	char	   *mkid;
+	bytea	   *wrapped;
+
+	(void) crm_keyring_count();		/* the key file, checked once a transaction (may drop the caches) */
+	if (strlen(subject) >= sizeof(tmp.subject))
+		elog(ERROR, "crm subject name too long");
+	if (secrets != NULL && secrets_generation != crm_dk_generation)
+		secrets_reset();
+	if (secrets == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(tmp.subject);
+		ctl.entrysize = sizeof(SecretEntry);
+		ctl.hcxt = crm_cache_context(&secrets_cxt, "crm audit subject keys");
+		secrets = hash_create("crm audit subject keys", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		secrets_generation = crm_dk_generation;
+	}
+	e = hash_search(secrets, subject, HASH_FIND, &found);
+	if (found)
+		return e;
+	crm_watch_catalogs();
+	memset(&tmp, 0, sizeof(tmp));
+	strlcpy(tmp.subject, subject, sizeof(tmp.subject));
+	tmp.kindex = -1;
+	if (!subject_row(subject, &dkid, &mkid, &wrapped))
+	{
+		if (!create)
+			return NULL;
+		crm_subject_key_make(subject, customer_id);
+		if (!subject_row(subject, &dkid, &mkid, &wrapped))
+			elog(ERROR, "could not find the data key just made for %s", subject);
+	}
+	tmp.usable = wrapped != NULL && crm_data_key_secret(dkid, mkid, wrapped, SUBJECT_LABEL, tmp.secret);
+	/* (making or unwrapping a key may have dropped the caches: start again from an empty one) */
+	if (secrets == NULL || secrets_generation != crm_dk_generation)
+	{
+		explicit_bzero(&tmp, sizeof(tmp));
+		return subject_secret(subject, customer_id, create);
+	}
+	e = hash_search(secrets, subject, HASH_ENTER, &found);
+	*e = tmp;
+	explicit_bzero(&tmp, sizeof(tmp));
+	return e;
+}
+
+/* K_i,s prepared, or false when the subject has no usable key (shredded; none and !create) */
+static bool
+subject_hash_key(int i, const char *subject, int64 customer_id, bool create, CrmHmacKey *out)
+{
+	SecretEntry *e = subject_secret(subject, customer_id, create);
+	uint8		a[32], k[32];
+	CrmHmacKey	ak;
+	CrmSha256	c;
+
+	if (e == NULL || !e->usable)
+		return false;
+	if (e->kindex == i && strcmp(e->kid, crm_keyring_key_id(i)) == 0)
+	{
+		*out = e->k;
+		return true;
+	}
+	crm_keyring_derive(i, AUDIT_LABEL, a);
+	crm_hmac_key(&ak, a, 32);
+	crm_hmac_start(&ak, &c);
+	crm_sha256_update(&c, e->secret, 32);
+	crm_hmac_finish(&ak, &c, k);
+	crm_hmac_key(out, k, 32);
+	/* keep the current key's: it is the one writes use */
+	if (i == crm_keyring_count() - 1)
+	{
+		e->kindex = i;
+		strlcpy(e->kid, crm_keyring_key_id(i), sizeof(e->kid));
+		e->k = *out;
+	}
+	explicit_bzero(a, sizeof(a));
+	explicit_bzero(k, sizeof(k));
+	explicit_bzero(&ak, sizeof(ak));
+	return true;
+}
+
+static void
+hash_prepared(const CrmHmacKey *k, const char *object, const char *field, const char *value, size_t len, StringInfo out)
+{
+	CrmSha256	c;
+	uint8		h[32];
+
+	crm_hmac_start(k, &c);
+	crm_sha256_update(&c, object, strlen(object) + 1);
+	crm_sha256_update(&c, field, strlen(field) + 1);
+	crm_sha256_update(&c, value, len);
+	crm_hmac_finish(k, &c, h);
+	hex(h, HASH_BYTES, out);
+	explicit_bzero(h, sizeof(h));
 }
 
 /*
@@ -293,17 +427,29 @@ crm_audit_value_hash(const char *object, CrmAuditSubject *s, const char *field, 
 					 StringInfo out)
 {
 	int			n = crm_keyring_count();
-	uint8		k[32];
+	CrmHmacKey	k;
 
 	Assert(s->resolved);
-	if (!subject_hash_key(n - 1, s->subject, s->customer_id, true, k))
+	if (!subject_hash_key(n - 1, s->subject, s->customer_id, true, &k))
 	{
 		appendStringInfoString(out, "erased");
 		return;
 	}
 	appendStringInfo(out, "%s:", crm_keyring_key_id(n - 1));
-	hash_with(k, object, field, value, len, out);
-	explicit_bzero(k, sizeof(k));
+	hash_prepared(&k, object, field, value, len, out);
+	explicit_bzero(&k, sizeof(k));
+}
+
+/* the index of the master key with this id, or -1 */
+static int
+keyring_find(const char *id)
+{
+	int			n = crm_keyring_count();
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(crm_keyring_key_id(i), id) == 0)
+			return i;
+	return -1;
 }
 
 /*
@@ -326,7 +472,7 @@ crm_audit_digest_key(const char *key_id, bool legacy, CrmHmacKey *out, const cha
 	}
 	else
 	{
-		i = key_id ? crm_keyring_find(key_id) : crm_keyring_count() - 1;
+		i = key_id ? keyring_find(key_id) : crm_keyring_count() - 1;
 		if (i < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
@@ -392,17 +538,17 @@ crm_audit_hash(PG_FUNCTION_ARGS)
 {
 	HashArgs	a;
 	StringInfoData s;
-	uint8		k[32];
+	CrmHmacKey	k;
 	int			n;
 
 	hash_args(fcinfo, "crm.audit_hash", &a);
 	n = crm_keyring_count();
-	if (a.value == NULL || !subject_hash_key(n - 1, a.subject, a.customer_id, false, k))
+	if (a.value == NULL || !subject_hash_key(n - 1, a.subject, a.customer_id, false, &k))
 		PG_RETURN_NULL();
 	initStringInfo(&s);
 	appendStringInfo(&s, "%s:", crm_keyring_key_id(n - 1));
-	hash_with(k, a.object, a.field, VARDATA_ANY(a.value), VARSIZE_ANY_EXHDR(a.value), &s);
-	explicit_bzero(k, sizeof(k));
+	hash_prepared(&k, a.object, a.field, VARDATA_ANY(a.value), VARSIZE_ANY_EXHDR(a.value), &s);
+	explicit_bzero(&k, sizeof(k));
 	PG_RETURN_TEXT_P(cstring_to_text(s.data));
 }
 
@@ -433,12 +579,14 @@ crm_audit_hashes(PG_FUNCTION_ARGS)
 	for (int i = n - 1; i >= 0; i--)
 	{
 		StringInfoData s;
+		CrmHmacKey	hk;
 
-		if (!subject_hash_key(i, a.subject, a.customer_id, false, k))
+		if (!subject_hash_key(i, a.subject, a.customer_id, false, &hk))
 			break;				/* the subject's key is gone: for every master key */
 		initStringInfo(&s);
 		appendStringInfo(&s, "%s:", crm_keyring_key_id(i));
-		hash_with(k, a.object, a.field, v, vlen, &s);
+		hash_prepared(&hk, a.object, a.field, v, vlen, &s);
+		explicit_bzero(&hk, sizeof(hk));
 		elems[ne++] = CStringGetTextDatum(s.data);
 	}
 	if (crm_keyring_legacy_audit(k))

@@ -108,10 +108,10 @@ extern HeapTuple crm_crypt_row(Relation rel, HeapTuple newtup, HeapTuple oldtup,
 extern uint64 crm_dk_generation;
 extern int	crm_keyring_count(void);
 extern const char *crm_keyring_key_id(int i);
-extern int	crm_keyring_find(const char *id);
 extern void crm_keyring_derive(int i, const char *label, uint8 *out);
 extern bool crm_keyring_legacy_audit(uint8 *out);
-extern bool crm_subject_secret(const char *subject, int64 customer_id, bool create, const char *label, uint8 *out);
+extern void crm_subject_key_make(const char *subject, int64 customer_id);
+extern bool crm_data_key_secret(int64 dkid, const char *mkid, bytea *wrapped, const char *label, uint8 *out);
 
 
 /* hooks.c: executor and utility hooks (preloaded only) */

@@ -1973,17 +1973,6 @@ crm_keyring_key_id(int i)
 	return mkeys[i].id;
 }
 
-/* the index of the master key with this id, or -1 */
-int
-crm_keyring_find(const char *id)
-{
-	keyring_require();
-	for (int i = 0; i < n_mkeys; i++)
-		if (strcmp(mkeys[i].id, id) == 0)
-			return i;
-	return -1;
-}
-
 /* HKDF-SHA256 (RFC 5869) of master key i, salt "crm keyring v1", info label: 32 bytes */
 void
 crm_keyring_derive(int i, const char *label, uint8 *out)
@@ -2005,50 +1994,34 @@ crm_keyring_legacy_audit(uint8 *out)
 	return have_legacy_audit;
 }
 
-/*
- * A 32-byte secret of a subject ("customer:<id>", "object:<name>"): HMAC(its data key, label).
- * create: make the data key if the subject has none (a write). Returns false when there is no
- * usable key: shredded (the row is a tombstone or its fingerprint is listed as shredded), or none
- * and !create.
- */
-bool
-crm_subject_secret(const char *subject, int64 customer_id, bool create, const char *label, uint8 *out)
+/* Make the data key of a subject if it has none (a write needs it); a shredded one stays shredded. */
+void
+crm_subject_key_make(const char *subject, int64 customer_id)
 {
-	SubjectEntry *se;
-	DkEntry    *dk;
-
-	keyring_require();
 	if (strlen(subject) >= SUBJECT_LEN)
 		elog(ERROR, "crm subject name too long");
-	dk_cache_init();
-	se = hash_search(subject_cache, subject, HASH_FIND, NULL);
-	if (se == NULL && !create)
-	{
-		Oid			t1[1] = {TEXTOID};
-		Datum		v1[1] = {CStringGetTextDatum(subject)};
-		Datum		o[2];
-		bool		on[2];
+	(void) subject_key(subject, customer_id);
+}
 
-		crm_watch_catalogs();
-		if (!crm_query_row_as_owner("SELECT d.id, d.wrapped IS NULL FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1",
-									1, t1, v1, o, on, 2))
-			return false;
-		if (DatumGetBool(o[1]))
-			return false;
-		dk = data_key(DatumGetInt64(o[0]));
-	}
-	else
-	{
-		if (se == NULL)
-			se = subject_key(subject, customer_id);
-		if (se->erased)
-			return false;
-		dk = data_key(se->dkid);
-	}
-	if (dk->erased)
-		return false;
-	hmac1(dk->key, DK_LEN, label, strlen(label), out);
-	return true;
+/*
+ * HMAC(data key, label) of a stored data key row: false when the key is shredded (listed in the
+ * shredded-key file). A missing master key or a key that does not unwrap is an error.
+ */
+bool
+crm_data_key_secret(int64 dkid, const char *mkid, bytea *wrapped, const char *label, uint8 *out)
+{
+	uint8		dk[DK_LEN];
+	uint8		fp[FP_LEN];
+	bool		ok;
+
+	keyring_require();
+	unwrap_key(dkid, mkid, wrapped, dk);
+	fingerprint(dk, fp);
+	ok = !is_shredded(fp);
+	if (ok)
+		hmac1(dk, DK_LEN, label, strlen(label), out);
+	explicit_bzero(dk, DK_LEN);
+	return ok;
 }
 
 void

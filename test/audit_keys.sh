@@ -97,9 +97,20 @@ ok "$(as ak_aud $db -c "SELECT crm.audit_hash('customer', 'id_number', '11010519
 ok "$(as ak_rm $db -c "SELECT crm.audit_hash('note', 'code', 'N-0001')" | grep -c 'permission denied')" "1" "audit_hash is for auditors"
 ok "$(as ak_aud $db -c "SELECT count(*) FROM crm.data_key" | grep -c 'permission denied')" "1" "auditors see no (wrapped) key"
 
+# the example of docs/audit.md, for Alice
+example=$(sed -n '/^  SELECT l.id FROM crm.audit_log l,$/,/;$/p' "$(dirname "$0")/../docs/audit.md" | sed "s/, 42)/, $alice)/g")
+ok "$(su $db -c "$example" | wc -l)|$(echo "$example" | grep -c ", $alice))")" "1|2" "the matching query of docs/audit.md finds Alice's entry"
+
 # 3. rotation: a key appended to the key file is used for new entries; old ones still match
 digest1=$(su $db -c "SELECT crm.audit_digest()")
 ok "$(echo "$digest1" | grep -c '"key": "k1"')" "1" "a digest names the master key that signed it"
+ok "$(python3 -c "
+import hmac, hashlib, json, sys
+d = json.loads(sys.argv[1]); k = bytes.fromhex(sys.argv[2])
+dk = bytes.fromhex(sys.argv[3])
+msg = 'crm-audit-digest|v2|%s|%s|%s|%s' % (d['key'], d['block'], d['hash'], d['sealed_at'])
+print(hmac.new(dk, b'digest\0v1\0' + msg.encode(), hashlib.sha256).hexdigest()[:32] == d['signature'])" "$digest1" "$k1" "$(derived "$k1" 'crm audit digest v1')")" "True" \
+   "its signature is HMAC-SHA256 under HKDF-SHA256(k1, 'crm audit digest v1'), as docs/audit.md says"
 k2=$(newkey)
 put_keys "k1 $k1
 k2 $k2"
@@ -121,7 +132,7 @@ ok "$(su $db -c "SELECT crm.audit_verify('$digest2'::jsonb - 'key')" | grep -c '
 pg_dump -Fc -d $db -f "$tmp/before_erase.dump" 2>/dev/null
 ok "$(matches $db customer id_number 11010519491231002X $alice)" "1" "before the erasure, Alice's ID number matches her entry"
 ok "$(as ak_comp $db -c "SELECT (crm.erase_subject($alice, 'erasure request 17'))->>'customer_anonymised'")" "true" "compliance erases Alice"
-ok "$(matches $db customer id_number 11010519491231002X $alice)" "0" "her former ID number now matches no entry"
+ok "$(matches $db customer id_number 11010519491231002X $alice)|$(su $db -c "$example" | grep -c .)" "0|0" "her former ID number now matches no entry (nor by the docs' query)"
 ok "$(matches $db customer passport E11111111 $alice)|$(matches $db loan borrower_id 11010519491231002X $alice)|$(matches $db customer mobile 13812345678 $alice)" "0|0|0" \
    "nor her passport, her loan's borrower id, or her old mobile"
 ok "$(su $db -c "SELECT crm.audit_hash('customer', 'id_number', '11010519491231002X', $alice) IS NULL, cardinality(crm.audit_hashes('customer', 'id_number', '11010519491231002X', $alice))")" "t|0" \
