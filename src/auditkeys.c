@@ -70,14 +70,16 @@ typedef struct ParentInfo
 static HTAB *parents = NULL;
 static MemoryContext parents_cxt = NULL;
 
-static void secrets_reset(void);
-
+/*
+ * A managed table or crm's metadata changed (the parents of objects may have). The subjects'
+ * secrets are not dropped here: a table's relcache invalidation (an autovacuum's statistics, a
+ * new partition) happens all the time under load, and they follow crypt.c's key caches instead.
+ */
 void
 crm_audit_keys_reset(void)
 {
 	parents = NULL;
 	crm_cache_retire(&parents_cxt);
-	secrets_reset();
 }
 
 static ParentInfo *

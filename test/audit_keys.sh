@@ -177,6 +177,18 @@ put_keys "$good"
 ok "$(count)" "$before" "none of the refused writes left an entry or a change"
 ok "$(su $db -c "$upd; SELECT count(*) FROM crm.audit_log l WHERE l.record_id = $bob AND l.detail #>> '{fields,mobile,new_hash}' LIKE 'k2:%'")" "1" "with the key file back, the write goes through"
 
+# a session that has used a customer's key, while another forgets the customer: no stale key
+out=$(psql -X -qAt -d $db 2>&1 <<SQL
+INSERT INTO crm_data.customer (owner_id, name, mobile) SELECT owner_id, 'Carol', '13612345678' FROM crm_data.customer WHERE id = $bob RETURNING id \gset
+SELECT crm.audit_hash('customer', 'mobile', '13612345678', :id) IS NOT NULL AS before;
+\! psql -X -qAt -U ak_comp -d $db -c "SELECT crm.forget_subject(id, 'erasure request 19') FROM crm_data.customer WHERE name = 'Carol'"
+SELECT crm.audit_hash('customer', 'mobile', '13612345678', :id) IS NULL AS after;
+UPDATE crm_data.customer SET mobile = '13612345670' WHERE id = :id;
+SELECT l.detail #>> '{fields,mobile,new_hash}' FROM crm.audit_log l WHERE l.record_id = :id AND l.object = 'customer' AND l.action = 'UPDATE';
+SQL
+)
+ok "$(echo $out)" "t t t erased" "a session that hashed Carol's values computes none once another session forgot her, and logs \"erased\""
+
 # 6. migration of a 0.1 database: its audit key in crm.audit_key, its hashes and digests under it
 legacy=$(newkey)
 psql -X -q -d postgres -c "CREATE DATABASE $mig" >/dev/null
