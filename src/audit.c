@@ -6,8 +6,9 @@
  * Writing. crm._audit_row() (AFTER ROW) turns each change into an entry — INSERT with the values,
  * UPDATE with only the fields that changed, DELETE — and keeps it in a per-transaction buffer;
  * crm._audit_flush() (AFTER STATEMENT) writes the statement's entries with one INSERT. Values of
- * personal, sensitive and encrypted fields are written as keyed hashes (HMAC-SHA256 under the
- * database's audit key). Entries commit or roll back with the change; writers take no shared lock.
+ * personal, sensitive and encrypted fields are written as keyed hashes (HMAC-SHA256 under a key
+ * of the record's customer derived from the key file: auditkeys.c). Entries commit or roll back
+ * with the change; writers take no shared lock.
  *
  * Chaining. An entry belongs to the transaction that wrote it (xid) in an "era" (this cluster and
  * database). crm.audit_seal() takes the entries of the current era whose xid lies below the xmin of

@@ -621,6 +621,16 @@ dk_cache_init(void)
 	}
 }
 
+/* A fixed statement through a kept plan, or planned now when no more plans can be kept. */
+static int
+spi_run(const char *sql, int nargs, Oid *types, Datum *vals, const char *nulls, bool read_only, long count)
+{
+	SPIPlanPtr	plan = crm_kept_plan(sql, nargs, types);
+
+	return plan ? SPI_execute_plan(plan, vals, nulls, read_only, count)
+		: SPI_execute_with_args(sql, nargs, types, vals, nulls, read_only, count);
+}
+
 /* The stored row of a data key, read with a fresh snapshot (it may have been made just now). */
 static bool
 key_row(int64 dkid, Datum *out, bool *nulls)
@@ -635,8 +645,8 @@ key_row(int64 dkid, Datum *out, bool *nulls)
 		Datum		vals[1] = {Int64GetDatum(dkid)};
 
 		SPI_connect();
-		if (SPI_execute_with_args("SELECT d.master_key_id, d.wrapped FROM crm.data_key d WHERE d.id OPERATOR(pg_catalog.=) $1",
-								  1, types, vals, NULL, false, 1) != SPI_OK_SELECT)
+		if (spi_run("SELECT d.master_key_id, d.wrapped FROM crm.data_key d WHERE d.id OPERATOR(pg_catalog.=) $1",
+					1, types, vals, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "crm data key lookup failed");
 		if (SPI_processed == 1)
 		{
@@ -730,8 +740,8 @@ subject_key(const char *subject, int64 customer_id)
 		SPI_connect();
 		for (int attempt = 0; attempt < 2 && tmp.dkid == 0; attempt++)
 		{
-			if (SPI_execute_with_args("SELECT d.id, d.wrapped IS NULL FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1",
-									  1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
+			if (spi_run("SELECT d.id, d.wrapped IS NULL FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1",
+						1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "crm data key lookup failed");
 			if (SPI_processed == 1)
 			{
@@ -748,7 +758,7 @@ subject_key(const char *subject, int64 customer_id)
 				Datum		v5[5];
 				char		n5[5] = {' ', ' ', customer_id > 0 ? ' ' : 'n', ' ', ' '};
 
-				if (SPI_execute("SELECT pg_catalog.nextval('crm.data_key_id_seq')", false, 1) != SPI_OK_SELECT)
+				if (spi_run("SELECT pg_catalog.nextval('crm.data_key_id_seq')", 0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
 					elog(ERROR, "crm data key id failed");
 				id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 				random_bytes(dk, DK_LEN);
@@ -758,9 +768,9 @@ subject_key(const char *subject, int64 customer_id)
 				v5[3] = CStringGetTextDatum(mk->id);
 				v5[4] = PointerGetDatum(wrap_key(mk, id, dk));
 				explicit_bzero(dk, DK_LEN);
-				if (SPI_execute_with_args("INSERT INTO crm.data_key (id, subject, customer_id, master_key_id, wrapped)"
-										  " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING",
-										  5, t5, v5, n5, false, 0) != SPI_OK_INSERT)
+				if (spi_run("INSERT INTO crm.data_key (id, subject, customer_id, master_key_id, wrapped)"
+							" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING",
+							5, t5, v5, n5, false, 0) != SPI_OK_INSERT)
 					elog(ERROR, "crm data key insert failed");
 				if (SPI_processed == 1)
 					tmp.dkid = id;
