@@ -6,8 +6,9 @@
  * Writing. crm._audit_row() (AFTER ROW) turns each change into an entry — INSERT with the values,
  * UPDATE with only the fields that changed, DELETE — and keeps it in a per-transaction buffer;
  * crm._audit_flush() (AFTER STATEMENT) writes the statement's entries with one INSERT. Values of
- * personal, sensitive and encrypted fields are written as keyed hashes (HMAC-SHA256 under the
- * database's audit key). Entries commit or roll back with the change; writers take no shared lock.
+ * personal, sensitive and encrypted fields are written as keyed hashes (HMAC-SHA256 under a key
+ * of the record's customer derived from the key file: auditkeys.c). Entries commit or roll back
+ * with the change; writers take no shared lock.
  *
  * Chaining. An entry belongs to the transaction that wrote it (xid) in an "era" (this cluster and
  * database). crm.audit_seal() takes the entries of the current era whose xid lies below the xmin of
@@ -111,46 +112,11 @@ crm_audit_era(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64((int64) (hash_bytes_extended((const unsigned char *) k, sizeof(k), 0x63726d) & INT64CONST(0x7fffffffffffffff)));
 }
 
-/* --- the audit key --------------------------------------------------------------------------------- */
-
-static uint8 audit_key[32];
-static CrmHmacKey audit_hmac;	/* audit_key, prepared */
-static bool audit_key_loaded = false;
-
-void
-crm_audit_reset(void)
-{
-	audit_key_loaded = false;
-	explicit_bzero(audit_key, sizeof(audit_key));
-	explicit_bzero(&audit_hmac, sizeof(audit_hmac));
-}
-
-static const CrmHmacKey *
-get_audit_key(void)
-{
-	Datum		out[1];
-	bool		nulls[1];
-
-	if (audit_key_loaded)
-		return &audit_hmac;
-	crm_watch_catalogs();
-	if (!crm_query_row_as_owner("SELECT k.key FROM crm.audit_key k", 0, NULL, NULL, out, nulls, 1) || nulls[0] ||
-		VARSIZE_ANY_EXHDR(DatumGetByteaPP(out[0])) < 16)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("crm's audit key is missing"),
-				 errhint("crm.audit_key must hold one row; it is dumped and restored with the database.")));
-	memset(audit_key, 0, sizeof(audit_key));
-	memcpy(audit_key, VARDATA_ANY(DatumGetByteaPP(out[0])), Min(32, VARSIZE_ANY_EXHDR(DatumGetByteaPP(out[0]))));
-	crm_hmac_key(&audit_hmac, audit_key, 32);
-	audit_key_loaded = true;
-	return &audit_hmac;
-}
+/* --- keyed hashes (the keys: auditkeys.c) ----------------------------------------------------------- */
 
 static void
-keyed_hash(const char *object, const char *field, const char *value, size_t len, StringInfo out)
+keyed_hash(const CrmHmacKey *k, const char *object, const char *field, const char *value, size_t len, StringInfo out)
 {
-	const CrmHmacKey *k = get_audit_key();
 	CrmSha256	c;
 	uint8		h[32];
 
@@ -160,23 +126,6 @@ keyed_hash(const char *object, const char *field, const char *value, size_t len,
 	crm_sha256_update(&c, value, len);
 	crm_hmac_finish(k, &c, h);
 	hex(h, 16, out);
-}
-
-/* SQL function: crm.audit_hash(object text, field text, value text) returns text */
-PG_FUNCTION_INFO_V1(crm_audit_hash);
-Datum
-crm_audit_hash(PG_FUNCTION_ARGS)
-{
-	StringInfoData s;
-	text	   *v;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		PG_RETURN_NULL();
-	v = PG_GETARG_TEXT_PP(2);
-	initStringInfo(&s);
-	keyed_hash(text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
-			   VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &s);
-	PG_RETURN_TEXT_P(cstring_to_text(s.data));
 }
 
 /* --- per-table metadata ------------------------------------------------------------------------------ */
@@ -202,6 +151,7 @@ static MemoryContext audit_cxt = NULL;
 void
 crm_audit_rel_reset(void)
 {
+	crm_audit_keys_reset();
 	audit_rels = NULL;
 	/* callers may hold entries still (a reset can come in the middle of a trigger): retire, not free */
 	crm_cache_retire(&audit_cxt);
@@ -941,7 +891,8 @@ jb_key(JsonbParseState **st, const char *key)
 
 /* "key": value, or "key_hash": keyed hash for protected fields; NULL stays null */
 static void
-append_value(JsonbParseState **st, AuditRel *ar, TupleDesc desc, int att, Datum v, bool isnull, const char *key, Relation rel)
+append_value(JsonbParseState **st, AuditRel *ar, TupleDesc desc, int att, Datum v, bool isnull, const char *key, Relation rel,
+			 HeapTuple tup, CrmAuditSubject *subj)
 {
 	Form_pg_attribute a = TupleDescAttr(desc, att - 1);
 	int			kind = ar->kind[att - 1];
@@ -994,7 +945,8 @@ append_value(JsonbParseState **st, AuditRel *ar, TupleDesc desc, int att, Datum 
 		else
 			str = OutputFunctionCall(&ar->out[att - 1], v);
 		initStringInfo(&h);
-		keyed_hash(ar->object, NameStr(a->attname), str, strlen(str), &h);
+		crm_audit_row_subject(rel, ar->object, tup, subj);
+		crm_audit_value_hash(ar->object, subj, NameStr(a->attname), str, strlen(str), &h);
 		jb_key(st, psprintf("%s_hash", key));
 		jb_string(st, WJB_VALUE, h.data, h.len);
 	}
@@ -1063,6 +1015,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		HeapTuple	o = td->tg_trigtuple, n = td->tg_newtuple;
+		CrmAuditSubject osubj = {0}, nsubj = {0};
 		Datum	   *ovs = palloc(sizeof(Datum) * desc->natts), *nvs = palloc(sizeof(Datum) * desc->natts);
 		bool	   *ons = palloc(sizeof(bool) * desc->natts), *nns = palloc(sizeof(bool) * desc->natts);
 
@@ -1082,8 +1035,8 @@ crm_audit_row(PG_FUNCTION_ARGS)
 				continue;
 			jb_key(&st, NameStr(TupleDescAttr(desc, att - 1)->attname));
 			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			append_value(&st, ar, desc, att, ov, on, "old", rel);
-			append_value(&st, ar, desc, att, nv, nn, "new", rel);
+			append_value(&st, ar, desc, att, ov, on, "old", rel, o, &osubj);
+			append_value(&st, ar, desc, att, nv, nn, "new", rel, n, &nsubj);
 			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 			any = true;
 		}
@@ -1093,6 +1046,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 	else
 	{
 		bool		ins = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+		CrmAuditSubject subj = {0};
 		Datum	   *vs = palloc(sizeof(Datum) * desc->natts);
 		bool	   *ns = palloc(sizeof(bool) * desc->natts);
 
@@ -1105,7 +1059,7 @@ crm_audit_row(PG_FUNCTION_ARGS)
 				continue;
 			jb_key(&st, NameStr(TupleDescAttr(desc, att - 1)->attname));
 			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			append_value(&st, ar, desc, att, vs[att - 1], false, ins ? "new" : "old", rel);
+			append_value(&st, ar, desc, att, vs[att - 1], false, ins ? "new" : "old", rel, row, &subj);
 			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 		}
 	}
@@ -1951,12 +1905,27 @@ crm_audit_verify(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(verify_result(fcinfo, vo->ok, vo->blocks, vo->entries, vo->unsealed, vo->broken, vo->problem));
 }
 
+/*
+ * The signature of a digest: under master key key_id (NULL: the current one, named in *used_id),
+ * or, for a digest of 0.1 (no key named), under the legacy audit key.
+ */
 static void
-digest_signature(int64 block, const char *hash_hex, const char *sealed_at, StringInfo out)
+digest_signature(const char *key_id, bool legacy, int64 block, const char *hash_hex, const char *sealed_at,
+				 StringInfo out, const char **used_id)
 {
-	char	   *msg = psprintf("crm-audit-digest|%lld|%s|%s", (long long) block, hash_hex, sealed_at);
+	CrmHmacKey	k;
+	const char *id = key_id;
+	char	   *msg;
 
-	keyed_hash("digest", "v1", msg, strlen(msg), out);
+	crm_audit_digest_key(key_id, legacy, &k, &id);
+	if (legacy)
+		msg = psprintf("crm-audit-digest|%lld|%s|%s", (long long) block, hash_hex, sealed_at);
+	else
+		msg = psprintf("crm-audit-digest|v2|%s|%lld|%s|%s", id, (long long) block, hash_hex, sealed_at);
+	keyed_hash(&k, "digest", "v1", msg, strlen(msg), out);
+	explicit_bzero(&k, sizeof(k));
+	if (used_id)
+		*used_id = id;
 }
 
 /* SQL function: crm.audit_digest() returns jsonb */
@@ -1989,13 +1958,15 @@ crm_audit_digest(PG_FUNCTION_ARGS)
 			bytea	   *bh = DatumGetByteaPP(SPI_getbinval(t, d, 2, &isnull));
 			char	   *at = SPI_getvalue(t, d, 3);
 			StringInfoData h, sig;
+			const char *kid;
 
 			initStringInfo(&h);
 			hex((uint8 *) VARDATA_ANY(bh), 32, &h);
 			initStringInfo(&sig);
-			digest_signature(no, h.data, at, &sig);
-			appendStringInfo(&js, "{\"block\": %lld, \"hash\": \"%s\", \"sealed_at\": \"%s\", \"last_id\": %s, \"entries\": %s, \"signature\": \"%s\"}",
-							 (long long) no, h.data, at, SPI_getvalue(t, d, 4), SPI_getvalue(t, d, 5), sig.data);
+			digest_signature(NULL, false, no, h.data, at, &sig, &kid);
+			/* (key ids are letters, digits, _ - . : nothing to escape) */
+			appendStringInfo(&js, "{\"block\": %lld, \"hash\": \"%s\", \"sealed_at\": \"%s\", \"last_id\": %s, \"entries\": %s, \"key\": \"%s\", \"signature\": \"%s\"}",
+							 (long long) no, h.data, at, SPI_getvalue(t, d, 4), SPI_getvalue(t, d, 5), kid, sig.data);
 		}
 		SPI_finish();
 	}
@@ -2019,10 +1990,11 @@ crm_audit_verify_digest(PG_FUNCTION_ARGS)
 	int64		want_block;
 	char	   *want_hash, *at, *sig;
 	Datum		d = PointerGetDatum(dg);
-	Datum		parts[4];
-	const char *keys[4] = {"block", "hash", "sealed_at", "signature"};
+	Datum		parts[5];
+	const char *keys[5] = {"block", "hash", "sealed_at", "signature", "key"};
+	char	   *key_id = NULL;
 
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 	{
 		LOCAL_FCINFO(f, 2);
 
@@ -2032,6 +2004,10 @@ crm_audit_verify_digest(PG_FUNCTION_ARGS)
 		f->args[1].value = CStringGetTextDatum(keys[i]);
 		f->args[1].isnull = false;
 		parts[i] = jsonb_object_field_text(f);
+		if (f->isnull && i == 4)
+			break;				/* no key named: a digest of 0.1, signed with the legacy key */
+		if (i == 4)
+			key_id = TextDatumGetCString(parts[4]);
 		if (f->isnull)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -2046,7 +2022,7 @@ crm_audit_verify_digest(PG_FUNCTION_ARGS)
 		StringInfoData expect;
 
 		initStringInfo(&expect);
-		digest_signature(want_block, want_hash, at, &expect);
+		digest_signature(key_id, key_id == NULL, want_block, want_hash, at, &expect, NULL);
 		if (strcmp(expect.data, sig) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

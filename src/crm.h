@@ -114,6 +114,14 @@ extern bool crm_bidx_rebuilding;	/* a rotation's rebuild is writing: stamps and 
 extern int	crm_bidx_subjects(const char *const **subjects);	/* [0]: the key writes use */
 extern void crm_bidx_reset(void);
 extern bool crm_bidx_taken(const char *object, const char *column, struct varlena *hash, int64 self);
+extern uint64 crm_dk_generation;
+extern int	crm_keyring_count(void);
+extern const char *crm_keyring_key_id(int i);
+extern void crm_keyring_derive(int i, const char *label, uint8 *out);
+extern bool crm_keyring_legacy_audit(uint8 *out);
+extern void crm_subject_key_make(const char *subject, int64 customer_id);
+extern bool crm_data_key_secret(int64 dkid, const char *mkid, bytea *wrapped, const char *label, uint8 *out);
+
 
 /* hooks.c: executor and utility hooks (preloaded only) */
 extern void crm_hooks_init(void);
@@ -161,7 +169,6 @@ extern void crm_drop_trigger(Oid relid, const char *name);
 
 /* audit.c: the audit log */
 extern bool crm_audit_internal_ddl;
-extern void crm_audit_reset(void);
 extern void crm_audit_rel_reset(void);
 extern void crm_audit_flush_pending(void);
 
@@ -236,6 +243,19 @@ extern void crm_sha256(const void *data, size_t len, uint8 *out);
 extern void crm_hmac_key(CrmHmacKey *k, const uint8 *key, size_t len);
 extern void crm_hmac_start(const CrmHmacKey *k, CrmSha256 *c);
 extern void crm_hmac_finish(const CrmHmacKey *k, CrmSha256 *c, uint8 *out);
+
+/* auditkeys.c: the audit log's keys, from the keyring (hashes of protected values, digests) */
+typedef struct CrmAuditSubject
+{
+	bool		resolved;
+	char	   *subject;		/* "customer:<id>" or "object:<name>" */
+	int64		customer_id;
+} CrmAuditSubject;
+extern void crm_audit_row_subject(Relation rel, const char *object, HeapTuple tup, CrmAuditSubject *s);
+extern void crm_audit_value_hash(const char *object, CrmAuditSubject *s, const char *field,
+								 const char *value, size_t len, struct StringInfoData *out);
+extern void crm_audit_digest_key(const char *key_id, bool legacy, CrmHmacKey *out, const char **used_id);
+extern void crm_audit_keys_reset(void);
 
 /* validate.c: validators return NULL when the value is good, else the reason */
 extern const char *crm_cn_id_number_problem(const char *s, size_t len);

@@ -164,6 +164,7 @@ typedef struct MasterKey
 	char		id[64];
 	uint8		enc[32];		/* derived: HMAC(key, "crm wrap enc") */
 	uint8		mac[32];		/* derived: HMAC(key, "crm wrap mac") */
+	uint8		prk[32];		/* HKDF-Extract(salt "crm keyring v1", key): see crm_keyring_derive */
 } MasterKey;
 
 static MasterKey *mkeys = NULL;		/* TopMemoryContext */
@@ -175,6 +176,9 @@ static struct stat loaded_st;
 static struct stat loaded_shred_st;
 static bool shred_file_exists = false;
 static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
+static uint8 legacy_audit[MK_LEN];	/* a 0.1 database's audit key ("legacy:audit <hex>"), matching only */
+static bool have_legacy_audit = false;
+uint64		crm_dk_generation = 0;	/* bumped whenever the data key caches are dropped */
 
 static void dk_cache_reset(void);
 
@@ -285,6 +289,13 @@ parse_keyring(const char *path, const struct stat *st)
 			while (*hex == ' ' || *hex == '\t')
 				hex++;
 			hexlen = strlen(hex);
+			if (idlen == 12 && strncmp(id, "legacy:audit", 12) == 0 && parse_hex(hex, hexlen, legacy_audit, MK_LEN))
+			{
+				/* not a master key: the audit key a 0.1 database kept in crm.audit_key (auditkeys.c) */
+				have_legacy_audit = true;
+				line = next;
+				continue;
+			}
 			for (size_t i = 0; i < idlen; i++)
 				if (!(isalnum((unsigned char) id[i]) || id[i] == '_' || id[i] == '-' || id[i] == '.'))
 					idlen = 0;
@@ -308,6 +319,7 @@ parse_keyring(const char *path, const struct stat *st)
 			strlcpy(keys[n].id, id, sizeof(keys[n].id));
 			hmac1(raw, MK_LEN, "crm wrap enc", 12, keys[n].enc);
 			hmac1(raw, MK_LEN, "crm wrap mac", 12, keys[n].mac);
+			hmac1((const uint8 *) "crm keyring v1", 14, raw, MK_LEN, keys[n].prk);
 			explicit_bzero(raw, sizeof(raw));
 			n++;
 			line = next;
@@ -406,6 +418,8 @@ keyring_require(void)
 			mkeys = NULL;
 			n_mkeys = 0;
 		}
+		explicit_bzero(legacy_audit, sizeof(legacy_audit));
+		have_legacy_audit = false;
 		dk_cache_reset();
 		parse_keyring(crm_keyring, &st);
 		loaded_st = st;
@@ -585,6 +599,7 @@ dk_cache_reset(void)
 	subject_cache = NULL;
 	crm_cache_retire(&dk_cxt);
 	crm_bidx_reset();
+	crm_dk_generation++;
 }
 
 static void
@@ -610,6 +625,16 @@ dk_cache_init(void)
 	}
 }
 
+/* A fixed statement through a kept plan, or planned now when no more plans can be kept. */
+static int
+spi_run(const char *sql, int nargs, Oid *types, Datum *vals, const char *nulls, bool read_only, long count)
+{
+	SPIPlanPtr	plan = crm_kept_plan(sql, nargs, types);
+
+	return plan ? SPI_execute_plan(plan, vals, nulls, read_only, count)
+		: SPI_execute_with_args(sql, nargs, types, vals, nulls, read_only, count);
+}
+
 /* The stored row of a data key, read with a fresh snapshot (it may have been made just now). */
 static bool
 key_row(int64 dkid, Datum *out, bool *nulls)
@@ -624,8 +649,8 @@ key_row(int64 dkid, Datum *out, bool *nulls)
 		Datum		vals[1] = {Int64GetDatum(dkid)};
 
 		SPI_connect();
-		if (SPI_execute_with_args("SELECT d.master_key_id, d.wrapped FROM crm.data_key d WHERE d.id OPERATOR(pg_catalog.=) $1",
-								  1, types, vals, NULL, false, 1) != SPI_OK_SELECT)
+		if (spi_run("SELECT d.master_key_id, d.wrapped FROM crm.data_key d WHERE d.id OPERATOR(pg_catalog.=) $1",
+					1, types, vals, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "crm data key lookup failed");
 		if (SPI_processed == 1)
 		{
@@ -720,8 +745,8 @@ subject_key(const char *subject, int64 customer_id, bool create)
 		SPI_connect();
 		for (int attempt = 0; attempt < 2 && tmp.dkid == 0; attempt++)
 		{
-			if (SPI_execute_with_args("SELECT d.id, d.wrapped IS NULL FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1",
-									  1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
+			if (spi_run("SELECT d.id, d.wrapped IS NULL FROM crm.data_key d WHERE d.subject OPERATOR(pg_catalog.=) $1",
+						1, t1, v1, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "crm data key lookup failed");
 			if (SPI_processed == 1)
 			{
@@ -740,7 +765,7 @@ subject_key(const char *subject, int64 customer_id, bool create)
 				Datum		v5[5];
 				char		n5[5] = {' ', ' ', customer_id > 0 ? ' ' : 'n', ' ', ' '};
 
-				if (SPI_execute("SELECT pg_catalog.nextval('crm.data_key_id_seq')", false, 1) != SPI_OK_SELECT)
+				if (spi_run("SELECT pg_catalog.nextval('crm.data_key_id_seq')", 0, NULL, NULL, NULL, false, 1) != SPI_OK_SELECT)
 					elog(ERROR, "crm data key id failed");
 				id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 				random_bytes(dk, DK_LEN);
@@ -750,9 +775,9 @@ subject_key(const char *subject, int64 customer_id, bool create)
 				v5[3] = CStringGetTextDatum(mk->id);
 				v5[4] = PointerGetDatum(wrap_key(mk, id, dk));
 				explicit_bzero(dk, DK_LEN);
-				if (SPI_execute_with_args("INSERT INTO crm.data_key (id, subject, customer_id, master_key_id, wrapped)"
-										  " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING",
-										  5, t5, v5, n5, false, 0) != SPI_OK_INSERT)
+				if (spi_run("INSERT INTO crm.data_key (id, subject, customer_id, master_key_id, wrapped)"
+							" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING",
+							5, t5, v5, n5, false, 0) != SPI_OK_INSERT)
 					elog(ERROR, "crm data key insert failed");
 				if (SPI_processed == 1)
 					tmp.dkid = id;
@@ -2024,6 +2049,74 @@ crm_keyring_status(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, v, n)));
+}
+
+/* --- keys for other modules (auditkeys.c): derived here, so no raw key leaves this file --------------- */
+
+/* Load the keyring; returns how many master keys it holds (the last is current). */
+int
+crm_keyring_count(void)
+{
+	keyring_require();
+	return n_mkeys;
+}
+
+const char *
+crm_keyring_key_id(int i)
+{
+	Assert(i >= 0 && i < n_mkeys);
+	return mkeys[i].id;
+}
+
+/* HKDF-SHA256 (RFC 5869) of master key i, salt "crm keyring v1", info label: 32 bytes */
+void
+crm_keyring_derive(int i, const char *label, uint8 *out)
+{
+	const void *parts[2] = {label, "\x01"};
+	size_t		lens[2] = {strlen(label), 1};
+
+	Assert(i >= 0 && i < n_mkeys);
+	hmac_parts(mkeys[i].prk, 32, 2, parts, lens, out);
+}
+
+/* the legacy audit key of a migrated 0.1 database, when the keyring holds one */
+bool
+crm_keyring_legacy_audit(uint8 *out)
+{
+	keyring_require();
+	if (have_legacy_audit)
+		memcpy(out, legacy_audit, MK_LEN);
+	return have_legacy_audit;
+}
+
+/* Make the data key of a subject if it has none (a write needs it); a shredded one stays shredded. */
+void
+crm_subject_key_make(const char *subject, int64 customer_id)
+{
+	if (strlen(subject) >= SUBJECT_LEN)
+		elog(ERROR, "crm subject name too long");
+	(void) subject_key(subject, customer_id, true);
+}
+
+/*
+ * HMAC(data key, label) of a stored data key row: false when the key is shredded (listed in the
+ * shredded-key file). A missing master key or a key that does not unwrap is an error.
+ */
+bool
+crm_data_key_secret(int64 dkid, const char *mkid, bytea *wrapped, const char *label, uint8 *out)
+{
+	uint8		dk[DK_LEN];
+	uint8		fp[FP_LEN];
+	bool		ok;
+
+	keyring_require();
+	unwrap_key(dkid, mkid, wrapped, dk);
+	fingerprint(dk, fp);
+	ok = !is_shredded(fp);
+	if (ok)
+		hmac1(dk, DK_LEN, label, strlen(label), out);
+	explicit_bzero(dk, DK_LEN);
+	return ok;
 }
 
 void

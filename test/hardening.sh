@@ -60,9 +60,9 @@ ok "$(echo "$out" | grep -c '^ERROR')" "1" "an object name with a backslash is r
 
 # 1b. DENIED events of statements that escaping makes long, or that are cut inside a character
 ctl=$(printf '\001%.0s' $(seq 1 400))
-as hd_rm1 -c "SELECT * FROM crm.audit_key WHERE 'hd_marker_ctl$ctl' IS NOT NULL" >/dev/null
+as hd_rm1 -c "SELECT * FROM crm.data_key WHERE 'hd_marker_ctl$ctl' IS NOT NULL" >/dev/null
 pad=$(printf 'x%.0s' $(seq 1 985))
-as hd_rm1 -c "SELECT * FROM crm.audit_key WHERE 'hd_marker_utf$pad中中中' IS NOT NULL" >/dev/null
+as hd_rm1 -c "SELECT * FROM crm.data_key WHERE 'hd_marker_utf$pad中中中' IS NOT NULL" >/dev/null
 for i in $(seq 1 40); do
   [ "$(q "SELECT count(*) FROM crm.audit_log WHERE action = 'DENIED' AND detail->>'statement' LIKE '%hd_marker_%'")" = 2 ] && break; sleep 0.25
 done

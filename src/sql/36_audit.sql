@@ -154,19 +154,38 @@ CREATE FUNCTION crm.audit_verify(digest jsonb,
                                  OUT first_broken_id bigint, OUT problem text)
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_audit_verify_digest';
 COMMENT ON FUNCTION crm.audit_verify(jsonb) IS 'prove that the log still extends a digest from crm.audit_digest()';
-CREATE FUNCTION crm.audit_hash(object text, field text, value text) RETURNS text
+-- Keyed hashes of protected values (auditkeys.c): keyed per customer, derived from the keyring.
+CREATE FUNCTION crm.audit_hash(object text, field text, value text, customer_id bigint DEFAULT NULL) RETURNS text
   LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_audit_hash';
-COMMENT ON FUNCTION crm.audit_hash(text, text, text) IS 'the keyed hash the log keeps for a protected field''s value: match a known value';
+COMMENT ON FUNCTION crm.audit_hash(text, text, text, bigint) IS 'the keyed hash a new entry keeps for a protected field''s value of a record of this customer (NULL: of no customer), under the current master key; NULL when none can be made (a forgotten customer)';
+CREATE FUNCTION crm.audit_hashes(object text, field text, value text, customer_id bigint DEFAULT NULL) RETURNS text[]
+  LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'crm_audit_hashes';
+COMMENT ON FUNCTION crm.audit_hashes(text, text, text, bigint) IS 'the keyed hashes of a value under every master key of the keyring (and the legacy audit key): match entries of any age with = ANY';
 
--- The audit key (keyed hashes of protected values, digest signatures); readable by its owner only.
-CREATE TABLE crm.audit_key (
-  one  boolean PRIMARY KEY DEFAULT true CHECK (one),
-  key  bytea NOT NULL DEFAULT public.gen_random_bytes(32)
-);
--- made at install; a restore brings the database's own key instead (hashes stay matchable)
-INSERT INTO crm.audit_key SELECT WHERE pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.<>) 'off';
-SELECT pg_catalog.pg_extension_config_dump('crm.audit_key', '');
-REVOKE ALL ON crm.audit_key FROM PUBLIC;
+-- Migrating a 0.1 database, whose audit key was kept in the table crm.audit_key (docs/audit.md):
+-- 1. crm.audit_legacy_key() prints the line to append to the key file; 2. after a reload,
+-- crm.audit_legacy_key_drop() checks that the key file holds it and drops the table.
+CREATE FUNCTION crm.audit_legacy_key() RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE k bytea;
+BEGIN
+  IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+    RAISE EXCEPTION 'permission denied for function crm.audit_legacy_key' USING ERRCODE = '42501',
+      HINT = 'Migrating the audit key is a superuser''s step (see docs/audit.md).';
+  END IF;
+  IF to_regclass('crm.audit_key') IS NULL THEN
+    RAISE EXCEPTION 'table crm.audit_key does not exist: the audit key is already in the key file' USING ERRCODE = '42P01';
+  END IF;
+  EXECUTE 'SELECT k.key FROM crm.audit_key k' INTO k;
+  IF k IS NULL OR length(k) <> 32 THEN
+    RAISE EXCEPTION 'table crm.audit_key holds no 32-byte key' USING ERRCODE = '55000';
+  END IF;
+  RETURN 'legacy:audit ' || encode(k, 'hex');
+END $$;
+COMMENT ON FUNCTION crm.audit_legacy_key() IS 'migration from 0.1: the line to append to the crm key file for the audit key kept in crm.audit_key (superuser)';
+CREATE FUNCTION crm.audit_legacy_key_drop() RETURNS boolean
+  LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crm_audit_legacy_key_drop';
+COMMENT ON FUNCTION crm.audit_legacy_key_drop() IS 'migration from 0.1: drop crm.audit_key once the key file holds its key (superuser; refuses otherwise); false when there is no table left';
 
 -- Retention: detach (and drop) monthly partitions wholly older than keep; audited as MAINTENANCE.
 CREATE FUNCTION crm.audit_retention(keep interval)

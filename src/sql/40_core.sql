@@ -9,7 +9,6 @@ DECLARE
 BEGIN
   PERFORM crm._ensure_data_schema();
   PERFORM crm._audit_tables();
-  INSERT INTO crm.audit_key SELECT WHERE NOT EXISTS (SELECT 1 FROM crm.audit_key);
   FOREACH o IN ARRAY ARRAY['customer', 'product', 'holding', 'interaction', 'opportunity', 'task', 'consent', 'suitability_override'] LOOP
     IF EXISTS (SELECT 1 FROM crm.object x WHERE x.name = o) THEN
       CONTINUE;

@@ -29,7 +29,6 @@ GRANT EXECUTE ON FUNCTION crm.add_org_unit(text, bigint, text), crm.move_org_uni
   crm.drop_object(text), crm.init()
   TO crm_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA crm TO crm_admin;
-REVOKE ALL ON crm.audit_key FROM crm_admin;
 GRANT crm_user TO crm_admin;
 -- pooled apps act for principals (crm.act_as) and need what principals have; RLS decides the rows
 GRANT crm_user TO crm_app;
@@ -74,7 +73,8 @@ GRANT EXECUTE ON FUNCTION crm._bidx_rotation_begin(integer), crm._bidx_rotation_
 GRANT EXECUTE ON FUNCTION crm._audit_row(), crm._audit_flush(), crm._audit_era(), crm._audit_append_only(),
   crm._saw(anyelement, text, text, bigint, bigint, boolean) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION crm.audit_verify(timestamptz, timestamptz), crm.audit_verify(jsonb), crm.audit_digest(),
-  crm.audit_trail(text, bigint), crm.who_saw(bigint), crm.audit_hash(text, text, text), crm.audit_seal()
+  crm.audit_trail(text, bigint), crm.who_saw(bigint), crm.audit_hash(text, text, text, bigint),
+  crm.audit_hashes(text, text, text, bigint), crm.audit_seal()
   TO crm_auditor, crm_admin;
 GRANT EXECUTE ON FUNCTION crm.audit_retention(interval) TO crm_admin;
 
