@@ -193,17 +193,24 @@ slurp(const char *path, size_t *len)
 }
 
 /*
- * The audit-hash keys crm derives from a master key. Today the audit key is not derived from the
- * key file (it is the row of crm.audit_key, which is in the dump): none. When it becomes a
- * keyring-derived (e.g. per-customer) key, derive it here the way audit.c does, and nowhere else.
+ * The audit-hash key crm derives (src/auditkeys.c) for a subject from master key raw and the
+ * subject's unwrapped 64-byte data key dk:
+ *   A = HKDF-SHA256(raw, salt "crm keyring v1", info "crm audit v1"), S = HMAC(dk, "crm audit subject v1"),
+ *   K = HMAC(A, S). Change it here (and nowhere else) when crm's derivation changes.
  */
-static int
-audit_keys_from_master(const unsigned char *raw, unsigned char out[][32], int max)
+static void
+audit_key_for(const unsigned char *raw, const unsigned char *dk, unsigned char *out)
 {
-	(void) raw;
-	(void) out;
-	(void) max;
-	return 0;
+	unsigned char prk[32], a[32], sub[32];
+	unsigned char info[64];
+	size_t		n = strlen("crm audit v1");
+
+	hmac((const unsigned char *) "crm keyring v1", 14, raw, 32, prk);
+	memcpy(info, "crm audit v1", n);
+	info[n] = 0x01;
+	hmac(prk, 32, info, n + 1, a);
+	hmac(dk, 64, (const unsigned char *) "crm audit subject v1", strlen("crm audit subject v1"), sub);
+	hmac(a, 32, sub, 32, out);
 }
 
 /* the key file's keys, as crm derives them, and the data keys they unwrap */
@@ -219,8 +226,7 @@ keyring_candidates(const char *keyfile, const char *wrappedfile)
 	for (line = strtok_r(keys, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 	{
 		char		id[128], hex[129];
-		unsigned char raw[32], enc[32], mac[32], ak[16][32];
-		int			na;
+		unsigned char raw[32], enc[32], mac[32], ak[32];
 
 		if (line[0] == '#' || sscanf(line, "%127s %128s", id, hex) != 2 || unhex(hex, raw, 32) != 32)
 			continue;
@@ -229,9 +235,6 @@ keyring_candidates(const char *keyfile, const char *wrappedfile)
 		try_key(1, raw, 32);
 		try_key(1, enc, 32);
 		try_key(1, mac, 32);
-		na = audit_keys_from_master(raw, ak, 16);
-		for (int i = 0; i < na; i++)
-			try_key(1, ak[i], 32);
 		/* wrapped data key: iv (16) | AES-256-CBC of the 64-byte key, padded (80) | HMAC (32) */
 		for (size_t off = 0; off + 128 <= wlen; off += 128)
 		{
@@ -246,6 +249,8 @@ keyring_candidates(const char *keyfile, const char *wrappedfile)
 			try_key(1, dk, 32);
 			try_key(1, dk + 32, 32);
 			try_key(1, dk, 64);
+			audit_key_for(raw, dk, ak);
+			try_key(1, ak, 32);
 		}
 	}
 }
