@@ -490,6 +490,14 @@ flush_inserted(void)
 	if (RecoveryInProgress())
 		return;
 	inserted = GetXLogInsertRecPtr();
+	/*
+	 * At the first usable byte of a page nothing is on that page yet (not even its header, which
+	 * is written with the first record): flushing "to" there would ask for bytes never written
+	 * ("xlog flush request ... is not satisfied", seen after pg_switch_wal()).
+	 */
+	if (inserted % XLOG_BLCKSZ == (XLogSegmentOffset(inserted, wal_segment_size) < XLOG_BLCKSZ ?
+								   SizeOfXLogLongPHD : SizeOfXLogShortPHD))
+		inserted -= inserted % XLOG_BLCKSZ;
 	if (inserted > GetFlushRecPtr(NULL))
 		XLogFlush(inserted);
 }

@@ -722,6 +722,11 @@ crm_audit_writer_main(Datum arg)
 	SetConfigOption("search_path", CRM_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * In a deadlock (DROP EXTENSION crm against a batch, seen in tests), the writer is the one to
+	 * give way: it checks first, fails its batch and writes it again; the DBA's statement goes on.
+	 */
+	SetConfigOption("deadlock_timeout", "100ms", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	/* a database owner's ALTER DATABASE ... SET default_transaction_read_only must not stop it */
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
