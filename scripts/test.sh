@@ -36,8 +36,12 @@ rm -rf results regression.diffs regression.out
 set +e
 regress=()
 if [ -n "$only" ]; then
-  for f in sql/*.sql; do t=$(basename "$f" .sql); wanted "$t" && regress+=("$t"); done
-  if [ ${#regress[@]} -eq 0 ]; then regress=(01_install); fi
+  # 00_setup and 99_teardown always run: the teardown drops the roles and the database the tests made
+  for f in sql/*.sql; do
+    t=$(basename "$f" .sql)
+    { wanted "$t" || [ "$t" = 00_setup ] || [ "$t" = 99_teardown ]; } && regress+=("$t")
+  done
+  if [ ${#regress[@]} -eq 2 ]; then regress=(00_setup 01_install 99_teardown); fi
   make -s with_llvm=no installcheck REGRESS="${regress[*]}" >"$dir/regress.out" 2>&1
 else
   make -s with_llvm=no installcheck >"$dir/regress.out" 2>&1
