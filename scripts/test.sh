@@ -42,9 +42,9 @@ if [ -n "$only" ]; then
     { wanted "$t" || [ "$t" = 00_setup ] || [ "$t" = 99_teardown ]; } && regress+=("$t")
   done
   if [ ${#regress[@]} -eq 2 ]; then regress=(00_setup 01_install 99_teardown); fi
-  make -s with_llvm=no installcheck REGRESS="${regress[*]}" >"$dir/regress.out" 2>&1
+  make -s with_llvm=no PG_CONFIG="$CRM_PG_CONFIG" installcheck REGRESS="${regress[*]}" >"$dir/regress.out" 2>&1
 else
-  make -s with_llvm=no installcheck >"$dir/regress.out" 2>&1
+  make -s with_llvm=no PG_CONFIG="$CRM_PG_CONFIG" installcheck >"$dir/regress.out" 2>&1
 fi
 rrc=$?
 set -e
