@@ -105,6 +105,42 @@ crm_free_port() {
   return 1
 }
 
+# A cluster directory made by these scripts holds crm-cluster.owner, naming the checkout and the
+# user that made it. make test and make demo use a directory only when it is new, empty or made by
+# this checkout, and a port only when nothing listens there: they never stop, restart or drop a
+# cluster they did not start (another checkout's demo, a system cluster).
+crm_owner_tag() { echo "crm cluster made from $TOP by uid $(id -u)"; }
+crm_checkout_id() { printf '%s' "$TOP" | sha256sum | cut -c1-8; }
+
+# crm_claim_dir DIR [fresh]: succeed when DIR does not exist or is empty, or (without "fresh") holds
+# a cluster this checkout made; else say why and fail.
+crm_claim_dir() {
+  local dir=$1 fresh=${2:-} owner
+  [ -e "$dir" ] || return 0
+  [ -d "$dir" ] || { log "$dir exists and is not a directory: choose another CRM_DIR"; return 1; }
+  [ -n "$(ls -A "$dir")" ] || return 0
+  owner=$(cat "$dir/crm-cluster.owner" 2>/dev/null || echo "no crm-cluster.owner")
+  if [ -z "$fresh" ] && [ "$owner" = "$(crm_owner_tag)" ]; then return 0; fi
+  if [ -n "$fresh" ]; then
+    log "$dir is not empty ($owner); this needs a new or empty directory: it is left alone. Choose another CRM_DIR."
+  else
+    log "$dir was not made by this checkout ($owner): it is left alone, and so is any server running there. Choose another CRM_DIR."
+  fi
+  return 1
+}
+
+# crm_claim_port PORT: succeed when PORT is a port number nothing listens on (TCP on 127.0.0.1,
+# or a socket in /tmp).
+crm_claim_port() {
+  local p=$1
+  if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1024 ] || [ "$p" -gt 65535 ]; then
+    log "CRM_PORT must be a port number from 1024 to 65535, not '$p'"; return 1
+  fi
+  if (echo >/dev/tcp/127.0.0.1/"$p") 2>/dev/null || [ -e "/tmp/.s.PGSQL.$p" ]; then
+    log "port $p is in use: it is left alone. Choose another CRM_PORT."; return 1
+  fi
+}
+
 # crm_start_cluster DIR [PORT]: initdb DIR (if new) and start it with crm preloaded.
 # Exports PGHOST, PGPORT, PGUSER, PGDATA for the callers.
 crm_start_cluster() {
@@ -114,6 +150,7 @@ crm_start_cluster() {
   chmod 700 "$dir"
   export PGDATA=$dir/data PGHOST=$dir PGUSER=postgres
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    crm_owner_tag >"$dir/crm-cluster.owner"
     as_pg $PGBIN/initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
       -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
     cat >>"$PGDATA/postgresql.conf" <<CONF
