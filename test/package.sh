@@ -21,7 +21,7 @@ cleanup() {
   crm_stop_cluster "$tmp/cluster"
   if [ -n "$installed" ]; then DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq postgresql-$PGVER-crm >/dev/null 2>&1; fi
   # put back what make install had left in the system's PostgreSQL
-  [ -s "$tmp/before.tar" ] && tar -xpf "$tmp/before.tar" -C /
+  [ -s "$tmp/before.tar" ] && tar -xpPf "$tmp/before.tar"
   rm -rf "$tmp"
 }
 trap cleanup EXIT
