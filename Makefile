@@ -16,11 +16,17 @@ REGRESS_OPTS = --load-extension=pgcrypto
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
-ifneq ($(wildcard $(PGXS)),)
-include $(PGXS)
+# postgresql-client-15 ships pg_config and pgxs.mk too: only the server headers tell that a build
+# can work (make test and make demo install what is missing: scripts/cluster.sh)
+PG_SERVER_H := $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)/postgres.h
+ifeq ($(wildcard $(PGXS)),)
+all install installcheck uninstall:
+	@echo "$(PG_CONFIG) does not name a PostgreSQL with PGXS: apt-get install postgresql-server-dev-15, or pass PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config (make test and make demo install what is missing)" >&2; exit 1
+else ifeq ($(wildcard $(PG_SERVER_H)),)
+all install installcheck uninstall:
+	@echo "PostgreSQL server headers are missing: no $(PG_SERVER_H) ($(PG_CONFIG) --includedir-server). postgresql-client-15 ships pg_config and pgxs.mk but not the headers: apt-get install postgresql-server-dev-15 (make test and make demo install what is missing)" >&2; exit 1
 else
-all:
-	@echo "PostgreSQL server headers are missing: run 'make test' or 'make demo' (they install postgresql-server-dev-15), or apt-get install postgresql-server-dev-15" >&2; exit 1
+include $(PGXS)
 endif
 
 # every source includes src/crm.h: a change there (e.g. a struct's layout) rebuilds them all

@@ -19,29 +19,55 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-crm_ensure_packages() {
-  local need=()
-  # postgresql-client ships pgxs.mk too: the server headers are what tells the dev package is here
-  [ -f /usr/include/postgresql/$PGVER/server/postgres.h ] && [ -f /usr/lib/postgresql/$PGVER/lib/pgxs/src/makefiles/pgxs.mk ] || need+=(postgresql-server-dev-$PGVER)
-  [ -d /usr/share/postgresql/$PGVER/extension ] && ls /usr/share/postgresql/$PGVER/extension/pgtap*.control >/dev/null 2>&1 || need+=(postgresql-$PGVER-pgtap)
-  command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
-  [ -x $PGBIN/pgbench ] || need+=(postgresql-$PGVER)
-  # libpq/libpq-be.h (the client authentication hook) includes gssapi/gssapi.h
-  [ -f /usr/include/gssapi/gssapi.h ] || need+=(libkrb5-dev)
-  # sha256.c uses OpenSSL's SHA-256 block function (the server links the same libcrypto)
-  [ -f /usr/include/openssl/sha.h ] || need+=(libssl-dev)
-  # test/fuzz_sqlsmith.sh fires random queries with sqlsmith
-  command -v sqlsmith >/dev/null || need+=(sqlsmith)
-  command -v gcc >/dev/null || need+=(gcc)
-  command -v make >/dev/null || need+=(make)
-  if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-      log "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})"; return 1
-    fi
-    log "installing ${need[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+# CRM_PG_CONFIG: the pg_config of the PostgreSQL to build against (only 15 is built and tested).
+# The install check asks it where things are rather than guessing paths.
+CRM_PG_CONFIG=${CRM_PG_CONFIG:-/usr/lib/postgresql/$PGVER/bin/pg_config}
+# CRM_INCLUDEDIR: where the system's C headers are (OpenSSL, GSSAPI); a test points it elsewhere.
+CRM_INCLUDEDIR=${CRM_INCLUDEDIR:-/usr/include}
+export CRM_PG_CONFIG CRM_INCLUDEDIR
+
+# crm_missing_packages: print the Debian packages that the build and the tests need and that are
+# not installed, one a line, each keyed on the file that is really used. postgresql-client-15
+# ships pg_config and pgxs.mk too, so neither tells that the server headers are there: postgres.h
+# in pg_config --includedir-server does.
+crm_missing_packages() {
+  local pgc=$CRM_PG_CONFIG inc="" share="" bin=""
+  if [ -x "$pgc" ]; then
+    inc=$("$pgc" --includedir-server 2>/dev/null) || inc=""
+    share=$("$pgc" --sharedir 2>/dev/null) || share=""
+    bin=$("$pgc" --bindir 2>/dev/null) || bin=""
   fi
+  { [ -n "$inc" ] && [ -f "$inc/postgres.h" ]; } || echo postgresql-server-dev-$PGVER
+  { [ -n "$bin" ] && [ -x "$bin/postgres" ] && [ -x "$bin/pgbench" ]; } || echo postgresql-$PGVER
+  { [ -n "$share" ] && ls "$share"/extension/pgtap*.control >/dev/null 2>&1; } || echo postgresql-$PGVER-pgtap
+  command -v pg_prove >/dev/null || echo libtap-parser-sourcehandler-pgtap-perl
+  # libpq/libpq-be.h (the client authentication hook) includes gssapi/gssapi.h
+  [ -f "$CRM_INCLUDEDIR/gssapi/gssapi.h" ] || echo libkrb5-dev
+  # sha256.c uses OpenSSL's SHA-256 block function (the server links the same libcrypto)
+  [ -f "$CRM_INCLUDEDIR/openssl/sha.h" ] || echo libssl-dev
+  # test/fuzz_sqlsmith.sh fires random queries with sqlsmith
+  command -v sqlsmith >/dev/null || echo sqlsmith
+  command -v gcc >/dev/null || echo gcc
+  command -v make >/dev/null || echo make
+  return 0
+}
+
+# crm_ensure_packages: install what crm_missing_packages names (as root, from the machine's own
+# Debian repositories), or say what to install.
+crm_ensure_packages() {
+  local need
+  need=$(crm_missing_packages | tr '\n' ' ')
+  need=${need% }
+  [ -n "$need" ] || return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "missing packages: $need (run as root, or: sudo apt-get install $need)"; return 1
+  fi
+  log "installing into the system: $need"
+  apt-get update -qq >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+  need=$(crm_missing_packages | tr '\n' ' ')
+  [ -z "$need" ] || { log "still missing after apt-get install: $need"; return 1; }
 }
 
 # crm_private_root: copy the system's PostgreSQL tree into $CRM_PG_ROOT once (the server finds its
@@ -59,11 +85,16 @@ crm_private_root() {
 crm_build_install() {
   log "building crm"
   crm_private_root
-  make -C "$TOP" -s with_llvm=no >/dev/null
-  local dest=()
-  [ -n "$CRM_PG_ROOT" ] && dest=(DESTDIR="$CRM_PG_ROOT")
-  if [ "$(id -u)" = 0 ] || [ -n "$CRM_PG_ROOT" ]; then make -C "$TOP" -s with_llvm=no install "${dest[@]}" >/dev/null
-  else sudo make -C "$TOP" -s with_llvm=no install >/dev/null; fi
+  local mk=(make -C "$TOP" -s with_llvm=no PG_CONFIG="$CRM_PG_CONFIG")
+  "${mk[@]}" >/dev/null
+  if [ -n "$CRM_PG_ROOT" ]; then
+    log "installing crm into $CRM_PG_ROOT (a private copy of PostgreSQL $PGVER; the system's is untouched)"
+    "${mk[@]}" install DESTDIR="$CRM_PG_ROOT" >/dev/null
+    return
+  fi
+  log "installing crm into the system's PostgreSQL $PGVER: $("$CRM_PG_CONFIG" --pkglibdir)/crm.so and $("$CRM_PG_CONFIG" --sharedir)/extension/crm* (set CRM_PG_ROOT to install into a private copy instead)"
+  if [ "$(id -u)" = 0 ]; then "${mk[@]}" install >/dev/null
+  else sudo "${mk[@]}" install >/dev/null; fi
 }
 
 crm_free_port() {
@@ -72,6 +103,42 @@ crm_free_port() {
     if ! (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && [ ! -e "/tmp/.s.PGSQL.$p" ]; then echo "$p"; return; fi
   done
   return 1
+}
+
+# A cluster directory made by these scripts holds crm-cluster.owner, naming the checkout and the
+# user that made it. make test and make demo use a directory only when it is new, empty or made by
+# this checkout, and a port only when nothing listens there: they never stop, restart or drop a
+# cluster they did not start (another checkout's demo, a system cluster).
+crm_owner_tag() { echo "crm cluster made from $TOP by uid $(id -u)"; }
+crm_checkout_id() { printf '%s' "$TOP" | sha256sum | cut -c1-8; }
+
+# crm_claim_dir DIR [fresh]: succeed when DIR does not exist or is empty, or (without "fresh") holds
+# a cluster this checkout made; else say why and fail.
+crm_claim_dir() {
+  local dir=$1 fresh=${2:-} owner
+  [ -e "$dir" ] || return 0
+  [ -d "$dir" ] || { log "$dir exists and is not a directory: choose another CRM_DIR"; return 1; }
+  [ -n "$(ls -A "$dir")" ] || return 0
+  owner=$(cat "$dir/crm-cluster.owner" 2>/dev/null || echo "no crm-cluster.owner")
+  if [ -z "$fresh" ] && [ "$owner" = "$(crm_owner_tag)" ]; then return 0; fi
+  if [ -n "$fresh" ]; then
+    log "$dir is not empty ($owner); this needs a new or empty directory: it is left alone. Choose another CRM_DIR."
+  else
+    log "$dir was not made by this checkout ($owner): it is left alone, and so is any server running there. Choose another CRM_DIR."
+  fi
+  return 1
+}
+
+# crm_claim_port PORT: succeed when PORT is a port number nothing listens on (TCP on 127.0.0.1,
+# or a socket in /tmp).
+crm_claim_port() {
+  local p=$1
+  if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1024 ] || [ "$p" -gt 65535 ]; then
+    log "CRM_PORT must be a port number from 1024 to 65535, not '$p'"; return 1
+  fi
+  if (echo >/dev/tcp/127.0.0.1/"$p") 2>/dev/null || [ -e "/tmp/.s.PGSQL.$p" ]; then
+    log "port $p is in use: it is left alone. Choose another CRM_PORT."; return 1
+  fi
 }
 
 # crm_start_cluster DIR [PORT]: initdb DIR (if new) and start it with crm preloaded.
@@ -83,6 +150,7 @@ crm_start_cluster() {
   chmod 700 "$dir"
   export PGDATA=$dir/data PGHOST=$dir PGUSER=postgres
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    crm_owner_tag >"$dir/crm-cluster.owner"
     as_pg $PGBIN/initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
       -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
     cat >>"$PGDATA/postgresql.conf" <<CONF

@@ -5,19 +5,27 @@ set -euo pipefail
 source "$(dirname "$0")/cluster.sh"
 cd "$TOP"
 
-DEMO_DIR=${CRM_DEMO_DIR:-/tmp/crm_demo}
+# CRM_DIR: the demo cluster's directory (default /tmp/crm_demo.<this checkout's id>, so checkouts
+# do not share one); CRM_PORT: its port (default: the port it had, else the first free one from
+# 5499). make demo uses only a directory that is new, empty or made by this checkout, and a port
+# nothing listens on: it never stops, restarts or drops a cluster it did not start.
+DEMO_DIR=${CRM_DIR:-${CRM_DEMO_DIR:-/tmp/crm_demo.$(crm_checkout_id)}}
 CUSTOMERS=${CRM_DEMO_CUSTOMERS:-5000}
+crm_claim_dir "$DEMO_DIR" || exit 1
+running_port=
+if [ -f "$DEMO_DIR/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/data" status >/dev/null 2>&1; then
+  running_port=$(sed -n '4p' "$DEMO_DIR/data/postmaster.pid")
+fi
+port=${CRM_PORT:-}
+if [ -n "$port" ] && [ "$port" != "$running_port" ]; then crm_claim_port "$port" || exit 1; fi
+port=${port:-$running_port}
 
+log "make demo installs what is missing from Debian's repositories (apt-get, as root) and crm into PostgreSQL $PGVER${CRM_PG_ROOT:+ (the copy in $CRM_PG_ROOT)}; its cluster: $DEMO_DIR"
 crm_ensure_packages
 crm_build_install
-# a rebuilt library is only picked up by a restarted server
-if [ -f "$DEMO_DIR/data/postmaster.pid" ]; then
-  port=$(sed -n '4p' "$DEMO_DIR/data/postmaster.pid")
-  crm_stop_cluster "$DEMO_DIR"
-  crm_start_cluster "$DEMO_DIR" "$port"
-else
-  crm_start_cluster "$DEMO_DIR" "$(crm_free_port 5499)"
-fi
+# a rebuilt library is only picked up by a restarted server (this checkout's own, see above)
+[ -z "$running_port" ] || crm_stop_cluster "$DEMO_DIR"
+crm_start_cluster "$DEMO_DIR" "${port:-$(crm_free_port 5499)}"
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS crm_demo WITH (FORCE)" -c "CREATE DATABASE crm_demo"
 tour() { printf '\n-- %s\n' "$1"; shift; psql -X -d crm_demo -P pager=off "$@"; }

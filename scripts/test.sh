@@ -6,12 +6,28 @@ set -euo pipefail
 source "$(dirname "$0")/cluster.sh"
 cd "$TOP"
 
+# CRM_DIR: the directory of the throwaway cluster (new or empty; default a new /tmp/crm_test.*);
+# CRM_PORT: its port (default the first free one from 55432). Neither may be in use: make test
+# never touches a cluster it did not start.
+if [ -n "${CRM_DIR:-}" ]; then crm_claim_dir "$CRM_DIR" fresh || exit 1; fi
+if [ -n "${CRM_PORT:-}" ]; then crm_claim_port "$CRM_PORT" || exit 1; fi
+
 crm_ensure_packages
 crm_build_install
 
-dir=$(mktemp -d /tmp/crm_test.XXXXXX)
-trap 'crm_stop_cluster "$dir"; [ -n "${CRM_TEST_KEEP:-}" ] || rm -rf "$dir"' EXIT
-crm_start_cluster "$dir"
+if [ -n "${CRM_DIR:-}" ]; then
+  made_dir=; [ -e "$CRM_DIR" ] || made_dir=1
+  mkdir -p "$CRM_DIR"; dir=$(cd "$CRM_DIR" && pwd)
+else
+  made_dir=1; dir=$(mktemp -d /tmp/crm_test.XXXXXX)
+fi
+cleanup() {
+  crm_stop_cluster "$dir"
+  [ -z "${CRM_TEST_KEEP:-}" ] || return 0
+  if [ -n "$made_dir" ]; then rm -rf "$dir"; else find "$dir" -mindepth 1 -delete; fi
+}
+trap cleanup EXIT
+crm_start_cluster "$dir" "${CRM_PORT:-}"
 log "cluster on port $PGPORT, sockets in $dir"
 export CRM_TEST_DIR=$dir
 
@@ -36,11 +52,15 @@ rm -rf results regression.diffs regression.out
 set +e
 regress=()
 if [ -n "$only" ]; then
-  for f in sql/*.sql; do t=$(basename "$f" .sql); wanted "$t" && regress+=("$t"); done
-  if [ ${#regress[@]} -eq 0 ]; then regress=(01_install); fi
-  make -s with_llvm=no installcheck REGRESS="${regress[*]}" >"$dir/regress.out" 2>&1
+  # 00_setup and 99_teardown always run: the teardown drops the roles and the database the tests made
+  for f in sql/*.sql; do
+    t=$(basename "$f" .sql)
+    { wanted "$t" || [ "$t" = 00_setup ] || [ "$t" = 99_teardown ]; } && regress+=("$t")
+  done
+  if [ ${#regress[@]} -eq 2 ]; then regress=(00_setup 01_install 99_teardown); fi
+  make -s with_llvm=no PG_CONFIG="$CRM_PG_CONFIG" installcheck REGRESS="${regress[*]}" >"$dir/regress.out" 2>&1
 else
-  make -s with_llvm=no installcheck >"$dir/regress.out" 2>&1
+  make -s with_llvm=no PG_CONFIG="$CRM_PG_CONFIG" installcheck >"$dir/regress.out" 2>&1
 fi
 rrc=$?
 set -e

@@ -1,5 +1,9 @@
 -- Principals and the org tree: admin functions and their refusals.
 \set VERBOSITY terse
+-- roles a run that was cut short may have left behind (sql/99_teardown.sql drops them after a full run)
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_bm, regress_tl, regress_rm, regress_super, regress_new;
+RESET client_min_messages;
 SELECT crm.add_org_unit('Bank HQ', NULL, 'head_office') AS hq \gset
 SELECT crm.add_org_unit('Shanghai Branch', :hq, 'branch') AS sh \gset
 SELECT crm.add_org_unit('Pudong Sub-branch', :sh, 'sub_branch') AS pd \gset

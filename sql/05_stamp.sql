@@ -1,5 +1,9 @@
 -- Standard columns: set by the system, not by the caller.
 \set VERBOSITY terse
+-- roles a run that was cut short may have left behind (sql/99_teardown.sql drops them after a full run)
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_stamp_rm, regress_stamp_app;
+RESET client_min_messages;
 SELECT crm.add_org_unit('Stamp HQ') AS hq \gset
 CREATE ROLE regress_stamp_rm LOGIN;
 CREATE ROLE regress_stamp_app LOGIN IN ROLE crm_app;

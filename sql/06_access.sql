@@ -1,5 +1,9 @@
 -- Record-level access API: grants, shares, walls, explain_access, access_review, and their refusals.
 \set VERBOSITY terse
+-- roles a run that was cut short may have left behind (sql/99_teardown.sql drops them after a full run)
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_acc_tl, regress_acc_rm;
+RESET client_min_messages;
 SELECT role, object, privilege, scope FROM crm.object_grant WHERE builtin ORDER BY role, privilege;
 SELECT crm.add_org_unit('Access HQ') AS hq \gset
 SELECT crm.add_org_unit('Access Team', :hq, 'team') AS team \gset

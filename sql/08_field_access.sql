@@ -1,5 +1,9 @@
 -- Field-level access: levels per CRM role, defaults from sensitivity, and the write guard.
 \set VERBOSITY terse
+-- roles a run that was cut short may have left behind (sql/99_teardown.sql drops them after a full run)
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_fa_tl, regress_fa_rm, regress_fa_comp;
+RESET client_min_messages;
 SELECT crm.add_org_unit('Field HQ') AS hq \gset
 CREATE ROLE regress_fa_tl LOGIN;
 CREATE ROLE regress_fa_rm LOGIN;

@@ -3,22 +3,22 @@
 \set VERBOSITY terse
 SET crm.today = '2027-03-01';
 SET client_min_messages = warning;
-DROP ROLE IF EXISTS an_bma, an_bmb, an_rm1, an_rm2, an_comp;
+DROP ROLE IF EXISTS regress_an_bma, regress_an_bmb, regress_an_rm1, regress_an_rm2, regress_an_comp;
 RESET client_min_messages;
 SELECT crm.add_org_unit('AN HQ', NULL, 'head_office') AS hq \gset
 SELECT crm.add_org_unit('AN Branch A', :hq, 'branch') AS ba \gset
 SELECT crm.add_org_unit('AN Team A1', :ba, 'team') AS ta \gset
 SELECT crm.add_org_unit('AN Branch B', :hq, 'branch') AS bb \gset
 DO $$ DECLARE r text; BEGIN
-  FOREACH r IN ARRAY ARRAY['an_bma', 'an_bmb', 'an_rm1', 'an_rm2', 'an_comp'] LOOP
+  FOREACH r IN ARRAY ARRAY['regress_an_bma', 'regress_an_bmb', 'regress_an_rm1', 'regress_an_rm2', 'regress_an_comp'] LOOP
     EXECUTE format('CREATE ROLE %I LOGIN IN ROLE crm_user', r);
   END LOOP;
 END $$;
-SELECT crm.add_principal('an_bma', 'BM A', :ba, ARRAY['branch_manager']) AS bma \gset
-SELECT crm.add_principal('an_bmb', 'BM B', :bb, ARRAY['branch_manager']) AS bmb \gset
-SELECT crm.add_principal('an_rm1', 'RM 1', :ta, ARRAY['rm'], :bma) AS rm1 \gset
-SELECT crm.add_principal('an_rm2', 'RM 2', :bb, ARRAY['rm'], :bmb) AS rm2 \gset
-SELECT crm.add_principal('an_comp', 'Compliance', :hq, ARRAY['compliance']) AS comp \gset
+SELECT crm.add_principal('regress_an_bma', 'BM A', :ba, ARRAY['branch_manager']) AS bma \gset
+SELECT crm.add_principal('regress_an_bmb', 'BM B', :bb, ARRAY['branch_manager']) AS bmb \gset
+SELECT crm.add_principal('regress_an_rm1', 'RM 1', :ta, ARRAY['rm'], :bma) AS rm1 \gset
+SELECT crm.add_principal('regress_an_rm2', 'RM 2', :bb, ARRAY['rm'], :bmb) AS rm2 \gset
+SELECT crm.add_principal('regress_an_comp', 'Compliance', :hq, ARRAY['compliance']) AS comp \gset
 INSERT INTO crm_data.product (owner_id, code, name, product_type, risk_level) VALUES
   (:bma, 'AN-R1', '安心存', 'deposit', 'R1'), (:bma, 'AN-R2', '稳盈理财', 'wealth_management', 'R2'),
   (:bma, 'AN-R3', '成长基金', 'fund', 'R3'), (:bma, 'AN-R5', '结构性票据', 'structured', 'R5'),
@@ -60,7 +60,7 @@ INSERT INTO crm_data.opportunity (customer_id, product_id, name, stage, amount) 
 UPDATE crm_data.opportunity SET stage = 'won' WHERE name = 'c2 fund';
 INSERT INTO crm_data.opportunity (customer_id, product_id, name, stage, amount) VALUES (:c2, :r3, 'c2 fund won', 'won', 10000);
 -- an RM cannot get around it by acting through its own session either
-SET ROLE an_rm1;
+SET ROLE regress_an_rm1;
 INSERT INTO crm_data.holding (customer_id, product_id, amount) VALUES (:c2, :r3, 1000);
 RESET ROLE;
 -- the matrix is configuration: a bank that lets C2 hold R3
@@ -69,16 +69,16 @@ INSERT INTO crm_data.holding (customer_id, product_id, amount) VALUES (:c2, :r3,
 DELETE FROM crm_data.holding WHERE customer_id = :c2;
 UPDATE crm.suitability_matrix SET max_risk = 'R2' WHERE tolerance = 'C2';
 -- an override: the RM asks, compliance approves through the suitability_override workflow
-SET ROLE an_rm1;
+SET ROLE regress_an_rm1;
 INSERT INTO crm_data.suitability_override (customer_id, product_id, reason, valid_until)
   VALUES (:c1, :r5, '客户为专业投资者', '2027-12-31');
 SELECT id AS ov FROM crm_data.suitability_override WHERE customer_id = :c1 \gset
 SELECT crm.start_workflow('suitability_override', :ov) > 0 AS started;
 SELECT crm.transition('suitability_override', :ov, 'submit', '请合规审批');
 INSERT INTO crm_data.holding (customer_id, product_id, amount) VALUES (:c1, :r5, 1000);
-SET ROLE an_comp;
+SET ROLE regress_an_comp;
 SELECT crm.approve((SELECT task_id FROM crm.my_approvals() WHERE record_id = :ov), '同意例外');
-SET ROLE an_rm1;
+SET ROLE regress_an_rm1;
 INSERT INTO crm_data.holding (customer_id, product_id, amount, opened_on) VALUES (:c1, :r5, 1000, '2027-03-01') RETURNING amount;
 -- the override is for that customer and product only, and the RM cannot approve it itself
 INSERT INTO crm_data.holding (customer_id, product_id, amount) VALUES (:c3, :r5, 1000);
@@ -93,7 +93,7 @@ DELETE FROM crm_data.holding WHERE product_id = :r5;
 SELECT code, risk_level, score, reason FROM crm.recommend_products(:c1, 5);
 -- 丁四 (C1): only R1, which it holds: nothing
 SELECT count(*) AS for_c4 FROM crm.recommend_products(:c4, 5);
-SET ROLE an_rm2;
+SET ROLE regress_an_rm2;
 SELECT * FROM crm.recommend_products(:c1, 5);
 RESET ROLE;
 
@@ -115,21 +115,21 @@ SELECT crm.customer_360(:c1) -> 'customer' ->> 'id_number' AS own_rm_sees,
        jsonb_array_length(crm.customer_360(:c1) -> 'holdings') AS holdings,
        crm.customer_360(:c1) -> 'suitability' ->> 'max_product_risk' AS max_risk,
        crm.customer_360(:c1) -> 'churn' ->> 'score' AS churn;
-SET ROLE an_bma;
+SET ROLE regress_an_bma;
 SELECT crm.customer_360(:c1) -> 'customer' ->> 'id_number' AS branch_manager_sees;
-SET ROLE an_rm2;
+SET ROLE regress_an_rm2;
 SELECT crm.customer_360(:c1) IS NULL AS other_rm_sees_nothing;
 RESET ROLE;
 
 -- the BI views, as three viewers: the same query, different rows, masked
-SET ROLE an_rm1;
+SET ROLE regress_an_rm1;
 SELECT name, id_number, aum, products_held, open_opportunities, churn_score FROM crm_report.customer_360 ORDER BY customer_id;
-SET ROLE an_bma;
+SET ROLE regress_an_bma;
 SELECT name, id_number, aum, products_held FROM crm_report.customer_360 ORDER BY customer_id;
-SET ROLE an_bmb;
+SET ROLE regress_an_bmb;
 SELECT name, aum FROM crm_report.customer_360 ORDER BY customer_id;
 SELECT org_unit, customers, aum, own_aum FROM crm_report.aum_by_org_unit WHERE org_unit LIKE 'AN %' ORDER BY org_unit_id;
-SET ROLE an_bma;
+SET ROLE regress_an_bma;
 SELECT org_unit, customers, aum, own_aum FROM crm_report.aum_by_org_unit WHERE org_unit LIKE 'AN %' ORDER BY org_unit_id;
 RESET ROLE;
 SELECT org_unit, customers, aum, own_aum FROM crm_report.aum_by_org_unit WHERE org_unit LIKE 'AN %' ORDER BY org_unit_id;
@@ -139,10 +139,10 @@ INSERT INTO crm_data.opportunity (customer_id, product_id, name, stage, amount, 
   (:c1, :r2, 'f1', 'lead', 100, '2027-03-02'), (:c3, :r2, 'f2', 'lead', 200, '2027-03-02'),
   (:c1, :r3, 'f3', 'qualified', 300, '2027-03-03'), (:c3, :r1, 'f4', 'proposal', 400, '2027-03-03'),
   (:c1, :r2, 'f5', 'won', 500, '2027-03-04'), (:c3, :r3, 'f6', 'lost', 600, '2027-03-05');
-SET ROLE an_bma;
+SET ROLE regress_an_bma;
 SELECT stage, opportunities, reached, amount, conversion_to_next, lost_in_month FROM crm_report.sales_funnel
  WHERE month = '2027-03-01' ORDER BY stage_order;
-SET ROLE an_bmb;
+SET ROLE regress_an_bmb;
 SELECT count(*) AS other_branch_sees FROM crm_report.sales_funnel WHERE month = '2027-03-01';
 RESET ROLE;
 
@@ -150,7 +150,7 @@ RESET ROLE;
 INSERT INTO crm_data.task (customer_id, assignee_id, title, due_on, status, completed_at) VALUES
   (:c1, :rm1, 't1', '2027-02-20', 'done', '2027-02-19'), (:c1, :rm1, 't2', '2027-02-20', 'done', '2027-02-25'),
   (:c3, :rm1, 't3', '2027-02-25', 'open', NULL), (:c3, :rm1, 't4', '2027-03-10', 'open', NULL);
-SET ROLE an_bma;
+SET ROLE regress_an_bma;
 SELECT display_name, customers, aum, cross_sell_ratio, interactions_per_customer, tasks, tasks_done, task_completion
   FROM crm_report.rm_performance ORDER BY principal_id;
 SELECT open, overdue, done, done_on_time, on_time_rate FROM crm_report.task_sla WHERE assignee_id = :rm1;

@@ -1,24 +1,24 @@
 -- Data-subject rights and integration: consent, subject export, upsert with golden records, import.
 \set VERBOSITY terse
 SET client_min_messages = warning;
-DROP ROLE IF EXISTS ds_rm, ds_rm2, ds_comp, ds_int, ds_app;
+DROP ROLE IF EXISTS regress_ds_rm, regress_ds_rm2, regress_ds_comp, regress_ds_int, regress_ds_app;
 RESET client_min_messages;
 SELECT crm.add_org_unit('DS HQ') AS hq \gset
 DO $$ DECLARE r text; BEGIN
-  FOREACH r IN ARRAY ARRAY['ds_rm', 'ds_rm2', 'ds_comp', 'ds_int'] LOOP
+  FOREACH r IN ARRAY ARRAY['regress_ds_rm', 'regress_ds_rm2', 'regress_ds_comp', 'regress_ds_int'] LOOP
     EXECUTE format('CREATE ROLE %I LOGIN IN ROLE crm_user', r);
   END LOOP;
 END $$;
-SELECT crm.add_principal('ds_rm', 'RM', :hq, ARRAY['rm']) AS rm \gset
-SELECT crm.add_principal('ds_rm2', 'RM 2', :hq, ARRAY['rm']) AS rm2 \gset
-SELECT crm.add_principal('ds_comp', 'Compliance', :hq, ARRAY['compliance']) AS comp \gset
-SELECT crm.add_principal('ds_int', 'Integration', :hq, ARRAY['admin']) AS int \gset
+SELECT crm.add_principal('regress_ds_rm', 'RM', :hq, ARRAY['rm']) AS rm \gset
+SELECT crm.add_principal('regress_ds_rm2', 'RM 2', :hq, ARRAY['rm']) AS rm2 \gset
+SELECT crm.add_principal('regress_ds_comp', 'Compliance', :hq, ARRAY['compliance']) AS comp \gset
+SELECT crm.add_principal('regress_ds_int', 'Integration', :hq, ARRAY['admin']) AS int \gset
 INSERT INTO crm_data.customer (owner_id, name, id_type, id_number, mobile, risk_tolerance, kyc_status, risk_assessed_on)
   VALUES (:rm, '数据主体', 'id_card', '11010519491231002X', '13812345678', 'C3', 'verified', current_date);
 SELECT id AS subj FROM crm_data.customer WHERE name = '数据主体' \gset
 
 -- consent: grant (idempotent), withdraw, history kept, used by has_consent
-SET ROLE ds_rm;
+SET ROLE regress_ds_rm;
 SELECT crm.grant_consent(:subj, 'marketing', 'sms', '') IS NULL;
 SELECT crm.grant_consent(:subj, 'marketing', 'sms', 'signed form 2026-11') AS c1 \gset
 SELECT crm.grant_consent(:subj, 'marketing', 'sms', 'again') = :c1 AS same_consent;
@@ -30,7 +30,7 @@ SELECT crm.grant_consent(:subj, 'marketing', 'any', 'app v2 screen 4') > :c1 AS 
 SELECT crm.has_consent(:subj, 'marketing', 'email');
 SELECT purpose, channel, withdrawn_at IS NOT NULL AS withdrawn, evidence FROM crm_data.consent WHERE customer_id = :subj ORDER BY id;
 -- another RM can neither see nor change them
-SET ROLE ds_rm2;
+SET ROLE regress_ds_rm2;
 SELECT crm.has_consent(:subj, 'marketing', 'email');
 SELECT crm.withdraw_consent(:subj, 'marketing', 'any');
 SELECT crm.grant_consent(:subj, 'service', 'sms', 'planted');
@@ -43,15 +43,15 @@ SELECT crm.add_field('complaint', 'summary', 'text', '{"sensitivity": "personal"
 SELECT crm.create_object('complaint_note', 'Complaint note', 'private', '{}');
 SELECT crm.add_field('complaint_note', 'complaint_id', 'reference', '{"object": "complaint", "required": true}');
 SELECT crm.add_field('complaint_note', 'note', 'text', '{}');
-SET ROLE ds_rm;
+SET ROLE regress_ds_rm;
 INSERT INTO crm_data.complaint (customer_id, summary) VALUES (:subj, '理财收益不符预期');
 INSERT INTO crm_data.complaint_note (owner_id, complaint_id, note) SELECT :rm, id, '已回电' FROM crm_data.complaint WHERE customer_id = :subj;
 RESET ROLE;
 
 -- the subject export: compliance only; the customer, records referring to it, two steps out, consents, audit
-SET ROLE ds_rm;
+SET ROLE regress_ds_rm;
 SELECT crm.subject_export(:subj);
-SET ROLE ds_comp;
+SET ROLE regress_ds_comp;
 SELECT jsonb_array_length(e->'records'->'customer') AS customers,
        e->'records'->'customer'->0->>'id_number' AS id_number,
        jsonb_array_length(e->'records'->'complaint') AS complaints,
@@ -64,7 +64,7 @@ SELECT crm.subject_export(424242);
 RESET ROLE;
 
 -- upsert by source ids: insert, then update by the same id; attributes checked field by field
-SET ROLE ds_int;
+SET ROLE regress_ds_int;
 SELECT crm.upsert('customer', 'core_banking', 'CB-1', '{"name": "张三", "id_type": "id_card", "id_number": "110101199003074477", "aum": 1000}') AS u1 \gset
 SELECT crm.upsert('customer', 'core_banking', 'CB-1', '{"aum": 2000}') = :u1 AS same_record;
 SELECT name, aum FROM crm_data.customer WHERE id = :u1;
@@ -79,7 +79,7 @@ SELECT name, mobile, aum FROM crm_data.customer WHERE id = :u1;
 RESET ROLE;
 SELECT source_system, external_id, record_id = :u1 AS same FROM crm.external_ref WHERE object = 'customer' ORDER BY 1, 2;
 -- an RM cannot take over a record it cannot see through a source id
-SET ROLE ds_rm2;
+SET ROLE regress_ds_rm2;
 SELECT crm.upsert('customer', 'core_banking', 'CB-1', '{"name": "冒名", "aum": 1}');
 RESET ROLE;
 SELECT aum FROM crm_data.customer WHERE id = :u1;
@@ -92,12 +92,12 @@ INSERT INTO public.ds_staging VALUES
   ('IMP-3', NULL, NULL, NULL, '300'),
   ('IMP-4', '李四', 'id_card', '110101199003074478', '400'),
   ('IMP-5', '李五', NULL, NULL, '500');
-GRANT SELECT ON public.ds_staging TO ds_int;
-SET ROLE ds_int;
+GRANT SELECT ON public.ds_staging TO regress_ds_int;
+SET ROLE regress_ds_int;
 SELECT * FROM crm.import('customer', 'public.ds_staging', 'crm_import');
 RESET ROLE;
 SELECT count(*) AS imported FROM crm.external_ref WHERE source_system = 'crm_import';
-SET ROLE ds_int;
+SET ROLE regress_ds_int;
 SELECT row_no, status, reason FROM crm.import('customer', 'public.ds_staging', 'crm_import', all_or_nothing => false) ORDER BY row_no;
 RESET ROLE;
 SELECT count(*) AS imported FROM crm.external_ref WHERE source_system = 'crm_import';
@@ -108,7 +108,7 @@ SELECT crm.import('customer', 'pg_catalog.pg_class', 'x');
 TRUNCATE public.ds_staging;
 INSERT INTO public.ds_staging VALUES ('IMP-1', '李一', NULL, NULL, '150'), ('IMP-6', '李六', NULL, NULL, '600'),
   ('IMP-7', '张三', 'id_card', '110101199003074477', '2500');
-SET ROLE ds_int;
+SET ROLE regress_ds_int;
 SELECT row_no, external_id, status, reason FROM crm.import('customer', 'public.ds_staging', 'crm_import') ORDER BY row_no;
 RESET ROLE;
 SELECT r.external_id, c.name, c.aum, c.id = :u1 AS golden FROM crm_data.customer c JOIN crm.external_ref r ON r.record_id = c.id AND r.object = 'customer'
@@ -116,10 +116,10 @@ SELECT r.external_id, c.name, c.aum, c.id = :u1 AS golden FROM crm_data.customer
 DROP TABLE public.ds_staging;
 
 -- PostgREST's pre-request: act as the token's principal, only for an application role in crm_app
-CREATE ROLE ds_app LOGIN IN ROLE crm_app;
-SET ROLE ds_app;
+CREATE ROLE regress_ds_app LOGIN IN ROLE crm_app;
+SET ROLE regress_ds_app;
 BEGIN;
-SET LOCAL request.jwt.claims = '{"principal": "ds_rm", "role": "ds_app"}';
+SET LOCAL request.jwt.claims = '{"principal": "regress_ds_rm", "role": "regress_ds_app"}';
 SELECT crm.act_as_from_jwt();
 SELECT crm.current_principal() = :rm AS acting_as_token_principal;
 SELECT count(*) AS sees_its_customer FROM crm_data.customer WHERE id = :subj;
@@ -129,15 +129,15 @@ BEGIN;
 SET LOCAL request.jwt.claims = '{"principal": "nobody_at_all"}';
 SELECT crm.act_as_from_jwt();
 ROLLBACK;
-SET ROLE ds_rm2;
+SET ROLE regress_ds_rm2;
 BEGIN;
-SET LOCAL request.jwt.claims = '{"principal": "ds_rm"}';
+SET LOCAL request.jwt.claims = '{"principal": "regress_ds_rm"}';
 SELECT crm.act_as_from_jwt();
 ROLLBACK;
 RESET ROLE;
 
 -- merging duplicates, reversibly
-SET ROLE ds_int;
+SET ROLE regress_ds_int;
 SELECT crm.upsert('customer', 'crm_import', 'IMP-8', '{"name": "张三 (重复)"}') AS dup \gset
 INSERT INTO crm_data.interaction (customer_id, channel, occurred_at, summary) VALUES (:dup, 'phone', now(), 'dup call'), (:dup, 'visit', now(), 'dup visit');
 RESET ROLE;
@@ -156,9 +156,9 @@ SELECT crm.set_retention('complaint', '5 years', 'anonymise');
 SELECT crm.set_retention('complaint', '-1 day', 'delete');
 SELECT crm.set_retention('complaint', '5 years', 'burn');
 INSERT INTO crm_data.interaction (customer_id, channel, occurred_at, summary) VALUES (:subj, 'phone', now(), '谈及家庭住址');
-SET ROLE ds_rm;
+SET ROLE regress_ds_rm;
 SELECT crm.erase_subject(:subj, 'PIPL request 2026-11-28');
-SET ROLE ds_comp;
+SET ROLE regress_ds_comp;
 SELECT crm.erase_subject(:subj, '');
 SELECT crm.erase_subject(:subj, 'PIPL request 2026-11-28');
 RESET ROLE;
