@@ -9,6 +9,7 @@
 #include "catalog/namespace.h"
 #include "commands/defrem.h"
 #include "commands/explain.h"
+#include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -65,12 +66,15 @@ release_audit_writer(Node *stmt)
 }
 
 static void
-crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
 				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
 	CrmCopyFrame *volatile copy;
+	bool		unchecked = crm_restore_copy_unchecked(pstmt->utilityStmt);
+	int			save_role = SessionReplicationRole;
+
 
 	crm_masking_check_utility(pstmt->utilityStmt);
 	crm_audit_check_utility(pstmt->utilityStmt);
@@ -82,6 +86,9 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		explain_analyze_depth++;
 	PG_TRY();
 	{
+		/* a restore session loading one of crm's catalogs: no FK checks (restore.c) */
+		if (unchecked)
+			SessionReplicationRole = SESSION_REPLICATION_ROLE_REPLICA;
 		if (prev_ProcessUtility)
 			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 		else
@@ -89,6 +96,8 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	}
 	PG_FINALLY();
 	{
+		if (unchecked)
+			SessionReplicationRole = save_role;
 		if (guard)
 			explain_analyze_depth--;
 		crm_copies_pop(copy);
@@ -107,6 +116,22 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 			(vs->name && (strcmp(vs->name, "role") == 0 || strcmp(vs->name, "session_authorization") == 0)))
 			crm_masking_actor_changed();
 	}
+}
+
+static void
+crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	/* a restore session adding a foreign key to crm's catalogs: see restore.c */
+	if (crm_restore_fk_to_catalog(pstmt->utilityStmt))
+	{
+		if (readOnlyTree)
+			pstmt = copyObject(pstmt);
+		readOnlyTree = false;
+		crm_restore_skip_fk_check(pstmt->utilityStmt);
+	}
+	utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 }
 
 static void
