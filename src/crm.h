@@ -73,6 +73,7 @@ extern bool crm_audit_rel_is_empty(Oid relid);
 extern bool crm_restore_copy_unchecked(Node *stmt);
 extern bool crm_restore_fk_to_catalog(Node *stmt);
 extern void crm_restore_skip_fk_check(Node *stmt);
+extern void crm_restore_check_drop(Node *stmt);
 
 /* masking.c: queries over crm_data open in this backend (act_as refuses to switch under them) */
 extern bool crm_data_queries_open(void);

@@ -77,6 +77,7 @@ utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 
 
 	crm_masking_check_utility(pstmt->utilityStmt);
+	crm_restore_check_drop(pstmt->utilityStmt);
 	crm_audit_check_utility(pstmt->utilityStmt);
 	release_audit_writer(pstmt->utilityStmt);
 	crm_copies_check_utility(pstmt->utilityStmt);

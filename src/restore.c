@@ -33,6 +33,11 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/bufmgr.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "access/xact.h"
+#include "lib/stringinfo.h"
 #include "storage/lmgr.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -134,4 +139,127 @@ crm_restore_skip_fk_check(Node *stmt)
 			is_crm_catalog(RangeVarGetRelid(con->pktable, NoLock, true)))
 			con->skip_validation = true;
 	}
+}
+
+/*
+ * DROP EXTENSION crm (with CASCADE: also DROP EXTENSION of one crm requires) while business tables
+ * exist would leave their rows without crm's policies, masks, audit triggers and checks. It is
+ * refused unless crm.uninstall(reason), called by a superuser earlier in the same transaction,
+ * recorded the decision in the audit log (a MAINTENANCE event, which stays: the log is not an
+ * extension member).
+ */
+static LocalTransactionId uninstall_armed = InvalidLocalTransactionId;
+static SubTransactionId uninstall_subid = InvalidSubTransactionId;
+
+/* a rolled-back savepoint takes the audit event with it, and so the permission it gave */
+static void
+uninstall_subxact(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && uninstall_armed != InvalidLocalTransactionId && uninstall_subid >= mySubid)
+		uninstall_armed = InvalidLocalTransactionId;
+}
+
+PG_FUNCTION_INFO_V1(crm_uninstall);
+Datum
+crm_uninstall(PG_FUNCTION_ARGS)
+{
+	text	   *reason_t = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	char	   *reason = reason_t ? text_to_cstring(reason_t) : NULL;
+	StringInfoData d;
+
+	if (!superuser())
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						errmsg("permission denied for crm.uninstall"),
+						errhint("Only a superuser may uninstall crm.")));
+	if (reason == NULL || strspn(reason, " \t\r\n") == strlen(reason))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("crm.uninstall needs a reason"),
+						errhint("The reason is recorded in the audit log.")));
+	if (!IsTransactionBlock())
+		ereport(ERROR, (errcode(ERRCODE_NO_ACTIVE_SQL_TRANSACTION),
+						errmsg("crm.uninstall must be called in a transaction block"),
+						errhint("BEGIN; SELECT crm.uninstall('why'); DROP EXTENSION crm CASCADE; COMMIT;")));
+	initStringInfo(&d);
+	appendStringInfoString(&d, "{\"operation\": \"uninstall\", \"reason\": ");
+	escape_json(&d, crm_shortn(reason, 200));
+	appendStringInfoChar(&d, '}');
+	crm_audit_event("MAINTENANCE", NULL, 0, d.data);
+	if (uninstall_subid == InvalidSubTransactionId)
+		RegisterSubXactCallback(uninstall_subxact, NULL);
+	uninstall_subid = GetCurrentSubTransactionId();
+	uninstall_armed = MyProc->lxid;
+	PG_RETURN_TEXT_P(cstring_to_text("DROP EXTENSION crm CASCADE may now run in this transaction"));
+}
+
+/* the names of the tables in crm_data (up to 5), or NULL when there are none */
+static char *
+business_tables(int64 *count)
+{
+	Oid			nsp = get_namespace_oid("crm_data", true);
+	Oid			types[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(nsp)};
+	Datum		out[2];
+	bool		nulls[2];
+
+	*count = 0;
+	if (!OidIsValid(nsp) ||
+		!crm_query_row_as_owner("SELECT pg_catalog.count(*), pg_catalog.string_agg(n, ', ') FILTER (WHERE r OPERATOR(pg_catalog.<=) 5)"
+								" FROM (SELECT c.relname::text, pg_catalog.row_number() OVER (ORDER BY c.relname)"
+								" FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) $1"
+								" AND c.relkind OPERATOR(pg_catalog.=) 'r') t(n, r)", 1, types, args, out, nulls, 2) ||
+		nulls[0] || DatumGetInt64(out[0]) == 0)
+		return NULL;
+	*count = DatumGetInt64(out[0]);
+	return TextDatumGetCString(out[1]);
+}
+
+/* Does this DROP EXTENSION take crm with it? */
+static bool
+drops_crm(DropStmt *d)
+{
+	Oid			crm = get_extension_oid("crm", true);
+	ListCell   *lc;
+
+	if (!OidIsValid(crm))
+		return false;
+	foreach(lc, d->objects)
+	{
+		Oid			ext = get_extension_oid(strVal(lfirst(lc)), true);
+		Oid			types[2] = {OIDOID, OIDOID};
+		Datum		args[2] = {ObjectIdGetDatum(crm), ObjectIdGetDatum(ext)};
+		Datum		out[1];
+		bool		nulls[1];
+
+		if (ext == crm)
+			return true;
+		if (OidIsValid(ext) && d->behavior == DROP_CASCADE &&
+			crm_query_row_as_owner("SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
+								   " AND d.objid OPERATOR(pg_catalog.=) $1 AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
+								   " AND d.refobjid OPERATOR(pg_catalog.=) $2", 2, types, args, out, nulls, 1))
+			return true;
+	}
+	return false;
+}
+
+void
+crm_restore_check_drop(Node *stmt)
+{
+	int64		n;
+	char	   *names;
+
+	if (!IsA(stmt, DropStmt) || ((DropStmt *) stmt)->removeType != OBJECT_EXTENSION ||
+		!IsTransactionState() || !drops_crm((DropStmt *) stmt))
+		return;
+	if (uninstall_armed != InvalidLocalTransactionId && uninstall_armed == MyProc->lxid)
+		return;
+	names = business_tables(&n);
+	if (names == NULL)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+			 errmsg("cannot drop extension crm while schema crm_data holds %lld business tables (%s%s)",
+					(long long) n, names, n > 5 ? ", ..." : ""),
+			 errdetail("Their rows would stay without crm's row-level security policies, field masks, audit triggers and checks."),
+			 errhint("To keep the data protected, restore or repair instead (see docs/backups.md). To uninstall anyway, in one transaction: "
+					 "BEGIN; SELECT crm.uninstall('reason'); DROP EXTENSION crm CASCADE; COMMIT;")));
 }

@@ -116,3 +116,9 @@ BEGIN
   END IF;
 END
 $init$;
+
+-- The one way to drop crm while crm_data holds business tables (restore.c): recorded in the audit
+-- log, valid for the rest of the transaction. Superusers only (checked in C; closed to PUBLIC).
+CREATE FUNCTION crm.uninstall(reason text) RETURNS text
+  LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crm_uninstall';
+COMMENT ON FUNCTION crm.uninstall(text) IS 'records why crm is being uninstalled (MAINTENANCE) and lets DROP EXTENSION crm CASCADE run later in this transaction';
