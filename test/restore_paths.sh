@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# TAP: every restore path of docs/backups.md works. A small demo bank, with what a bank adds (a
+# custom object, an encrypted field, field levels, a share, a rule, workflows in flight), is dumped
+# (pg_dump -Fc and plain SQL) and restored: pg_restore serial, -j 4, --single-transaction and the
+# plain dump through psql into databases of the same cluster, and pg_restore -j 4 into a new
+# cluster (roles from pg_dumpall --roles-only, the keyring copied). After each: no error; crm's
+# catalogs (principals, grants, field levels, rules, workflows, ...) and the business tables row for
+# row; the audit entries and blocks that were dumped, identical, the restore's own entries after
+# them, and crm.audit_verify() passing; every demo login sees exactly what it saw before.
+# Needs PGHOST/PGPORT/PGUSER of a running cluster with crm preloaded (make test provides them).
+set -u
+source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/../scripts/cluster.sh"
+tmp=${CRM_TEST_DIR:-$(mktemp -d)}/restore_paths
+rm -rf "$tmp"; mkdir -p "$tmp"; chmod 777 "$tmp"
+src=crm_rp_src
+paths="serial j4 single plain"
+q() { local db=$1; shift; psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" "$@" 2>&1; }
+dropall() { for d in $src $(for p in $paths; do echo crm_rp_$p; done); do echo "DROP DATABASE IF EXISTS $d WITH (FORCE);"; done | psql -X -q -d postgres >/dev/null 2>&1; }
+dropall
+psql -X -q -d postgres -c "CREATE DATABASE $src" >/dev/null
+
+psql -X -q -v ON_ERROR_STOP=1 -d $src >/dev/null 2>"$tmp/setup.err" <<'SQL' || { echo "not ok 1 - set-up"; sed 's/^/#   /' "$tmp/setup.err"; exit 1; }
+SET client_min_messages = warning;
+CREATE EXTENSION crm CASCADE;
+SELECT crm.generate_demo_data(200, 11);
+SELECT crm.create_object('loan_application', 'Loan application', 'private', '{}');
+SELECT crm.add_field('loan_application', 'customer_id', 'reference', '{"object": "customer", "inherit_access": true}');
+SELECT crm.add_field('loan_application', 'amount', 'money', '{"required": true}');
+SELECT crm.add_field('customer', 'passport_no', 'text', '{"encrypted": true, "searchable": true, "sensitivity": "sensitive"}');
+SELECT crm.set_field_access('customer', 'mobile', 'rm', 'read');
+SELECT crm.set_field_access('customer', 'email', 'team_lead', 'hidden', 'write');
+SELECT crm.grant_object('rm', 'loan_application', ARRAY['read', 'create', 'edit'], 'own');
+SELECT crm.create_rule('churn_alert', 'customer', 'update', 'NEW.aum < OLD.aum * 0.7',
+  '[{"type": "create_task", "assignee": "owner_manager", "title": "流失预警: {{name}}", "priority": "high", "due_in_days": 2}]',
+  '{"run_as": "demo_admin"}');
+SET ROLE demo_rm_00001;
+UPDATE crm_data.customer SET passport_no = 'E' || lpad(id::text, 8, '0') WHERE owner_id = crm.current_principal();
+INSERT INTO crm_data.loan_application (owner_id, customer_id, amount)
+  SELECT owner_id, id, 10000 * id FROM crm_data.customer WHERE owner_id = crm.current_principal();
+SELECT crm.share('customer', (SELECT min(id) FROM crm_data.customer WHERE owner_id = crm.current_principal()), 'demo_rm_00002', 'read', NULL, 'cover');
+UPDATE crm_data.customer SET aum = aum * 0.5 WHERE id = (SELECT min(id) FROM crm_data.customer WHERE owner_id = crm.current_principal() AND aum > 0);
+INSERT INTO crm_data.suitability_override (customer_id, product_id, reason, valid_until)
+  SELECT c.id, (SELECT p.id FROM crm_data.product p WHERE p.risk_level = 'R5' ORDER BY p.id LIMIT 1), '专业投资者认定', crm.today() + 365
+    FROM crm_data.customer c WHERE c.owner_id = crm.current_principal() ORDER BY c.id LIMIT 3;
+SELECT crm.start_workflow('suitability_override', o.id), crm.transition('suitability_override', o.id, 'submit', '请审批')
+  FROM crm_data.suitability_override o ORDER BY o.id;
+RESET ROLE;
+SET ROLE demo_compliance;
+SELECT crm.approve(task_id, '同意') FROM crm.my_approvals() ORDER BY task_id LIMIT 1;
+RESET ROLE;
+SQL
+
+# What is compared, one line each: crm's catalogs and the business tables (count and digest of
+# every row), then what every demo login sees (as itself: row security and masks apply).
+snapshot() {
+  tables "$1"
+  local l logins
+  logins=$(q "$1" -c "SELECT p.login FROM crm.principal p JOIN pg_roles r ON r.rolname = p.login ORDER BY 1")
+  for l in $logins; do
+    echo "SET ROLE $l; SELECT '$l ' || count(*) || ' ' || coalesce(md5(string_agg(c::text, E'\\n' ORDER BY c.id)), '-') FROM crm_data.customer c; RESET ROLE;"
+  done | psql -X -qAt -v ON_ERROR_STOP=1 -d "$1" 2>&1
+}
+tables() {
+  psql -X -qAt -v ON_ERROR_STOP=1 -d "$1" 2>&1 <<'SQL'
+CREATE TEMP TABLE snap (what text);
+DO $$
+DECLARE t record; r text;
+BEGIN
+  FOR t IN SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND (n.nspname = 'crm_data' OR c.oid IN (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'crm'))
+            ORDER BY 1, 2 LOOP
+    EXECUTE format('SELECT %L || '' '' || count(*) || '' '' || coalesce(md5(string_agg(x::text, E''\n'' ORDER BY x::text)), ''-'') FROM %I.%I x',
+                   t.nspname || '.' || t.relname, t.nspname, t.relname) INTO r;
+    INSERT INTO snap VALUES (r);
+  END LOOP;
+END $$;
+SELECT what FROM snap;
+SQL
+}
+# The audit log that came back: the source's entries and blocks (its era) as they were in the
+# source, up to the last one dumped; what the restore wrote after them, in its own era. (Entries
+# that were not sealed yet when the dump was taken are sealed by the restored database, in a block
+# of the source's era that the source itself does not have: only the blocks sealed before the dump
+# are compared.)
+audit_src_part() {  # DB ERA MAXID MAXBLOCK
+  q "$1" -c "SELECT count(*) || ' ' || md5(string_agg(l::text, E'\n' ORDER BY l.id)) FROM crm.audit_log l WHERE l.era = $2 AND l.id <= $3" \
+         -c "SELECT count(*) || ' ' || md5(string_agg(b::text, E'\n' ORDER BY b.block_no)) FROM crm.audit_block b WHERE b.era = $2 AND b.block_no <= $4"
+}
+check_restored() {  # DB LABEL ERRFILE
+  local db=$1 label=$2 errs=$3 maxid
+  ok "$(grep -v -E '^(NOTICE|psql:[^:]*:[0-9]+: NOTICE):' "$errs" | grep -c .)" 0 "$label: no error or warning"
+  grep -v -E 'NOTICE:' "$errs" | head -10 | sed 's/^/#   /'
+  ok "$(snapshot "$db")" "$before" "$label: catalogs, business tables and what each demo login sees are as in the source"
+  maxid=$(q "$db" -c "SELECT max(id) FROM crm.audit_log WHERE era = $era")
+  ok "$([ "${maxid:-0}" -ge "$dumped_upto" ] && echo t)" t "$label: every audit entry written before the dump came back"
+  ok "$(audit_src_part "$db" $era "${maxid:-0}" "$dumped_blocks")" "$(audit_src_part $src $era "${maxid:-0}" "$dumped_blocks")" \
+     "$label: the source's audit entries and blocks are identical"
+  ok "$(q "$db" -c "SELECT count(*) FILTER (WHERE era <> $era AND id <= ${maxid:-0}) FROM crm.audit_log")" 0 \
+     "$label: the restore's own audit entries come after the restored ones"
+  q "$db" -c "SELECT crm.audit_seal()" >/dev/null
+  ok "$(q "$db" -c "SELECT ok, problem IS NULL FROM crm.audit_verify()")" "t|t" "$label: crm.audit_verify() passes"
+}
+
+before=$(snapshot $src)
+ok "$(echo "$before" | grep -c '^demo_')" "$(q $src -c "SELECT count(*) FROM crm.principal WHERE login LIKE 'demo\_%'")" "set-up: every demo login is compared"
+ok "$(echo "$before" | grep -E '^demo_rm_00001 ' | grep -c -v ' 0 ')" 1 "set-up: an RM sees customers"
+# entries committed before the dump starts must all come back
+sleep 1
+era=$(q $src -c "SELECT crm._audit_era()")
+dumped_upto=$(q $src -c "SELECT crm.audit_seal()" -c "SELECT max(id) FROM crm.audit_log" | tail -1)
+dumped_blocks=$(q $src -c "SELECT max(block_no) FROM crm.audit_block")
+
+pg_dump -Fc -d $src -f "$tmp/bank.dump" 2>"$tmp/dump.err"; ok "$?" 0 "pg_dump -Fc"
+pg_dump -d $src -f "$tmp/bank.sql" 2>"$tmp/dump_sql.err"; ok "$?" 0 "pg_dump (plain SQL)"
+
+for p in $paths; do
+  db=crm_rp_$p
+  createdb $db
+  case $p in
+    serial) pg_restore -d $db "$tmp/bank.dump" 2>"$tmp/$p.err" ;;
+    j4) pg_restore -j 4 -d $db "$tmp/bank.dump" 2>"$tmp/$p.err" ;;
+    single) pg_restore --single-transaction -d $db "$tmp/bank.dump" 2>"$tmp/$p.err" ;;
+    plain) psql -X -q -v ON_ERROR_STOP=1 -d $db -f "$tmp/bank.sql" >/dev/null 2>"$tmp/$p.err" ;;
+  esac
+  ok "$?" 0 "restore $p: exit status 0"
+  check_restored $db "$p" "$tmp/$p.err"
+done
+
+# A new cluster: the roles first (the bootstrap superuser exists there already), then the keyring,
+# then pg_restore -j 4. Its own directory and port; same binaries.
+keyring=$(q postgres -c "SHOW crm.keyring")
+new=$tmp/cluster2; mkdir -p "$new/keys"
+cp "$keyring" "$new/keys/master.keys"; chmod 700 "$new/keys"; chmod 600 "$new/keys/master.keys"
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$new"
+old_env=("PGHOST=$PGHOST" "PGPORT=$PGPORT" "PGDATA=${PGDATA:-}")
+pg_dumpall --roles-only -f "$tmp/roles.sql" 2>"$tmp/roles.err"; ok "$?" 0 "pg_dumpall --roles-only"
+if crm_start_cluster "$new" >"$tmp/cluster2.log" 2>&1; then
+  psql -X -q -d postgres -f "$tmp/roles.sql" >/dev/null 2>"$tmp/roles_load.err"
+  ok "$(grep -v 'role "postgres" already exists' "$tmp/roles_load.err" | grep -c 'ERROR')" 0 "roles loaded into the new cluster (only the bootstrap superuser existed)"
+  createdb crm_rp_new
+  pg_restore -j 4 -d crm_rp_new "$tmp/bank.dump" 2>"$tmp/new.err"
+  ok "$?" 0 "restore into a new cluster: exit status 0"
+  src_host=${old_env[0]#PGHOST=}; src_port=${old_env[1]#PGPORT=}
+  # the source's side of the comparisons is read from the first cluster
+  q() { local db=$1; shift; if [ "$db" = $src ]; then PGHOST=$src_host PGPORT=$src_port psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" "$@" 2>&1;
+        else psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" "$@" 2>&1; fi; }
+  check_restored crm_rp_new "new cluster" "$tmp/new.err"
+  ok "$(q crm_rp_new -c "SET ROLE demo_rm_00001" -c "SELECT count(*) FROM crm_data.customer WHERE passport_no LIKE 'E%'")" \
+     "$(q $src -c "SET ROLE demo_rm_00001" -c "SELECT count(*) FROM crm_data.customer WHERE passport_no LIKE 'E%'")" \
+     "new cluster: the RM reads the encrypted field in plaintext (the keyring was copied)"
+  crm_stop_cluster "$new"
+else
+  ok "failed" "started" "a new cluster starts"; sed 's/^/#   /' "$tmp/cluster2.log" | tail -5
+fi
+export "${old_env[@]}"
+dropall
+rm -rf "$tmp"
+finish
