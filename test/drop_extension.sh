@@ -40,9 +40,11 @@ ok "$(q -c "SELECT string_agg(detail ->> 'reason', ',') FROM crm.audit_log WHERE
    "only the committed call is recorded (not the rolled-back one, nor the refused ones)"
 ok "$(q -c "SELECT count(*) FROM pg_extension WHERE extname = 'crm'")" 1 "crm is still installed"
 
-# the documented way
-out=$(q -c "BEGIN" -c "SELECT crm.uninstall('replaced by another system (ticket 42)')" -c "SET LOCAL client_min_messages = warning" \
-        -c "DROP EXTENSION crm CASCADE" -c "COMMIT")
+# the documented way: docs/backups.md's block, as written
+doc=$(cd "$(dirname "$0")/.." && pwd)/docs/backups.md
+sql=$(awk '$0 == "<!-- run: uninstall -->" {f = 1; next} f && /^```/ {if (inb) exit; inb = 1; next} f && inb {print}' "$doc")
+ok "$(echo "$sql" | grep -c 'crm.uninstall')" 1 "docs/backups.md has the uninstall block"
+echo "$sql" | PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d $db >/dev/null 2>&1
 ok "$(q -c "SELECT count(*) FROM pg_extension WHERE extname = 'crm'")" 0 "crm.uninstall then DROP EXTENSION crm CASCADE in one transaction uninstalls"
 ok "$(q -c "SELECT principal_id IS NULL, session_user_name, detail ->> 'reason' FROM crm.audit_log WHERE action = 'MAINTENANCE' AND detail ->> 'operation' = 'uninstall' AND detail ->> 'reason' <> 'x'")" \
    "t|postgres|replaced by another system (ticket 42)" "the uninstall is in the audit log, which stays"
