@@ -29,6 +29,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "commands/extension.h"
+#include "commands/event_trigger.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -44,11 +45,15 @@
 #include "utils/rel.h"
 #include "utils/rls.h"
 
-/* a superuser's session with row security off: what pg_restore and pg_dump's scripts run as */
+/*
+ * A superuser's session with row security off: what pg_restore and pg_dump's scripts run as. The
+ * session's login must be a superuser too: a SECURITY DEFINER function owned by one is not a
+ * restore.
+ */
 static bool
 restore_session(void)
 {
-	return !row_security && superuser();
+	return !row_security && superuser() && superuser_arg(GetSessionUserId());
 }
 
 /* Is relid one of the crm extension's own tables (a catalog whose rows pg_dump keeps)? */
@@ -262,4 +267,23 @@ crm_restore_check_drop(Node *stmt)
 			 errdetail("Their rows would stay without crm's row-level security policies, field masks, audit triggers and checks."),
 			 errhint("To keep the data protected, restore or repair instead (see docs/backups.md). To uninstall anyway, in one transaction: "
 					 "BEGIN; SELECT crm.uninstall('reason'); DROP EXTENSION crm CASCADE; COMMIT;")));
+}
+
+/*
+ * The same check from an event trigger (crm_drop_guard, ddl_command_start, ENABLE ALWAYS), so that
+ * it holds when crm is not preloaded (no utility hook) too.
+ */
+PG_FUNCTION_INFO_V1(crm_drop_guard);
+Datum
+crm_drop_guard(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+						errmsg("crm._drop_guard() must be called as an event trigger")));
+	trigdata = (EventTriggerData *) fcinfo->context;
+	if (trigdata->parsetree != NULL)
+		crm_restore_check_drop(trigdata->parsetree);
+	PG_RETURN_NULL();
 }
