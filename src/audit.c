@@ -528,6 +528,10 @@ audit_log_ready(void)
 			if (strcmp(rel->trigdesc->triggers[i].tgname, "crm_append_only") == 0)
 				ready = true;
 	table_close(rel, AccessShareLock);
+	/* a parallel restore adds the trigger before all rows may be in (restore.c): not cached, as
+	 * nothing invalidates the log when its last index is attached */
+	if (ready && !crm_audit_log_loaded(relid))
+		return false;
 	/* its triggers are part of its relcache entry: adding or dropping one invalidates it */
 	ready_known = true;
 	ready_cached = ready;

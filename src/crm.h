@@ -70,6 +70,7 @@ extern int64 crm_principal_unit(int64 principal);
 
 /* restore.c: what lets every restore path load a dump */
 extern bool crm_audit_rel_is_empty(Oid relid);
+extern bool crm_audit_log_loaded(Oid relid);
 extern bool crm_restore_copy_unchecked(Node *stmt);
 extern bool crm_restore_fk_to_catalog(Node *stmt);
 extern void crm_restore_skip_fk_check(Node *stmt);

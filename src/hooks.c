@@ -65,10 +65,11 @@ release_audit_writer(Node *stmt)
 		}
 }
 
+/* crm's checks around one utility statement (crm_ProcessUtility may hand it a copied tree) */
 static void
 utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				   ProcessUtilityContext context, ParamListInfo params,
-				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+		ProcessUtilityContext context, ParamListInfo params,
+		QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
 	CrmCopyFrame *volatile copy;

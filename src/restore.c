@@ -94,6 +94,34 @@ crm_audit_rel_is_empty(Oid relid)
 	return true;
 }
 
+/*
+ * Is the restored log all there? A parallel restore may add the log's append-only trigger (which
+ * says the log is ready) before every partition's rows are in: the log's own indexes
+ * (audit_log_xid, audit_log_record: indexes of the partitioned parent) become valid only when the
+ * last partition's index, built after that partition's rows, is attached. (The audit writer also
+ * waits for the id sequence to be set, auditwriter.c's probe; sessions do not, as a reset sequence
+ * would then stop them writing their entries.)
+ */
+bool
+crm_audit_log_loaded(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+
+	table_close(rel, AccessShareLock);
+	foreach(lc, indexes)
+	{
+		Oid			idx = lfirst_oid(lc);
+		char	   *name = get_rel_name(idx);
+
+		if (name != NULL && (strcmp(name, "audit_log_xid") == 0 || strcmp(name, "audit_log_record") == 0) &&
+			!get_index_isvalid(idx))
+			return false;
+	}
+	return true;
+}
+
 /* COPY ... FROM into one of crm's catalogs, in a restore session: run it without FK checks */
 bool
 crm_restore_copy_unchecked(Node *stmt)

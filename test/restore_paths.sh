@@ -151,6 +151,26 @@ ok "$(err $db -c "CREATE TABLE public.fk_probe (p bigint)" -c "INSERT INTO publi
           -c "ALTER TABLE public.fk_probe ADD FOREIGN KEY (p) REFERENCES crm.principal (id)")" \
    'ERROR:  insert or update on table "fk_probe" violates foreign key constraint "fk_probe_p_fkey"' "outside a restore session, a foreign key to crm's catalogs checks the rows"
 
+# A parallel restore may add the log's trigger before every partition's rows are in: until the
+# log's own indexes are valid (the last partition's index attached), sessions and the audit writer
+# write nothing into it. Simulated in a new database by marking audit_log_record invalid, in the
+# transaction that installs crm (so that the writer's first look at the database finds it so).
+db=crm_rp_loading
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
+q $db -c "SET client_min_messages = warning" -c "BEGIN" -c "CREATE EXTENSION crm CASCADE" \
+      -c "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'crm.audit_log_record'::regclass" -c "COMMIT" >/dev/null
+probe_events() { q $db -c "SELECT count(*) FROM crm.audit_log WHERE detail ->> 'probe' = '$1'"; }
+login_seen() { local i; for i in $(seq 1 $2); do
+  [ "$(q $db -c "SELECT count(*) FROM crm.audit_log WHERE action = 'LOGIN' AND application_name = '$1'")" != 0 ] && { echo seen; return; }
+  sleep 0.5; done; echo "not seen"; }
+q $db -c "SELECT crm._audit_event('MAINTENANCE', NULL, NULL, '{\"probe\": \"loading\"}')" >/dev/null
+PGAPPNAME=rp_loading psql -X -qAt -d $db -c "SELECT 1" >/dev/null
+ok "$(probe_events loading)|$(login_seen rp_loading 8)" "0|not seen" "while the restored log's indexes are not all valid, neither sessions nor the writer write into it"
+q $db -c "UPDATE pg_index SET indisvalid = true WHERE indexrelid = 'crm.audit_log_record'::regclass" >/dev/null
+q $db -c "SELECT crm._audit_event('MAINTENANCE', NULL, NULL, '{\"probe\": \"loaded\"}')" >/dev/null
+ok "$(probe_events loaded)|$(login_seen rp_loading 60)" "1|seen" "once they are, sessions write again and the writer writes the login it held"
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+
 # A new cluster: the roles first (the bootstrap superuser exists there already), then the keyring,
 # then pg_restore -j 4. Its own directory and port; same binaries.
 OLD_KEYRING=$(q postgres -c "SHOW crm.keyring")
