@@ -35,6 +35,7 @@
 #include "nodes/parsenodes.h"
 #include "storage/bufmgr.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "access/xact.h"
@@ -74,8 +75,15 @@ is_crm_catalog(Oid relid)
 bool
 crm_audit_rel_is_empty(Oid relid)
 {
-	List	   *rels = find_all_inheritors(relid, AccessExclusiveLock, NULL);
+	List	   *rels;
 	ListCell   *lc;
+
+	/* no lock for who may not truncate it anyway (it would hold up every writer while it waits) */
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK)
+		return false;
+	/* the table first, then its partitions: the order TRUNCATE locks them in */
+	LockRelationOid(relid, AccessExclusiveLock);
+	rels = find_all_inheritors(relid, AccessExclusiveLock, NULL);
 
 	foreach(lc, rels)
 	{

@@ -141,6 +141,8 @@ ok "$(err $db -c "SET row_security = off" -c "TRUNCATE crm.audit_block")" "ERROR
 ok "$(q $db -c "SELECT count(*) > 0 FROM crm.audit_log WHERE tableoid = '$part'::regclass")" t "(the partition still has its entries)"
 empty=$(q $db -c "SELECT c.oid::regclass FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'crm.audit_log'::regclass
                   AND c.relname <> 'audit_log_default' AND pg_relation_size(c.oid) = 0 ORDER BY c.relname DESC LIMIT 1")
+ok "$(err $db -c "SET ROLE demo_rm_00001" -c "TRUNCATE ONLY $empty")" "ERROR:  TRUNCATE ${empty#crm.} is not allowed" \
+   "an empty audit partition: TRUNCATE by a role without the privilege is refused (and takes no lock first)"
 ok "$(q $db -c "TRUNCATE ONLY $empty")" "" "TRUNCATE of an empty audit partition (what pg_restore -j does to the tables it made) is allowed"
 bad="COPY crm.principal (login, display_name, org_unit_id) FROM PROGRAM 'printf \"ghost\\\\tGhost\\\\t999999\\\\n\"'"
 ok "$(err $db -c "$bad")" 'ERROR:  insert or update on table "principal" violates foreign key constraint "principal_org_unit_id_fkey"' \
