@@ -582,7 +582,14 @@ probe(void)
 		r = PROBE_NOT_READY;
 	if (r == PROBE_NOT_READY && OidIsValid(get_relname_relid("_audit_intake", nsp)) &&
 		SPI_execute("SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass"
-					" AND t.tgname OPERATOR(pg_catalog.=) 'crm_append_only'", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+					" AND t.tgname OPERATOR(pg_catalog.=) 'crm_append_only'"
+					/* and the restored log is all there (restore.c, crm_audit_log_loaded), and its id
+					 * sequence set (a parallel restore may set it last): events wait in WAL till then */
+					" AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid"
+					" WHERE i.indrelid OPERATOR(pg_catalog.=) 'crm.audit_log'::pg_catalog.regclass AND NOT i.indisvalid"
+					" AND c.relname OPERATOR(pg_catalog.=) ANY ('{audit_log_xid,audit_log_record}'::pg_catalog.name[]))"
+					" AND (pg_catalog.pg_sequence_last_value(pg_catalog.to_regclass('crm.audit_log_id_seq')) IS NOT NULL"
+					" OR NOT EXISTS (SELECT 1 FROM crm.audit_log))", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		Oid			t[1] = {INT8OID};
 		Datum		v[1] = {Int64GetDatum((int64) GetSystemIdentifier())};

@@ -68,6 +68,14 @@ extern bool crm_acl_reaches(int64 principal, const char *object, const char *pri
 /* stamp.c */
 extern int64 crm_principal_unit(int64 principal);
 
+/* restore.c: what lets every restore path load a dump */
+extern bool crm_audit_rel_is_empty(Oid relid);
+extern bool crm_audit_log_loaded(Oid relid);
+extern bool crm_restore_copy_unchecked(Node *stmt);
+extern bool crm_restore_fk_to_catalog(Node *stmt);
+extern void crm_restore_skip_fk_check(Node *stmt);
+extern void crm_restore_check_drop(Node *stmt);
+
 /* masking.c: queries over crm_data open in this backend (act_as refuses to switch under them) */
 extern bool crm_data_queries_open(void);
 extern void crm_masking_check_utility(Node *stmt);

@@ -12,6 +12,7 @@
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/explain.h"
+#include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -111,16 +112,20 @@ release_audit_writer(Node *stmt)
 	return db;
 }
 
+/* crm's checks around one utility statement (crm_ProcessUtility may hand it a copied tree) */
 static void
-crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				   ProcessUtilityContext context, ParamListInfo params,
-				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+		ProcessUtilityContext context, ParamListInfo params,
+		QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	bool		guard = is_explain_analyze(pstmt->utilityStmt);
 	CrmCopyFrame *volatile copy;
 	volatile Oid released;
+	bool		unchecked = crm_restore_copy_unchecked(pstmt->utilityStmt);
+	int			save_role = SessionReplicationRole;
 
 	crm_masking_check_utility(pstmt->utilityStmt);
+	crm_restore_check_drop(pstmt->utilityStmt);
 	crm_audit_check_utility(pstmt->utilityStmt);
 	crm_copies_check_utility(pstmt->utilityStmt);
 	copy = crm_copies_push(pstmt->utilityStmt, guard);
@@ -130,6 +135,9 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		explain_analyze_depth++;
 	PG_TRY();
 	{
+		/* a restore session loading one of crm's catalogs: no FK checks (restore.c) */
+		if (unchecked)
+			SessionReplicationRole = SESSION_REPLICATION_ROLE_REPLICA;
 		if (prev_ProcessUtility)
 			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 		else
@@ -137,6 +145,8 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	}
 	PG_FINALLY();
 	{
+		if (unchecked)
+			SessionReplicationRole = save_role;
 		if (guard)
 			explain_analyze_depth--;
 		crm_copies_pop(copy);
@@ -158,6 +168,22 @@ crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 			(vs->name && (strcmp(vs->name, "role") == 0 || strcmp(vs->name, "session_authorization") == 0)))
 			crm_masking_actor_changed();
 	}
+}
+
+static void
+crm_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	/* a restore session adding a foreign key to crm's catalogs: see restore.c */
+	if (crm_restore_fk_to_catalog(pstmt->utilityStmt))
+	{
+		if (readOnlyTree)
+			pstmt = copyObject(pstmt);
+		readOnlyTree = false;
+		crm_restore_skip_fk_check(pstmt->utilityStmt);
+	}
+	utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 }
 
 static void

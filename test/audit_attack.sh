@@ -70,7 +70,7 @@ ok "$(PGOPTIONS='-c default_transaction_read_only=off' login_seen atk_readonly 2
 q postgres -c "ALTER DATABASE $real RESET default_transaction_read_only" >/dev/null
 
 # 3. DROP EXTENSION crm in one database, then more of its events than the slots hold
-q $gone -c "SET client_min_messages = warning" -c "DROP EXTENSION crm CASCADE" >/dev/null
+q $gone -c "SET client_min_messages = warning" -c "BEGIN" -c "SELECT crm.uninstall('test: a dropped crm')" -c "DROP EXTENSION crm CASCADE" -c "COMMIT" >/dev/null
 script=$(mktemp); echo "SELECT 1;" >"$script"; chmod 644 "$script"
 trap 'rm -f "$script"' EXIT
 pgbench -n -C -c 4 -j 2 -t 540 -f "$script" $gone >/dev/null 2>&1

@@ -22,4 +22,10 @@ ok "$(psql -X -qAt -U np_rm -d postgres -c 'SELECT crm.current_principal() IS NO
 ok "$(psql -X -qAt -U np_rm -d postgres -c 'SELECT count(*) FROM crm_data.customer')" "0" "but sees none of its own customers (fail closed)"
 ok "$(psql -X -qAt -U np_rm -d postgres -c "INSERT INTO crm_data.customer (name) VALUES ('x')" 2>&1 | grep -c 'row-level security')" "1" "and can write none"
 ok "$(psql -X -qAt -d postgres -c 'SELECT count(*) FROM crm_data.customer')" "1" "the superuser (maintenance role) still sees the data"
+# DROP EXTENSION is guarded without the utility hook too (an event trigger that fires ALWAYS)
+ok "$(psql -X -qAt -d postgres -c 'SET session_replication_role = replica' -c 'DROP EXTENSION crm CASCADE' 2>&1 | grep -m1 -o 'cannot drop extension crm while schema crm_data holds')" \
+   "cannot drop extension crm while schema crm_data holds" "not preloaded: DROP EXTENSION crm CASCADE is still refused while business tables exist"
+ok "$(psql -X -qAt -d postgres -c 'BEGIN' -c "SELECT crm.uninstall('not preloaded: test')" -c 'SET LOCAL client_min_messages = warning' \
+        -c 'DROP EXTENSION crm CASCADE' -c 'COMMIT' -c "SELECT count(*) FROM pg_extension WHERE extname = 'crm'" 2>&1 | tail -1)" 0 \
+   "not preloaded: crm.uninstall then DROP EXTENSION crm CASCADE works"
 finish

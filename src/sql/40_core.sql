@@ -115,3 +115,15 @@ BEGIN
   END IF;
 END
 $init$;
+
+-- The one way to drop crm while crm_data holds business tables (restore.c): recorded in the audit
+-- log, valid for the rest of the transaction. Superusers only (checked in C; closed to PUBLIC).
+CREATE FUNCTION crm.uninstall(reason text) RETURNS text
+  LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crm_uninstall';
+COMMENT ON FUNCTION crm.uninstall(text) IS 'records why crm is being uninstalled (MAINTENANCE) and lets DROP EXTENSION crm CASCADE run later in this transaction';
+-- the DROP EXTENSION guard holds without the utility hook too (crm not preloaded)
+CREATE FUNCTION crm._drop_guard() RETURNS event_trigger
+  LANGUAGE c AS 'MODULE_PATHNAME', 'crm_drop_guard';
+CREATE EVENT TRIGGER crm_drop_guard ON ddl_command_start WHEN TAG IN ('DROP EXTENSION')
+  EXECUTE FUNCTION crm._drop_guard();
+ALTER EVENT TRIGGER crm_drop_guard ENABLE ALWAYS;
